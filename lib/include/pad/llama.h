@@ -1,0 +1,73 @@
+// LlamaForCausalLM in LibTorch: batched prefill and decode over a slot KV cache.
+#ifndef PAD_LLAMA_H_
+#define PAD_LLAMA_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "pad/kv_cache.h"
+#include "pad/model_config.h"
+#include "pad/model_options.h"
+#include "pad/safetensors.h"
+
+namespace pad {
+
+// One row of a forward batch: `tokens` to append to the sequence held in cache slot `slot`. A prompt is
+// one row with all its tokens (prefill); a decode step is one row per sequence with one token each.
+struct ForwardRow {
+  int slot = 0;
+  absl::Span<const int32_t> tokens;
+};
+
+struct LlamaLayer;
+
+// The weights of one causal LM, resident on one device. Forward is called by one thread at a time (the
+// engine's); Logits and LogitsAt only read the weights. Errors, including LibTorch's, come back as Status.
+class LlamaModel {
+ public:
+  // Loads <model_dir>/config.json and its safetensors weights.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
+                                                          const ModelOptions& options);
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> FromCheckpoint(const LlamaConfig& config,
+                                                                    const Checkpoint& checkpoint,
+                                                                    const ModelOptions& options);
+  ~LlamaModel();
+
+  // Runs every row's tokens through the model in one batch, writing their keys and values into `cache`
+  // after what each slot already holds. Returns the final hidden states (after the last RMSNorm):
+  // [rows, hidden] at each row's last token, or with `all_positions` [total tokens, hidden] in row order.
+  // INVALID_ARGUMENT for a bad slot or token id; OUT_OF_RANGE when a slot would exceed max_seq_len.
+  absl::StatusOr<at::Tensor> Forward(absl::Span<const ForwardRow> rows, KvCache* cache,
+                                     bool all_positions = false);
+
+  // hidden [n, hidden] -> logits [n, vocab], float32.
+  absl::StatusOr<at::Tensor> Logits(const at::Tensor& hidden) const;
+  // hidden [n, hidden], token_ids [n, k] (int64) -> logits [n, k] of just those vocabulary rows, float32.
+  absl::StatusOr<at::Tensor> LogitsAt(const at::Tensor& hidden, const at::Tensor& token_ids) const;
+
+  const LlamaConfig& config() const { return config_; }
+  const ModelOptions& options() const { return options_; }
+  int64_t parameter_bytes() const;
+
+ private:
+  LlamaModel(LlamaConfig config, ModelOptions options);
+  at::Tensor ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache, bool all_positions);
+
+  LlamaConfig config_;
+  ModelOptions options_;
+  at::Tensor embed_tokens_;  // [vocab, hidden]
+  std::vector<LlamaLayer> layers_;
+  at::Tensor final_norm_;    // [hidden]
+  at::Tensor lm_head_;       // [vocab, hidden]; the embedding itself when tied
+  at::Tensor inv_freq_;      // [head_dim / 2] float32 rotary frequencies
+};
+
+}  // namespace pad
+
+#endif  // PAD_LLAMA_H_

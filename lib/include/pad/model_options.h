@@ -1,0 +1,28 @@
+// Where and in which precision a model runs.
+#ifndef PAD_MODEL_OPTIONS_H_
+#define PAD_MODEL_OPTIONS_H_
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+
+namespace pad {
+
+struct ModelOptions {
+  // "cpu", "cuda", "cuda:1", ...
+  c10::Device device = c10::Device(c10::kCPU);
+  // Weights, activations and KV cache: float32, bfloat16 or float16. Scores are always float32.
+  c10::ScalarType dtype = c10::kFloat;
+};
+
+// "float32" | "bfloat16" | "float16" (also "fp32", "bf16", "fp16").
+absl::StatusOr<c10::ScalarType> ParseDtype(absl::string_view name);
+// "cpu" | "cuda" | "cuda:N"; UNAVAILABLE when CUDA is asked for and absent.
+absl::StatusOr<c10::Device> ParseDevice(absl::string_view name);
+
+}  // namespace pad
+
+#endif  // PAD_MODEL_OPTIONS_H_

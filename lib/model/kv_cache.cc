@@ -1,0 +1,62 @@
+#include "pad/kv_cache.h"
+
+#include <ATen/ATen.h>
+
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+
+namespace pad {
+
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const LlamaConfig& config, const KvCacheOptions& options,
+                                                         const ModelOptions& model_options) {
+  if (options.max_slots < 1) return absl::InvalidArgumentError("kv cache: max_slots must be at least 1");
+  if (options.max_seq_len < 1) return absl::InvalidArgumentError("kv cache: max_seq_len must be at least 1");
+  std::unique_ptr<KvCache> cache(new KvCache());
+  cache->options_ = options;
+  cache->lengths_.assign(options.max_slots, 0);
+  cache->in_use_.assign(options.max_slots, false);
+  try {
+    const auto tensor_options = at::TensorOptions().dtype(model_options.dtype).device(model_options.device);
+    for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+      // Zeroed so that positions no sequence has written are finite even where a mask lets them through.
+      cache->keys_.push_back(at::zeros(
+          {options.max_slots, config.num_key_value_heads, options.max_seq_len, config.head_dim}, tensor_options));
+      cache->values_.push_back(at::zeros_like(cache->keys_.back()));
+    }
+  } catch (const c10::Error& e) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("kv cache of ", options.max_slots, " x ", options.max_seq_len,
+                     " tokens does not fit: ", e.what_without_backtrace()));
+  }
+  return cache;
+}
+
+std::optional<int> KvCache::Allocate() {
+  for (int slot = 0; slot < options_.max_slots; ++slot) {
+    if (!in_use_[slot]) {
+      in_use_[slot] = true;
+      lengths_[slot] = 0;
+      return slot;
+    }
+  }
+  return std::nullopt;
+}
+
+void KvCache::Free(int slot) {
+  in_use_[slot] = false;
+  lengths_[slot] = 0;
+}
+
+int64_t KvCache::slots_in_use() const { return std::count(in_use_.begin(), in_use_.end(), true); }
+
+int64_t KvCache::tokens_in_use() const { return std::accumulate(lengths_.begin(), lengths_.end(), int64_t{0}); }
+
+int64_t KvCache::bytes() const {
+  int64_t total = 0;
+  for (const auto& t : keys_) total += t.nbytes();
+  for (const auto& t : values_) total += t.nbytes();
+  return total;
+}
+
+}  // namespace pad

@@ -1,0 +1,299 @@
+#include "pad/llama.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "pad/status_macros.h"
+
+namespace pad {
+
+// Projections are fused at load (q|k|v and gate|up) so a layer is four matrix products.
+struct LlamaLayer {
+  at::Tensor input_norm;     // [hidden]
+  at::Tensor qkv;            // [(heads + 2 * kv_heads) * head_dim, hidden]
+  at::Tensor qkv_bias;       // [(heads + 2 * kv_heads) * head_dim], or undefined
+  at::Tensor o;              // [hidden, heads * head_dim]
+  at::Tensor o_bias;         // [hidden], or undefined
+  at::Tensor post_norm;      // [hidden]
+  at::Tensor gate_up;        // [2 * intermediate, hidden]
+  at::Tensor gate_up_bias;   // [2 * intermediate], or undefined
+  at::Tensor down;           // [hidden, intermediate]
+  at::Tensor down_bias;      // [hidden], or undefined
+};
+
+namespace {
+
+using at::indexing::Slice;
+
+// As transformers' LlamaRMSNorm: normalise in float32, scale in the model dtype.
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor x32 = x.to(at::kFloat);
+  at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+// x [B, heads, T, head_dim]; cos, sin [B, 1, T, head_dim].
+at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+// As transformers' default and llama3 rope initialisation, in float32.
+at::Tensor InverseFrequencies(const LlamaConfig& config) {
+  const int64_t dim = config.head_dim;
+  at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
+  at::Tensor inv_freq = 1.0 / at::pow(config.rope.theta, exponents);  // [dim / 2]
+  if (config.rope.type != "llama3") return inv_freq;
+
+  const RopeConfig& rope = config.rope;
+  const double old_context = static_cast<double>(rope.original_max_position_embeddings);
+  const double low_freq_wavelen = old_context / rope.low_freq_factor;
+  const double high_freq_wavelen = old_context / rope.high_freq_factor;
+  at::Tensor wavelen = 2 * M_PI / inv_freq;
+  at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / rope.factor, inv_freq);
+  at::Tensor smooth = (old_context / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
+  at::Tensor smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled;
+  at::Tensor medium = at::logical_not(wavelen < high_freq_wavelen) & at::logical_not(wavelen > low_freq_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  return at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+}
+
+std::string LayerName(int64_t layer, const char* rest) { return absl::StrCat("model.layers.", layer, ".", rest); }
+
+}  // namespace
+
+LlamaModel::LlamaModel(LlamaConfig config, ModelOptions options)
+    : config_(std::move(config)), options_(options) {}
+
+LlamaModel::~LlamaModel() = default;
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& model_dir,
+                                                             const ModelOptions& options) {
+  PAD_ASSIGN_OR_RETURN(LlamaConfig config, LlamaConfig::FromModelDir(model_dir));
+  PAD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::OpenDir(model_dir));
+  return FromCheckpoint(config, *checkpoint, options);
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const LlamaConfig& config,
+                                                                       const Checkpoint& checkpoint,
+                                                                       const ModelOptions& options) {
+  std::unique_ptr<LlamaModel> model(new LlamaModel(config, options));
+  const auto to = at::TensorOptions().dtype(options.dtype).device(options.device);
+  const int64_t hidden = config.hidden_size, head_dim = config.head_dim;
+  const int64_t q_rows = config.num_attention_heads * head_dim, kv_rows = config.num_key_value_heads * head_dim;
+  const int64_t inter = config.intermediate_size;
+
+  auto load = [&](const std::string& name, std::vector<int64_t> shape) {
+    return checkpoint.Load(name, shape, to);
+  };
+  PAD_ASSIGN_OR_RETURN(model->embed_tokens_, load("model.embed_tokens.weight", {config.vocab_size, hidden}));
+  PAD_ASSIGN_OR_RETURN(model->final_norm_, load("model.norm.weight", {hidden}));
+  if (config.tie_word_embeddings) {
+    model->lm_head_ = model->embed_tokens_;
+  } else {
+    PAD_ASSIGN_OR_RETURN(model->lm_head_, load("lm_head.weight", {config.vocab_size, hidden}));
+  }
+  try {
+    for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+      LlamaLayer layer;
+      PAD_ASSIGN_OR_RETURN(layer.input_norm, load(LayerName(i, "input_layernorm.weight"), {hidden}));
+      PAD_ASSIGN_OR_RETURN(layer.post_norm, load(LayerName(i, "post_attention_layernorm.weight"), {hidden}));
+      PAD_ASSIGN_OR_RETURN(at::Tensor q, load(LayerName(i, "self_attn.q_proj.weight"), {q_rows, hidden}));
+      PAD_ASSIGN_OR_RETURN(at::Tensor k, load(LayerName(i, "self_attn.k_proj.weight"), {kv_rows, hidden}));
+      PAD_ASSIGN_OR_RETURN(at::Tensor v, load(LayerName(i, "self_attn.v_proj.weight"), {kv_rows, hidden}));
+      PAD_ASSIGN_OR_RETURN(layer.o, load(LayerName(i, "self_attn.o_proj.weight"), {hidden, q_rows}));
+      layer.qkv = at::cat({q, k, v}, 0);
+      if (config.attention_bias) {
+        PAD_ASSIGN_OR_RETURN(at::Tensor qb, load(LayerName(i, "self_attn.q_proj.bias"), {q_rows}));
+        PAD_ASSIGN_OR_RETURN(at::Tensor kb, load(LayerName(i, "self_attn.k_proj.bias"), {kv_rows}));
+        PAD_ASSIGN_OR_RETURN(at::Tensor vb, load(LayerName(i, "self_attn.v_proj.bias"), {kv_rows}));
+        PAD_ASSIGN_OR_RETURN(layer.o_bias, load(LayerName(i, "self_attn.o_proj.bias"), {hidden}));
+        layer.qkv_bias = at::cat({qb, kb, vb}, 0);
+      }
+      PAD_ASSIGN_OR_RETURN(at::Tensor gate, load(LayerName(i, "mlp.gate_proj.weight"), {inter, hidden}));
+      PAD_ASSIGN_OR_RETURN(at::Tensor up, load(LayerName(i, "mlp.up_proj.weight"), {inter, hidden}));
+      PAD_ASSIGN_OR_RETURN(layer.down, load(LayerName(i, "mlp.down_proj.weight"), {hidden, inter}));
+      layer.gate_up = at::cat({gate, up}, 0);
+      if (config.mlp_bias) {
+        PAD_ASSIGN_OR_RETURN(at::Tensor gb, load(LayerName(i, "mlp.gate_proj.bias"), {inter}));
+        PAD_ASSIGN_OR_RETURN(at::Tensor ub, load(LayerName(i, "mlp.up_proj.bias"), {inter}));
+        PAD_ASSIGN_OR_RETURN(layer.down_bias, load(LayerName(i, "mlp.down_proj.bias"), {hidden}));
+        layer.gate_up_bias = at::cat({gb, ub}, 0);
+      }
+      model->layers_.push_back(std::move(layer));
+    }
+    model->inv_freq_ = InverseFrequencies(config).to(options.device);
+  } catch (const c10::Error& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("loading weights: ", e.what_without_backtrace()));
+  }
+  return model;
+}
+
+int64_t LlamaModel::parameter_bytes() const {
+  int64_t total = embed_tokens_.nbytes() + final_norm_.nbytes();
+  if (!config_.tie_word_embeddings) total += lm_head_.nbytes();
+  for (const LlamaLayer& layer : layers_) {
+    for (const at::Tensor* t : {&layer.input_norm, &layer.qkv, &layer.qkv_bias, &layer.o, &layer.o_bias,
+                                &layer.post_norm, &layer.gate_up, &layer.gate_up_bias, &layer.down,
+                                &layer.down_bias}) {
+      if (t->defined()) total += t->nbytes();
+    }
+  }
+  return total;
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const ForwardRow> rows, KvCache* cache,
+                                               bool all_positions) {
+  if (rows.empty()) return absl::InvalidArgumentError("forward: no rows");
+  std::vector<bool> seen(cache->max_slots(), false);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const ForwardRow& row = rows[r];
+    if (row.slot < 0 || row.slot >= cache->max_slots() || !cache->in_use(row.slot) || seen[row.slot]) {
+      return absl::InvalidArgumentError(absl::StrCat("forward: rows[", r, "].slot ", row.slot,
+                                                     " is not an allocated slot, or appears twice"));
+    }
+    seen[row.slot] = true;
+    if (row.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("forward: rows[", r, "] has no tokens"));
+    for (int32_t token : row.tokens) {
+      if (token < 0 || token >= config_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("forward: rows[", r, "] token ", token,
+                                                       " outside the vocabulary of ", config_.vocab_size));
+      }
+    }
+    if (cache->length(row.slot) + static_cast<int64_t>(row.tokens.size()) > cache->max_seq_len()) {
+      return absl::OutOfRangeError(absl::StrCat("forward: rows[", r, "] would hold ",
+                                                cache->length(row.slot) + row.tokens.size(),
+                                                " tokens, more than max_seq_len ", cache->max_seq_len()));
+    }
+  }
+  try {
+    return ForwardUnchecked(rows, cache, all_positions);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("forward: ", e.what_without_backtrace()));
+  }
+}
+
+at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache, bool all_positions) {
+  const int64_t batch = static_cast<int64_t>(rows.size());
+  int64_t steps = 0;  // longest row: rows are padded to it
+  for (const ForwardRow& row : rows) steps = std::max<int64_t>(steps, row.tokens.size());
+
+  // Host-side layout of the padded batch.
+  std::vector<int64_t> ids(batch * steps, 0), positions(batch * steps, 0), ends(batch), slots(batch);
+  std::vector<int64_t> valid, valid_slot, valid_pos, last;  // flat indices into [batch * steps]
+  int64_t key_len = 0;
+  bool contiguous_slots = true;
+  for (int64_t b = 0; b < batch; ++b) {
+    const ForwardRow& row = rows[b];
+    const int64_t start = cache->length(row.slot), len = static_cast<int64_t>(row.tokens.size());
+    for (int64_t t = 0; t < steps; ++t) {
+      positions[b * steps + t] = start + t;
+      if (t < len) {
+        ids[b * steps + t] = row.tokens[t];
+        valid.push_back(b * steps + t);
+        valid_slot.push_back(row.slot);
+        valid_pos.push_back(start + t);
+      }
+    }
+    last.push_back(b * steps + len - 1);
+    ends[b] = start + len;
+    slots[b] = row.slot;
+    key_len = std::max(key_len, ends[b]);
+    contiguous_slots = contiguous_slots && slots[b] == slots[0] + b;
+  }
+  const auto long_options = at::TensorOptions().dtype(at::kLong);
+  auto device_tensor = [&](const std::vector<int64_t>& v) {
+    return at::tensor(v, long_options).to(options_.device);
+  };
+  const at::Tensor ids_t = device_tensor(ids);
+  const at::Tensor positions_t = device_tensor(positions).view({batch, steps});   // [B, T]
+  const at::Tensor ends_t = device_tensor(ends);                                  // [B]
+  const at::Tensor slots_t = device_tensor(slots);                                // [B]
+  const at::Tensor valid_t = device_tensor(valid);                                // [N]
+  const at::Tensor valid_slot_t = device_tensor(valid_slot);                      // [N]
+  const at::Tensor valid_pos_t = device_tensor(valid_pos);                        // [N]
+
+  const int64_t hidden = config_.hidden_size, head_dim = config_.head_dim;
+  const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
+  const int64_t inter = config_.intermediate_size;
+  const double eps = config_.rms_norm_eps;
+
+  at::Tensor x = embed_tokens_.index_select(0, ids_t).view({batch, steps, hidden});  // [B, T, hidden]
+
+  // Rotary tables as transformers builds them: float32 angles, cast to the model dtype.
+  at::Tensor angles = positions_t.to(at::kFloat).unsqueeze(-1) * inv_freq_;          // [B, T, head_dim / 2]
+  at::Tensor emb = at::cat({angles, angles}, -1);                                      // [B, T, head_dim]
+  const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);                    // [B, 1, T, head_dim]
+  const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);                    // [B, 1, T, head_dim]
+
+  // A query at position p sees keys at positions <= p of its own sequence.
+  at::Tensor key_positions = at::arange(key_len, long_options.device(options_.device));       // [L]
+  const at::Tensor mask = (key_positions.view({1, 1, 1, key_len}) <= positions_t.view({batch, 1, steps, 1})) &
+                          (key_positions.view({1, 1, 1, key_len}) < ends_t.view({batch, 1, 1, 1}));  // [B, 1, T, L]
+
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LlamaLayer& layer = layers_[l];
+    at::Tensor h = RmsNorm(x, layer.input_norm, eps);
+    at::Tensor qkv = Linear(h, layer.qkv, layer.qkv_bias);  // [B, T, (heads + 2 kv_heads) * head_dim]
+    at::Tensor q = qkv.narrow(-1, 0, heads * head_dim).view({batch, steps, heads, head_dim}).transpose(1, 2);
+    at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
+                       .view({batch, steps, kv_heads, head_dim}).transpose(1, 2);
+    at::Tensor v = qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
+                       .view({batch, steps, kv_heads, head_dim}).transpose(1, 2);
+    q = ApplyRope(q, cos, sin);  // [B, heads, T, head_dim]
+    k = ApplyRope(k, cos, sin);  // [B, kv_heads, T, head_dim]
+
+    // Only real (unpadded) tokens are written to the cache.
+    at::Tensor& cache_k = cache->keys(l);    // [slots, kv_heads, max_seq, head_dim]
+    at::Tensor& cache_v = cache->values(l);  // [slots, kv_heads, max_seq, head_dim]
+    cache_k.index_put_({valid_slot_t, Slice(), valid_pos_t},
+                       k.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
+    cache_v.index_put_({valid_slot_t, Slice(), valid_pos_t},
+                       v.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
+    // Slots taken in order form a view; otherwise gather them.
+    at::Tensor keys = contiguous_slots ? cache_k.narrow(0, slots[0], batch) : cache_k.index_select(0, slots_t);
+    at::Tensor values = contiguous_slots ? cache_v.narrow(0, slots[0], batch) : cache_v.index_select(0, slots_t);
+    keys = keys.narrow(2, 0, key_len);      // [B, kv_heads, L, head_dim]
+    values = values.narrow(2, 0, key_len);  // [B, kv_heads, L, head_dim]
+
+    at::Tensor attn = at::scaled_dot_product_attention(q, keys, values, mask, 0.0, /*is_causal=*/false,
+                                                       std::nullopt, /*enable_gqa=*/true);  // [B, heads, T, head_dim]
+    attn = attn.transpose(1, 2).reshape({batch, steps, heads * head_dim});
+    x = x + Linear(attn, layer.o, layer.o_bias);
+
+    h = RmsNorm(x, layer.post_norm, eps);
+    at::Tensor gate_up = Linear(h, layer.gate_up, layer.gate_up_bias);  // [B, T, 2 * inter]
+    at::Tensor act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
+    x = x + Linear(act, layer.down, layer.down_bias);
+  }
+  x = RmsNorm(x, final_norm_, eps).view({batch * steps, hidden});
+
+  for (const ForwardRow& row : rows) cache->Advance(row.slot, static_cast<int64_t>(row.tokens.size()));
+  return x.index_select(0, all_positions ? valid_t : device_tensor(last));
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::Logits(const at::Tensor& hidden) const {
+  try {
+    return at::linear(hidden.to(options_.dtype), lm_head_).to(at::kFloat);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("logits: ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::LogitsAt(const at::Tensor& hidden, const at::Tensor& token_ids) const {
+  try {
+    const int64_t n = token_ids.size(0), k = token_ids.size(1);
+    at::Tensor rows = lm_head_.index_select(0, token_ids.reshape({-1})).view({n, k, config_.hidden_size});
+    return at::bmm(rows, hidden.to(options_.dtype).unsqueeze(-1)).squeeze(-1).to(at::kFloat);  // [n, k]
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("logits: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace pad

@@ -1,0 +1,125 @@
+// Runs the model for the Python parity tests: one JSON request on stdin, one JSON answer on stdout.
+//
+//   {"command": "logits", "model": DIR, "dtype": "float32", "sequences": [[ids...], ...],
+//    "prefill": N (optional), "output": PATH}
+//     All-position logits of every sequence, run as one batch, written to PATH as float32 in sequence
+//     order. With "prefill", each sequence's first N tokens go in as one prefill and the rest one decode
+//     step at a time. Answers {"rows": [len, ...], "vocab": V}.
+//   {"command": "generate", "model": DIR, "dtype": ..., "prompts": [[ids...], ...],
+//    "max_new_tokens": N, "batched": true|false, "stop": bool}
+//     Greedy tokens per prompt, all prompts in one batch or one at a time. Answers {"tokens": [[...], ...]}.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+
+#include "nlohmann/json.hpp"
+#include "pad/generator.h"
+#include "pad/llama.h"
+
+namespace {
+
+using Json = nlohmann::json;
+
+[[noreturn]] void Fail(const std::string& message) {
+  std::cerr << "model_probe: " << message << "\n";
+  std::exit(1);
+}
+
+template <typename T>
+T Check(absl::StatusOr<T> value) {
+  if (!value.ok()) Fail(value.status().ToString());
+  return std::move(value).value();
+}
+
+Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
+  const auto sequences = request["sequences"].get<std::vector<std::vector<int32_t>>>();
+  const int64_t prefill = request.value("prefill", int64_t{0});
+  std::vector<int> slots;
+  for (size_t i = 0; i < sequences.size(); ++i) slots.push_back(*cache.Allocate());
+
+  // Per sequence, the logits of each position, gathered across the forwards that produce them.
+  std::vector<std::vector<at::Tensor>> per_sequence(sequences.size());
+  int64_t offset = 0;
+  while (true) {
+    std::vector<pad::ForwardRow> rows;
+    std::vector<size_t> owners;
+    for (size_t i = 0; i < sequences.size(); ++i) {
+      const int64_t len = static_cast<int64_t>(sequences[i].size());
+      if (offset >= len) continue;
+      // First call: the prefill chunk (or the whole sequence); then one token at a time.
+      const int64_t take = offset == 0 ? (prefill > 0 ? std::min(prefill, len) : len) : 1;
+      rows.push_back(pad::ForwardRow{slots[i], absl::MakeConstSpan(sequences[i]).subspan(offset, take)});
+      owners.push_back(i);
+    }
+    if (rows.empty()) break;
+    at::Tensor hidden = Check(model.Forward(rows, &cache, /*all_positions=*/true));
+    at::Tensor logits = Check(model.Logits(hidden)).to(at::kCPU);  // [tokens, vocab]
+    int64_t row_start = 0;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const int64_t n = static_cast<int64_t>(rows[r].tokens.size());
+      per_sequence[owners[r]].push_back(logits.narrow(0, row_start, n));
+      row_start += n;
+    }
+    offset += offset == 0 ? (prefill > 0 ? prefill : 1 << 30) : 1;
+    if (prefill == 0) break;
+  }
+  std::ofstream out(request["output"].get<std::string>(), std::ios::binary);
+  Json answer;
+  answer["vocab"] = model.config().vocab_size;
+  for (const auto& parts : per_sequence) {
+    at::Tensor all = at::cat(parts, 0).contiguous();
+    out.write(static_cast<const char*>(all.data_ptr()), all.nbytes());
+    answer["rows"].push_back(all.size(0));
+  }
+  return answer;
+}
+
+Json Generate(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
+  std::vector<pad::GenerationRequest> requests;
+  for (const auto& prompt : request["prompts"]) {
+    pad::GenerationRequest r;
+    r.prompt = prompt.get<std::vector<int32_t>>();
+    r.sampling.max_new_tokens = request.value("max_new_tokens", 64);
+    if (request.value("stop", false)) r.sampling.stop_token_ids = model.config().eos_token_ids;
+    requests.push_back(std::move(r));
+  }
+  Json answer;
+  if (request.value("batched", true)) {
+    for (const auto& result : Check(pad::Generate(model, cache, requests))) answer["tokens"].push_back(result.tokens);
+  } else {
+    for (const auto& r : requests) {
+      answer["tokens"].push_back(Check(pad::Generate(model, cache, {r}))[0].tokens);
+    }
+  }
+  return answer;
+}
+
+}  // namespace
+
+int main() {
+  const std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  Json request = Json::parse(input, nullptr, /*allow_exceptions=*/false);
+  if (request.is_discarded()) Fail("stdin is not JSON");
+  pad::ModelOptions options;
+  options.dtype = Check(pad::ParseDtype(request.value("dtype", "float32")));
+  auto model = Check(pad::LlamaModel::Load(request["model"].get<std::string>(), options));
+  pad::KvCacheOptions cache_options;
+  cache_options.max_slots = 16;
+  cache_options.max_seq_len = 512;
+  auto cache = Check(pad::KvCache::Create(model->config(), cache_options, options));
+  c10::InferenceMode inference;
+  const std::string command = request.value("command", "");
+  Json answer;
+  if (command == "logits") {
+    answer = Logits(*model, *cache, request);
+  } else if (command == "generate") {
+    answer = Generate(*model, *cache, request);
+  } else {
+    Fail("unknown command " + command);
+  }
+  std::cout << answer.dump() << "\n";
+  return 0;
+}

@@ -1,0 +1,148 @@
+"""Our Llama runtime against transformers: logits (fp32, bf16), KV-cache decoding, greedy generation.
+
+The model side runs through build/tests/model_probe; transformers is the reference. Prompts are encoded
+with the `tokenizers` library so that these tests are independent of our tokenizer.
+"""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import probe
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n",
+    "Écris une phrase en français sur les chats, s'il te plaît. 猫はかわいい。",
+    "1, 2, 3, 5, 8, 13,",
+    "Explain why the sky is blue in one sentence.",
+]
+
+
+def run_probe(request):
+    result = subprocess.run([probe("model_probe")], input=json.dumps(request), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def our_logits(model_dir, sequences, dtype, tmp_path, prefill=0):
+    """Per sequence, our float32 logits of every position: [len, vocab]."""
+    output = tmp_path / "logits.bin"
+    answer = run_probe({"command": "logits", "model": str(model_dir), "dtype": dtype, "sequences": sequences,
+                        "prefill": prefill, "output": str(output)})
+    flat = np.fromfile(output, dtype=np.float32).reshape(-1, answer["vocab"])
+    bounds = np.cumsum([0] + answer["rows"])
+    return [flat[bounds[i]:bounds[i + 1]] for i in range(len(sequences))]
+
+
+def reference_logits(model, sequence):
+    with torch.no_grad():
+        return model(torch.tensor([sequence])).logits[0].float().numpy()
+
+
+def relative_error(ours, theirs):
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+@pytest.fixture(scope="module")
+def smol_sequences(model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return [tokenizer(p)["input_ids"] for p in PROMPTS]
+
+
+@pytest.fixture(scope="module")
+def smol_fp32(model_dir):
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+def test_smollm2_fp32_logits_batched_prefill(model_dir, smol_fp32, smol_sequences, tmp_path):
+    ours = our_logits(model_dir, smol_sequences, "float32", tmp_path)
+    for sequence, logits in zip(smol_sequences, ours):
+        assert relative_error(logits, reference_logits(smol_fp32, sequence)) <= 1e-4
+
+
+def test_smollm2_fp32_logits_through_kv_cache(model_dir, smol_fp32, smol_sequences, tmp_path):
+    # Three tokens of prefill, then one decode step per token: every step reads the cache.
+    ours = our_logits(model_dir, smol_sequences, "float32", tmp_path, prefill=3)
+    for sequence, logits in zip(smol_sequences, ours):
+        assert relative_error(logits, reference_logits(smol_fp32, sequence)) <= 1e-4
+
+
+def test_smollm2_bf16_logits(model_dir, smol_sequences, tmp_path):
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    exact = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ours = our_logits(model_dir, smol_sequences, "bfloat16", tmp_path, prefill=4)
+    for sequence, logits in zip(smol_sequences, ours):
+        theirs = reference_logits(reference, sequence)
+        # bf16 keeps 8 bits of mantissa: we must be as close to transformers-in-bf16 as it is to fp32.
+        budget = relative_error(theirs, reference_logits(exact, sequence))
+        assert relative_error(logits, theirs) <= max(2 * budget, 1e-2)
+        assert (logits.argmax(-1) == theirs.argmax(-1)).mean() >= 0.9
+
+
+def llama3_style_dir(tmp_path_factory, shard):
+    """A random Llama-3.1-shaped model: GQA, llama3 rope scaling, untied head, vocabulary > 32k."""
+    config = transformers.LlamaConfig(
+        vocab_size=40000, hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=8,
+        num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 64},
+        bos_token_id=1, eos_token_id=[2, 3])
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # larger than the default init so that attention patterns are not uniform
+        for p in model.parameters():
+            p.mul_(4.0) if p.dim() > 1 else None
+    path = tmp_path_factory.mktemp("llama3_sharded" if shard else "llama3")
+    model.save_pretrained(path, max_shard_size="2MB" if shard else "10GB")
+    return path, model
+
+
+@pytest.mark.parametrize("shard", [False, True])
+def test_llama3_style_logits(tmp_path_factory, tmp_path, shard):
+    path, model = llama3_style_dir(tmp_path_factory, shard)
+    if shard:
+        assert (path / "model.safetensors.index.json").exists()
+    rng = np.random.default_rng(1)
+    # Long enough (up to 300 positions) to reach every regime of the llama3 frequency scaling.
+    sequences = [rng.integers(0, 40000, size=n).tolist() for n in (300, 17, 120)]
+    ours = our_logits(path, sequences, "float32", tmp_path, prefill=100)
+    for sequence, logits in zip(sequences, ours):
+        assert relative_error(logits, reference_logits(model, sequence)) <= 1e-4
+
+
+def reference_generate(model, prompt, max_new_tokens):
+    with torch.no_grad():
+        output = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=max_new_tokens,
+                                attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+    tokens = output[0, len(prompt):].tolist()
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    for i, token in enumerate(tokens):
+        if token in eos:
+            return tokens[:i + 1]
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def chat_prompts(model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    questions = ["What is the capital of France?", "Write a short poem about the sea.",
+                 "List three prime numbers.", "How do I reverse a list in Python?"]
+    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
+            for q in questions] + [tokenizer("Once upon a time")["input_ids"]]
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_smollm2_greedy_generation(model_dir, smol_fp32, chat_prompts, batched):
+    prompts = [list(p) if not hasattr(p, "input_ids") else p["input_ids"] for p in chat_prompts]
+    answer = run_probe({"command": "generate", "model": str(model_dir), "dtype": "float32", "prompts": prompts,
+                        "max_new_tokens": 64, "batched": batched, "stop": True})
+    for prompt, ours in zip(prompts, answer["tokens"]):
+        assert ours == reference_generate(smol_fp32, prompt, 64)
