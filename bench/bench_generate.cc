@@ -1,0 +1,90 @@
+// bench_generate: greedy decoding throughput of our runtime on one model, as a table (or JSON lines).
+//
+// For each dtype and batch size: `batch` copies of a synthetic prompt of --prompt_tokens tokens are
+// prefilled together, then decoded for --new_tokens steps with no early stop. Reports time to first token
+// (the prefill) and decode tokens/s summed over the batch.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "pad/generator.h"
+#include "pad/llama.h"
+
+ABSL_FLAG(std::string, model, "models/SmolLM2-135M-Instruct", "Hugging Face model directory");
+ABSL_FLAG(std::string, dtypes, "float32,bfloat16", "comma-separated dtypes");
+ABSL_FLAG(std::string, batches, "1,8", "comma-separated batch sizes");
+ABSL_FLAG(int, prompt_tokens, 64, "prompt length");
+ABSL_FLAG(int, new_tokens, 64, "generated tokens per sequence");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(bool, json, false, "print one JSON object per row instead of a table");
+
+namespace {
+
+template <typename T>
+T OrDie(absl::StatusOr<T> value) {
+  if (!value.ok()) {
+    std::cerr << "bench_generate: " << value.status() << "\n";
+    std::exit(1);
+  }
+  return std::move(value).value();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  c10::InferenceMode inference;
+  const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens), new_tokens = absl::GetFlag(FLAGS_new_tokens);
+  if (!absl::GetFlag(FLAGS_json)) {
+    std::cout << absl::StrFormat("model %s, prompt %d tokens, %d new tokens, %d threads\n\n",
+                                 absl::GetFlag(FLAGS_model), prompt_tokens, new_tokens, at::get_num_threads());
+    std::cout << absl::StrFormat("| %-8s | %5s | %9s | %14s | %12s |\n", "dtype", "batch", "TTFT ms",
+                                 "decode tok/s", "ms / step");
+    std::cout << "|----------|-------|-----------|----------------|--------------|\n";
+  }
+  for (absl::string_view dtype_name : absl::StrSplit(absl::GetFlag(FLAGS_dtypes), ',')) {
+    pad::ModelOptions options;
+    options.dtype = OrDie(pad::ParseDtype(dtype_name));
+    options.device = OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
+    auto model = OrDie(pad::LlamaModel::Load(absl::GetFlag(FLAGS_model), options));
+    for (absl::string_view batch_text : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
+      const int batch = std::stoi(std::string(batch_text));
+      pad::KvCacheOptions cache_options;
+      cache_options.max_slots = batch;
+      cache_options.max_seq_len = prompt_tokens + new_tokens;
+      auto cache = OrDie(pad::KvCache::Create(model->config(), cache_options, options));
+      std::vector<pad::GenerationRequest> requests(batch);
+      for (int b = 0; b < batch; ++b) {
+        for (int t = 0; t < prompt_tokens; ++t) requests[b].prompt.push_back(100 + (t * 7 + b) % 1000);
+        requests[b].sampling.max_new_tokens = new_tokens;
+      }
+      OrDie(pad::Generate(*model, *cache, requests));  // warm-up
+      const auto start = std::chrono::steady_clock::now();
+      auto first = start;
+      int chosen = 0;
+      OrDie(pad::Generate(*model, *cache, requests, [&](size_t, int32_t) {
+        if (++chosen == batch) first = std::chrono::steady_clock::now();
+      }));
+      const auto end = std::chrono::steady_clock::now();
+      const double ttft_ms = std::chrono::duration<double, std::milli>(first - start).count();
+      const double decode_s = std::chrono::duration<double>(end - first).count();
+      const double tokens_per_s = batch * (new_tokens - 1) / decode_s;
+      const double step_ms = 1e3 * decode_s / (new_tokens - 1);
+      if (absl::GetFlag(FLAGS_json)) {
+        std::cout << absl::StrFormat(
+            R"({"dtype": "%s", "batch": %d, "ttft_ms": %.2f, "decode_tokens_per_s": %.2f, "step_ms": %.2f})",
+            dtype_name, batch, ttft_ms, tokens_per_s, step_ms) << std::endl;
+      } else {
+        std::cout << absl::StrFormat("| %-8s | %5d | %9.1f | %14.1f | %12.2f |\n", dtype_name, batch, ttft_ms,
+                                     tokens_per_s, step_ms) << std::flush;
+      }
+    }
+  }
+  return 0;
+}
