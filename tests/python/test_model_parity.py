@@ -135,14 +135,18 @@ def chat_prompts(model_dir):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     questions = ["What is the capital of France?", "Write a short poem about the sea.",
                  "List three prime numbers.", "How do I reverse a list in Python?"]
-    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)
-            for q in questions] + [tokenizer("Once upon a time")["input_ids"]]
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                           return_dict=True)["input_ids"] for q in questions]
+    return [list(c) for c in chats] + [tokenizer("Once upon a time")["input_ids"]]
+
+
+@pytest.fixture(scope="module")
+def reference_answers(smol_fp32, chat_prompts):
+    return [reference_generate(smol_fp32, prompt, 64) for prompt in chat_prompts]
 
 
 @pytest.mark.parametrize("batched", [False, True])
-def test_smollm2_greedy_generation(model_dir, smol_fp32, chat_prompts, batched):
-    prompts = [list(p) if not hasattr(p, "input_ids") else p["input_ids"] for p in chat_prompts]
-    answer = run_probe({"command": "generate", "model": str(model_dir), "dtype": "float32", "prompts": prompts,
-                        "max_new_tokens": 64, "batched": batched, "stop": True})
-    for prompt, ours in zip(prompts, answer["tokens"]):
-        assert ours == reference_generate(smol_fp32, prompt, 64)
+def test_smollm2_greedy_generation(model_dir, chat_prompts, reference_answers, batched):
+    answer = run_probe({"command": "generate", "model": str(model_dir), "dtype": "float32",
+                        "prompts": chat_prompts, "max_new_tokens": 64, "batched": batched, "stop": True})
+    assert answer["tokens"] == reference_answers
