@@ -76,8 +76,13 @@ ensure_small_model() {
 
 build_project() {
   log "building in $PAD_BUILD"
+  mkdir -p "$PAD_BUILD"
+  # LibTorch's CMake config prints pages of CUDA notices; keep them in a log unless configuring fails.
   cmake -S "$PAD_ROOT" -B "$PAD_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPAD_PYTHON="$PAD_PYTHON" \
-    -Wno-dev >/dev/null
+    -Wno-dev >"$PAD_BUILD/configure.log" 2>&1 || {
+    cat "$PAD_BUILD/configure.log"
+    exit 1
+  }
   cmake --build "$PAD_BUILD"
 }
 

@@ -3,5 +3,5 @@
 # (The gRPC server takes this script's place once it exists.)
 source "$(dirname "$0")/common.sh"
 setup_all
-prompt="${*:-Write a haiku about decoding one token at a time.}"
+prompt="${*:-Give me three tips for staying focused while studying.}"
 exec "$PAD_BUILD/tools/pad_generate" --model="$PAD_MODEL" --prompt="$prompt"
