@@ -199,13 +199,21 @@ std::vector<std::string> Checkpoint::Names() const {
   return names;
 }
 
+absl::Status Checkpoint::Missing(const std::string& name) const {
+  const std::string where = files_.size() == 1 ? files_[0]->path() : "checkpoint";
+  return absl::NotFoundError(absl::StrCat(where, ": tensor ", name, " is missing"));
+}
+
+absl::StatusOr<std::vector<int64_t>> Checkpoint::Shape(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return Missing(name);
+  return it->second.shape;
+}
+
 absl::StatusOr<at::Tensor> Checkpoint::Load(const std::string& name, absl::Span<const int64_t> expected_shape,
                                             const at::TensorOptions& options) const {
   auto it = entries_.find(name);
-  if (it == entries_.end()) {
-    const std::string where = files_.size() == 1 ? files_[0]->path() : "checkpoint";
-    return absl::NotFoundError(absl::StrCat(where, ": tensor ", name, " is missing"));
-  }
+  if (it == entries_.end()) return Missing(name);
   const TensorEntry& entry = it->second;
   const std::string where = absl::StrCat(entry.file->path(), ": tensor ", name);
   auto dtype = FloatScalarType(entry.dtype);

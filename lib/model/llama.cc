@@ -64,6 +64,28 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   return at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
 }
 
+// The rows of a batch that run with one adapter; `rows` is undefined when that is every row.
+struct AdapterRows {
+  const LoraAdapter* adapter;
+  at::Tensor rows;  // [n] int64 batch indices
+};
+
+// x [B, T, in] -> [B, T, out]: the base projection, plus each adapter's low-rank update on its rows.
+at::Tensor Project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                   const std::vector<AdapterRows>& groups, int64_t layer, LoraUpdate LoraLayer::*update) {
+  at::Tensor y = Linear(x, weight, bias);
+  for (const AdapterRows& group : groups) {
+    const LoraUpdate& lora = group.adapter->layer(layer).*update;
+    if (!lora.defined()) continue;
+    if (!group.rows.defined()) {
+      y.add_(at::linear(at::linear(x, lora.a), lora.b));
+    } else {
+      y.index_add_(0, group.rows, at::linear(at::linear(x.index_select(0, group.rows), lora.a), lora.b));
+    }
+  }
+  return y;
+}
+
 std::string LayerName(int64_t layer, const char* rest) { return absl::StrCat("model.layers.", layer, ".", rest); }
 
 }  // namespace
@@ -219,6 +241,21 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   const at::Tensor valid_slot_t = device_tensor(valid_slot);                      // [N]
   const at::Tensor valid_pos_t = device_tensor(valid_pos);                        // [N]
 
+  std::vector<AdapterRows> adapter_groups;
+  for (int64_t b = 0; b < batch; ++b) {
+    if (rows[b].adapter == nullptr) continue;
+    auto same = [&](const AdapterRows& g) { return g.adapter == rows[b].adapter; };
+    if (std::none_of(adapter_groups.begin(), adapter_groups.end(), same)) {
+      std::vector<int64_t> members;
+      for (int64_t c = b; c < batch; ++c) {
+        if (rows[c].adapter == rows[b].adapter) members.push_back(c);
+      }
+      adapter_groups.push_back({rows[b].adapter, static_cast<int64_t>(members.size()) == batch
+                                                     ? at::Tensor()
+                                                     : device_tensor(members)});
+    }
+  }
+
   const int64_t hidden = config_.hidden_size, head_dim = config_.head_dim;
   const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
   const int64_t inter = config_.intermediate_size;
@@ -240,7 +277,8 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LlamaLayer& layer = layers_[l];
     at::Tensor h = RmsNorm(x, layer.input_norm, eps);
-    at::Tensor qkv = Linear(h, layer.qkv, layer.qkv_bias);  // [B, T, (heads + 2 kv_heads) * head_dim]
+    at::Tensor qkv = Project(h, layer.qkv, layer.qkv_bias, adapter_groups, l, &LoraLayer::qkv);
+    // qkv: [B, T, (heads + 2 kv_heads) * head_dim]
     at::Tensor q = qkv.narrow(-1, 0, heads * head_dim).view({batch, steps, heads, head_dim}).transpose(1, 2);
     at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
                        .view({batch, steps, kv_heads, head_dim}).transpose(1, 2);
@@ -265,12 +303,13 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     at::Tensor attn = at::scaled_dot_product_attention(q, keys, values, mask, 0.0, /*is_causal=*/false,
                                                        std::nullopt, /*enable_gqa=*/true);  // [B, heads, T, head_dim]
     attn = attn.transpose(1, 2).reshape({batch, steps, heads * head_dim});
-    x = x + Linear(attn, layer.o, layer.o_bias);
+    x = x + Project(attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o);
 
     h = RmsNorm(x, layer.post_norm, eps);
-    at::Tensor gate_up = Linear(h, layer.gate_up, layer.gate_up_bias);  // [B, T, 2 * inter]
+    at::Tensor gate_up = Project(h, layer.gate_up, layer.gate_up_bias, adapter_groups, l, &LoraLayer::gate_up);
+    // gate_up: [B, T, 2 * inter]
     at::Tensor act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
-    x = x + Linear(act, layer.down, layer.down_bias);
+    x = x + Project(act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down);
   }
   x = RmsNorm(x, final_norm_, eps).view({batch * steps, hidden});
 

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "pad/kv_cache.h"
+#include "pad/lora.h"
 #include "pad/model_config.h"
 #include "pad/model_options.h"
 #include "pad/safetensors.h"
@@ -20,9 +21,12 @@ namespace pad {
 
 // One row of a forward batch: `tokens` to append to the sequence held in cache slot `slot`. A prompt is
 // one row with all its tokens (prefill); a decode step is one row per sequence with one token each.
+// Rows with an `adapter` run with its LoRA updates (a reward model sharing this backbone); rows without
+// run the plain weights, in the same batch.
 struct ForwardRow {
   int slot = 0;
   absl::Span<const int32_t> tokens;
+  const LoraAdapter* adapter = nullptr;
 };
 
 struct LlamaLayer;

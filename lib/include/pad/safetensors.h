@@ -38,6 +38,8 @@ class Checkpoint {
 
   bool Contains(const std::string& name) const { return entries_.count(name) > 0; }
   std::vector<std::string> Names() const;
+  // The stored shape of `name`, or NOT_FOUND naming the file and tensor.
+  absl::StatusOr<std::vector<int64_t>> Shape(const std::string& name) const;
 
   // The tensor `name`, checked to have `expected_shape`, converted to `options`' dtype and device.
   // Floating dtypes F32, F16 and BF16 only. Errors name the file and the tensor.
@@ -47,6 +49,7 @@ class Checkpoint {
  private:
   Checkpoint() = default;
   absl::Status AddFile(const std::string& path);
+  absl::Status Missing(const std::string& name) const;
 
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::map<std::string, TensorEntry> entries_;
