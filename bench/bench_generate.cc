@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
   const int prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens), new_tokens = absl::GetFlag(FLAGS_new_tokens);
   if (!absl::GetFlag(FLAGS_json)) {
     std::cout << absl::StrFormat("model %s, prompt %d tokens, %d new tokens, %d threads\n\n",
-                                 absl::GetFlag(FLAGS_model), prompt_tokens, new_tokens, at::get_num_threads());
+                                 absl::GetFlag(FLAGS_model), prompt_tokens, new_tokens,
+                                 at::get_num_threads());
     std::cout << absl::StrFormat("| %-8s | %5s | %9s | %14s | %12s |\n", "dtype", "batch", "TTFT ms",
                                  "decode tok/s", "ms / step");
     std::cout << "|----------|-------|-----------|----------------|--------------|\n";
@@ -77,12 +78,15 @@ int main(int argc, char** argv) {
       const double tokens_per_s = batch * (new_tokens - 1) / decode_s;
       const double step_ms = 1e3 * decode_s / (new_tokens - 1);
       if (absl::GetFlag(FLAGS_json)) {
-        std::cout << absl::StrFormat(
-            R"({"dtype": "%s", "batch": %d, "ttft_ms": %.2f, "decode_tokens_per_s": %.2f, "step_ms": %.2f})",
-            dtype_name, batch, ttft_ms, tokens_per_s, step_ms) << std::endl;
+        std::cout
+            << absl::StrFormat(
+                   R"({"dtype": "%s", "batch": %d, "ttft_ms": %.2f, "decode_tokens_per_s": %.2f, "step_ms": %.2f})",
+                   dtype_name, batch, ttft_ms, tokens_per_s, step_ms)
+            << std::endl;
       } else {
         std::cout << absl::StrFormat("| %-8s | %5d | %9.1f | %14.1f | %12.2f |\n", dtype_name, batch, ttft_ms,
-                                     tokens_per_s, step_ms) << std::flush;
+                                     tokens_per_s, step_ms)
+                  << std::flush;
       }
     }
   }

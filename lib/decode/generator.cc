@@ -53,8 +53,8 @@ int64_t SampleIndex(const float* scores, int64_t n, float temperature, double un
 }
 
 absl::StatusOr<std::vector<GenerationResult>> Generate(LlamaModel& model, KvCache& cache,
-                                                      absl::Span<const GenerationRequest> requests,
-                                                      const TokenCallback& on_token) {
+                                                       absl::Span<const GenerationRequest> requests,
+                                                       const TokenCallback& on_token) {
   const size_t n = requests.size();
   std::vector<GenerationResult> results(n);
   if (n == 0) return results;
@@ -62,12 +62,15 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(LlamaModel& model, KvCach
   std::vector<int> slots(n);
   std::vector<std::mt19937_64> rngs;
   for (size_t i = 0; i < n; ++i) {
-    if (requests[i].prompt.empty()) return absl::InvalidArgumentError(absl::StrCat("requests[", i, "].prompt is empty"));
+    if (requests[i].prompt.empty())
+      return absl::InvalidArgumentError(absl::StrCat("requests[", i, "].prompt is empty"));
     if (requests[i].sampling.max_new_tokens < 1) {
       return absl::InvalidArgumentError(absl::StrCat("requests[", i, "].max_new_tokens must be at least 1"));
     }
     std::optional<int> slot = lease.Take();
-    if (!slot) return absl::ResourceExhaustedError(absl::StrCat("more requests than the ", cache.max_slots(), " cache slots"));
+    if (!slot)
+      return absl::ResourceExhaustedError(
+          absl::StrCat("more requests than the ", cache.max_slots(), " cache slots"));
     slots[i] = *slot;
     rngs.emplace_back(requests[i].sampling.seed);
   }
@@ -82,7 +85,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(LlamaModel& model, KvCach
   std::vector<int32_t> next(n);
   while (!active.empty()) {
     PAD_ASSIGN_OR_RETURN(at::Tensor hidden, model.Forward(rows, &cache));  // [rows, hidden]
-    PAD_ASSIGN_OR_RETURN(at::Tensor logits, model.Logits(hidden));          // [rows, vocab] float32
+    PAD_ASSIGN_OR_RETURN(at::Tensor logits, model.Logits(hidden));         // [rows, vocab] float32
     const at::Tensor host = logits.to(at::kCPU).contiguous();
     const int64_t vocab = host.size(1);
     std::vector<size_t> still_active;

@@ -82,7 +82,8 @@ absl::Status ReadEos(const Json& json, absl::string_view file, std::vector<int32
     ids.push_back(value.get<int32_t>());
   } else if (value.is_array()) {
     for (const Json& id : value) {
-      if (!id.is_number_integer()) return absl::InvalidArgumentError(absl::StrCat(file, ": eos_token_id must hold integers"));
+      if (!id.is_number_integer())
+        return absl::InvalidArgumentError(absl::StrCat(file, ": eos_token_id must hold integers"));
       ids.push_back(id.get<int32_t>());
     }
   } else {
@@ -105,8 +106,9 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view config_json)
     architecture = json["architectures"][0].get<std::string>();
   }
   if (architecture != "LlamaForCausalLM" && architecture != "MistralForCausalLM") {
-    return FieldError("architectures", absl::StrCat("\"", architecture,
-                                                    "\" is not supported (LlamaForCausalLM, MistralForCausalLM)"));
+    return FieldError(
+        "architectures",
+        absl::StrCat("\"", architecture, "\" is not supported (LlamaForCausalLM, MistralForCausalLM)"));
   }
   if (json.contains("sliding_window") && !json["sliding_window"].is_null()) {
     return FieldError("sliding_window", "is not supported");

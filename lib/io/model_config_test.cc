@@ -41,7 +41,8 @@ TEST(LlamaConfig, RejectsUnknownArchitecture) {
   auto config = LlamaConfig::FromJson(R"({"architectures": ["GPT2LMHeadModel"], "vocab_size": 10})");
   EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(config.status().message(),
-            "config.json: architectures \"GPT2LMHeadModel\" is not supported (LlamaForCausalLM, MistralForCausalLM)");
+            "config.json: architectures \"GPT2LMHeadModel\" is not supported (LlamaForCausalLM, "
+            "MistralForCausalLM)");
 }
 
 TEST(LlamaConfig, NamesMissingAndBadFields) {

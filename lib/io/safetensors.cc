@@ -61,9 +61,8 @@ namespace {
 // Bytes per element of the safetensors dtypes; 0 for names the format does not define.
 int64_t DtypeSize(const std::string& dtype) {
   static const std::map<std::string, int64_t> kSizes = {
-      {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4}, {"I16", 2},
-      {"I8", 1},  {"U8", 1},  {"BOOL", 1}, {"U16", 2}, {"U32", 4}, {"U64", 8}, {"F8_E4M3", 1},
-      {"F8_E5M2", 1}};
+      {"F64", 8}, {"F32", 4},  {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4},     {"I16", 2},    {"I8", 1},
+      {"U8", 1},  {"BOOL", 1}, {"U16", 2}, {"U32", 4},  {"U64", 8}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
   auto it = kSizes.find(dtype);
   return it == kSizes.end() ? 0 : it->second;
 }
@@ -88,8 +87,8 @@ absl::Status ParseHeader(const MappedFile& file, std::map<std::string, TensorEnt
   uint64_t header_size = 0;
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | file.data()[i];
   if (header_size > file.size() - 8) {
-    return absl::DataLossError(absl::StrCat(path, ": truncated: header of ", header_size, " bytes but file has ",
-                                            file.size(), " bytes"));
+    return absl::DataLossError(absl::StrCat(path, ": truncated: header of ", header_size,
+                                            " bytes but file has ", file.size(), " bytes"));
   }
   const char* header_begin = reinterpret_cast<const char*>(file.data() + 8);
   nlohmann::json header = nlohmann::json::parse(header_begin, header_begin + header_size, nullptr,
@@ -173,7 +172,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::OpenDir(const std::strin
   std::map<std::string, std::string> tensor_to_shard;
   for (const auto& [name, shard] : index["weight_map"].items()) {
     if (!shard.is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(index_path, ": weight_map[", name, "] is not a file name"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path, ": weight_map[", name, "] is not a file name"));
     }
     tensor_to_shard[name] = shard.get<std::string>();
   }

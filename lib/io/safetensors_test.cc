@@ -40,9 +40,9 @@ class SafetensorsTest : public ::testing::Test {
 };
 
 TEST_F(SafetensorsTest, LoadsAndConvertsF32) {
-  const std::string path =
-      Write("model.safetensors", R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"__metadata__":{}})",
-            Floats({1, 2, 3, 4.5}));
+  const std::string path = Write(
+      "model.safetensors", R"({"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"__metadata__":{}})",
+      Floats({1, 2, 3, 4.5}));
   auto checkpoint = Checkpoint::OpenFile(path);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   auto w = (*checkpoint)->Load("w", {2, 2}, at::TensorOptions().dtype(at::kBFloat16));
@@ -56,7 +56,8 @@ TEST_F(SafetensorsTest, LoadsUnalignedBf16) {
   const uint16_t one_bf16 = 0x3f80, two_bf16 = 0x4000;
   std::string data(reinterpret_cast<const char*>(&one_bf16), 2);
   data.append(reinterpret_cast<const char*>(&two_bf16), 2);
-  const std::string path = Write("x.safetensors", R"({"b":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}} )", data);
+  const std::string path =
+      Write("x.safetensors", R"({"b":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}} )", data);
   auto checkpoint = Checkpoint::OpenFile(path);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   auto b = (*checkpoint)->Load("b", {2}, at::TensorOptions().dtype(at::kFloat));
@@ -65,8 +66,8 @@ TEST_F(SafetensorsTest, LoadsUnalignedBf16) {
 }
 
 TEST_F(SafetensorsTest, TruncatedData) {
-  const std::string path =
-      Write("model.safetensors", R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", Floats({1, 2}));
+  const std::string path = Write(
+      "model.safetensors", R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", Floats({1, 2}));
   auto checkpoint = Checkpoint::OpenFile(path);
   EXPECT_EQ(checkpoint.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(checkpoint.status().message(), HasSubstr(path + ": tensor w: data_offsets [0, 16) outside"));
@@ -86,7 +87,8 @@ TEST_F(SafetensorsTest, TruncatedHeader) {
   patch.close();
   checkpoint = Checkpoint::OpenFile(long_header);
   EXPECT_EQ(checkpoint.status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(checkpoint.status().message(), long_header + ": truncated: header of 127 bytes but file has 10 bytes");
+  EXPECT_EQ(checkpoint.status().message(),
+            long_header + ": truncated: header of 127 bytes but file has 10 bytes");
 }
 
 TEST_F(SafetensorsTest, BadHeaderJson) {
@@ -105,7 +107,8 @@ TEST_F(SafetensorsTest, SizeDisagreesWithShape) {
 }
 
 TEST_F(SafetensorsTest, UnknownAndUnsupportedDtypes) {
-  std::string path = Write("a.safetensors", R"({"w":{"dtype":"F128","shape":[1],"data_offsets":[0,4]}})", Floats({1}));
+  std::string path =
+      Write("a.safetensors", R"({"w":{"dtype":"F128","shape":[1],"data_offsets":[0,4]}})", Floats({1}));
   auto checkpoint = Checkpoint::OpenFile(path);
   EXPECT_EQ(checkpoint.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(checkpoint.status().message(), path + ": tensor w: unknown dtype F128");

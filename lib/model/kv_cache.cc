@@ -8,7 +8,8 @@
 
 namespace pad {
 
-absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const LlamaConfig& config, const KvCacheOptions& options,
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const LlamaConfig& config,
+                                                         const KvCacheOptions& options,
                                                          const ModelOptions& model_options) {
   if (options.max_slots < 1) return absl::InvalidArgumentError("kv cache: max_slots must be at least 1");
   if (options.max_seq_len < 1) return absl::InvalidArgumentError("kv cache: max_seq_len must be at least 1");
@@ -20,14 +21,15 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const LlamaConfig& conf
     const auto tensor_options = at::TensorOptions().dtype(model_options.dtype).device(model_options.device);
     for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
       // Zeroed so that positions no sequence has written are finite even where a mask lets them through.
-      cache->keys_.push_back(at::zeros(
-          {options.max_slots, config.num_key_value_heads, options.max_seq_len, config.head_dim}, tensor_options));
+      cache->keys_.push_back(
+          at::zeros({options.max_slots, config.num_key_value_heads, options.max_seq_len, config.head_dim},
+                    tensor_options));
       cache->values_.push_back(at::zeros_like(cache->keys_.back()));
     }
   } catch (const c10::Error& e) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("kv cache of ", options.max_slots, " x ", options.max_seq_len,
-                     " tokens does not fit: ", e.what_without_backtrace()));
+    return absl::ResourceExhaustedError(absl::StrCat("kv cache of ", options.max_slots, " x ",
+                                                     options.max_seq_len,
+                                                     " tokens does not fit: ", e.what_without_backtrace()));
   }
   return cache;
 }
@@ -50,7 +52,9 @@ void KvCache::Free(int slot) {
 
 int64_t KvCache::slots_in_use() const { return std::count(in_use_.begin(), in_use_.end(), true); }
 
-int64_t KvCache::tokens_in_use() const { return std::accumulate(lengths_.begin(), lengths_.end(), int64_t{0}); }
+int64_t KvCache::tokens_in_use() const {
+  return std::accumulate(lengths_.begin(), lengths_.end(), int64_t{0});
+}
 
 int64_t KvCache::bytes() const {
   int64_t total = 0;

@@ -11,16 +11,16 @@ namespace pad {
 
 // Projections are fused at load (q|k|v and gate|up) so a layer is four matrix products.
 struct LlamaLayer {
-  at::Tensor input_norm;     // [hidden]
-  at::Tensor qkv;            // [(heads + 2 * kv_heads) * head_dim, hidden]
-  at::Tensor qkv_bias;       // [(heads + 2 * kv_heads) * head_dim], or undefined
-  at::Tensor o;              // [hidden, heads * head_dim]
-  at::Tensor o_bias;         // [hidden], or undefined
-  at::Tensor post_norm;      // [hidden]
-  at::Tensor gate_up;        // [2 * intermediate, hidden]
-  at::Tensor gate_up_bias;   // [2 * intermediate], or undefined
-  at::Tensor down;           // [hidden, intermediate]
-  at::Tensor down_bias;      // [hidden], or undefined
+  at::Tensor input_norm;    // [hidden]
+  at::Tensor qkv;           // [(heads + 2 * kv_heads) * head_dim, hidden]
+  at::Tensor qkv_bias;      // [(heads + 2 * kv_heads) * head_dim], or undefined
+  at::Tensor o;             // [hidden, heads * head_dim]
+  at::Tensor o_bias;        // [hidden], or undefined
+  at::Tensor post_norm;     // [hidden]
+  at::Tensor gate_up;       // [2 * intermediate, hidden]
+  at::Tensor gate_up_bias;  // [2 * intermediate], or undefined
+  at::Tensor down;          // [hidden, intermediate]
+  at::Tensor down_bias;     // [hidden], or undefined
 };
 
 namespace {
@@ -54,9 +54,11 @@ at::Tensor InverseFrequencies(const LlamaConfig& config) {
   const double high_freq_wavelen = old_context / rope.high_freq_factor;
   at::Tensor wavelen = 2 * M_PI / inv_freq;
   at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / rope.factor, inv_freq);
-  at::Tensor smooth = (old_context / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
+  at::Tensor smooth =
+      (old_context / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
   at::Tensor smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled;
-  at::Tensor medium = at::logical_not(wavelen < high_freq_wavelen) & at::logical_not(wavelen > low_freq_wavelen);
+  at::Tensor medium =
+      at::logical_not(wavelen < high_freq_wavelen) & at::logical_not(wavelen > low_freq_wavelen);
   return at::where(medium, smoothed, scaled);
 }
 
@@ -86,7 +88,9 @@ at::Tensor Project(const at::Tensor& x, const at::Tensor& weight, const at::Tens
   return y;
 }
 
-std::string LayerName(int64_t layer, const char* rest) { return absl::StrCat("model.layers.", layer, ".", rest); }
+std::string LayerName(int64_t layer, const char* rest) {
+  return absl::StrCat("model.layers.", layer, ".", rest);
+}
 
 }  // namespace
 
@@ -108,7 +112,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
   std::unique_ptr<LlamaModel> model(new LlamaModel(config, options));
   const auto to = at::TensorOptions().dtype(options.dtype).device(options.device);
   const int64_t hidden = config.hidden_size, head_dim = config.head_dim;
-  const int64_t q_rows = config.num_attention_heads * head_dim, kv_rows = config.num_key_value_heads * head_dim;
+  const int64_t q_rows = config.num_attention_heads * head_dim,
+                kv_rows = config.num_key_value_heads * head_dim;
   const int64_t inter = config.intermediate_size;
 
   auto load = [&](const std::string& name, std::vector<int64_t> shape) {
@@ -161,9 +166,9 @@ int64_t LlamaModel::parameter_bytes() const {
   int64_t total = embed_tokens_.nbytes() + final_norm_.nbytes();
   if (!config_.tie_word_embeddings) total += lm_head_.nbytes();
   for (const LlamaLayer& layer : layers_) {
-    for (const at::Tensor* t : {&layer.input_norm, &layer.qkv, &layer.qkv_bias, &layer.o, &layer.o_bias,
-                                &layer.post_norm, &layer.gate_up, &layer.gate_up_bias, &layer.down,
-                                &layer.down_bias}) {
+    for (const at::Tensor* t :
+         {&layer.input_norm, &layer.qkv, &layer.qkv_bias, &layer.o, &layer.o_bias, &layer.post_norm,
+          &layer.gate_up, &layer.gate_up_bias, &layer.down, &layer.down_bias}) {
       if (t->defined()) total += t->nbytes();
     }
   }
@@ -181,7 +186,8 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const ForwardRow> rows
                                                      " is not an allocated slot, or appears twice"));
     }
     seen[row.slot] = true;
-    if (row.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("forward: rows[", r, "] has no tokens"));
+    if (row.tokens.empty())
+      return absl::InvalidArgumentError(absl::StrCat("forward: rows[", r, "] has no tokens"));
     for (int32_t token : row.tokens) {
       if (token < 0 || token >= config_.vocab_size) {
         return absl::InvalidArgumentError(absl::StrCat("forward: rows[", r, "] token ", token,
@@ -201,7 +207,8 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const ForwardRow> rows
   }
 }
 
-at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache, bool all_positions) {
+at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache,
+                                        bool all_positions) {
   const int64_t batch = static_cast<int64_t>(rows.size());
   int64_t steps = 0;  // longest row: rows are padded to it
   for (const ForwardRow& row : rows) steps = std::max<int64_t>(steps, row.tokens.size());
@@ -234,12 +241,12 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     return at::tensor(v, long_options).to(options_.device);
   };
   const at::Tensor ids_t = device_tensor(ids);
-  const at::Tensor positions_t = device_tensor(positions).view({batch, steps});   // [B, T]
-  const at::Tensor ends_t = device_tensor(ends);                                  // [B]
-  const at::Tensor slots_t = device_tensor(slots);                                // [B]
-  const at::Tensor valid_t = device_tensor(valid);                                // [N]
-  const at::Tensor valid_slot_t = device_tensor(valid_slot);                      // [N]
-  const at::Tensor valid_pos_t = device_tensor(valid_pos);                        // [N]
+  const at::Tensor positions_t = device_tensor(positions).view({batch, steps});  // [B, T]
+  const at::Tensor ends_t = device_tensor(ends);                                 // [B]
+  const at::Tensor slots_t = device_tensor(slots);                               // [B]
+  const at::Tensor valid_t = device_tensor(valid);                               // [N]
+  const at::Tensor valid_slot_t = device_tensor(valid_slot);                     // [N]
+  const at::Tensor valid_pos_t = device_tensor(valid_pos);                       // [N]
 
   std::vector<AdapterRows> adapter_groups;
   for (int64_t b = 0; b < batch; ++b) {
@@ -264,15 +271,16 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   at::Tensor x = embed_tokens_.index_select(0, ids_t).view({batch, steps, hidden});  // [B, T, hidden]
 
   // Rotary tables as transformers builds them: float32 angles, cast to the model dtype.
-  at::Tensor angles = positions_t.to(at::kFloat).unsqueeze(-1) * inv_freq_;          // [B, T, head_dim / 2]
-  at::Tensor emb = at::cat({angles, angles}, -1);                                      // [B, T, head_dim]
-  const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);                    // [B, 1, T, head_dim]
-  const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);                    // [B, 1, T, head_dim]
+  at::Tensor angles = positions_t.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, head_dim / 2]
+  at::Tensor emb = at::cat({angles, angles}, -1);                            // [B, T, head_dim]
+  const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);          // [B, 1, T, head_dim]
+  const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);          // [B, 1, T, head_dim]
 
   // A query at position p sees keys at positions <= p of its own sequence.
-  at::Tensor key_positions = at::arange(key_len, long_options.device(options_.device));       // [L]
-  const at::Tensor mask = (key_positions.view({1, 1, 1, key_len}) <= positions_t.view({batch, 1, steps, 1})) &
-                          (key_positions.view({1, 1, 1, key_len}) < ends_t.view({batch, 1, 1, 1}));  // [B, 1, T, L]
+  at::Tensor key_positions = at::arange(key_len, long_options.device(options_.device));  // [L]
+  const at::Tensor mask =
+      (key_positions.view({1, 1, 1, key_len}) <= positions_t.view({batch, 1, steps, 1})) &
+      (key_positions.view({1, 1, 1, key_len}) < ends_t.view({batch, 1, 1, 1}));  // [B, 1, T, L]
 
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LlamaLayer& layer = layers_[l];
@@ -281,32 +289,40 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     // qkv: [B, T, (heads + 2 kv_heads) * head_dim]
     at::Tensor q = qkv.narrow(-1, 0, heads * head_dim).view({batch, steps, heads, head_dim}).transpose(1, 2);
     at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
-                       .view({batch, steps, kv_heads, head_dim}).transpose(1, 2);
+                       .view({batch, steps, kv_heads, head_dim})
+                       .transpose(1, 2);
     at::Tensor v = qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
-                       .view({batch, steps, kv_heads, head_dim}).transpose(1, 2);
+                       .view({batch, steps, kv_heads, head_dim})
+                       .transpose(1, 2);
     q = ApplyRope(q, cos, sin);  // [B, heads, T, head_dim]
     k = ApplyRope(k, cos, sin);  // [B, kv_heads, T, head_dim]
 
     // Only real (unpadded) tokens are written to the cache.
     at::Tensor& cache_k = cache->keys(l);    // [slots, kv_heads, max_seq, head_dim]
     at::Tensor& cache_v = cache->values(l);  // [slots, kv_heads, max_seq, head_dim]
-    cache_k.index_put_({valid_slot_t, Slice(), valid_pos_t},
-                       k.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
-    cache_v.index_put_({valid_slot_t, Slice(), valid_pos_t},
-                       v.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
+    cache_k.index_put_(
+        {valid_slot_t, Slice(), valid_pos_t},
+        k.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
+    cache_v.index_put_(
+        {valid_slot_t, Slice(), valid_pos_t},
+        v.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
     // Slots taken in order form a view; otherwise gather them.
-    at::Tensor keys = contiguous_slots ? cache_k.narrow(0, slots[0], batch) : cache_k.index_select(0, slots_t);
-    at::Tensor values = contiguous_slots ? cache_v.narrow(0, slots[0], batch) : cache_v.index_select(0, slots_t);
+    at::Tensor keys =
+        contiguous_slots ? cache_k.narrow(0, slots[0], batch) : cache_k.index_select(0, slots_t);
+    at::Tensor values =
+        contiguous_slots ? cache_v.narrow(0, slots[0], batch) : cache_v.index_select(0, slots_t);
     keys = keys.narrow(2, 0, key_len);      // [B, kv_heads, L, head_dim]
     values = values.narrow(2, 0, key_len);  // [B, kv_heads, L, head_dim]
 
-    at::Tensor attn = at::scaled_dot_product_attention(q, keys, values, mask, 0.0, /*is_causal=*/false,
-                                                       std::nullopt, /*enable_gqa=*/true);  // [B, heads, T, head_dim]
+    at::Tensor attn =
+        at::scaled_dot_product_attention(q, keys, values, mask, 0.0, /*is_causal=*/false, std::nullopt,
+                                         /*enable_gqa=*/true);  // [B, heads, T, head_dim]
     attn = attn.transpose(1, 2).reshape({batch, steps, heads * head_dim});
     x = x + Project(attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o);
 
     h = RmsNorm(x, layer.post_norm, eps);
-    at::Tensor gate_up = Project(h, layer.gate_up, layer.gate_up_bias, adapter_groups, l, &LoraLayer::gate_up);
+    at::Tensor gate_up =
+        Project(h, layer.gate_up, layer.gate_up_bias, adapter_groups, l, &LoraLayer::gate_up);
     // gate_up: [B, T, 2 * inter]
     at::Tensor act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
     x = x + Project(act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down);

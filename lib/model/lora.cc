@@ -17,10 +17,13 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr const char* kModules[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+constexpr const char* kModules[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                    "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                    "mlp.down_proj"};
 
-std::string ModuleKey(int64_t layer, const char* module) { return absl::StrCat("model.layers.", layer, ".", module); }
+std::string ModuleKey(int64_t layer, const char* module) {
+  return absl::StrCat("model.layers.", layer, ".", module);
+}
 
 // peft's rule: a target names a module by its full key or by a dotted suffix of it.
 bool Targets(const std::string& target, const std::string& key) {
@@ -54,7 +57,8 @@ absl::Status ReadConfig(const std::string& path, const LlamaConfig& config, doub
       return ConfigError(path, field, "is not supported (one r and lora_alpha for every module)");
     }
   }
-  if (json.contains("modules_to_save") && !json["modules_to_save"].is_null() && !json["modules_to_save"].empty()) {
+  if (json.contains("modules_to_save") && !json["modules_to_save"].is_null() &&
+      !json["modules_to_save"].empty()) {
     return ConfigError(path, "modules_to_save", "is not supported");
   }
   const Json& target_modules = json.value("target_modules", Json());
@@ -76,8 +80,9 @@ absl::Status ReadConfig(const std::string& path, const LlamaConfig& config, doub
     bool matched = false;
     for (const std::string& key : all_keys) matched = matched || Targets(target, key);
     if (!matched) {
-      return ConfigError(path, "target_modules",
-                         absl::StrCat("\"", target, "\" names no q/k/v/o/gate/up/down projection of this model"));
+      return ConfigError(
+          path, "target_modules",
+          absl::StrCat("\"", target, "\" names no q/k/v/o/gate/up/down projection of this model"));
     }
   }
   return absl::OkStatus();
@@ -86,9 +91,9 @@ absl::Status ReadConfig(const std::string& path, const LlamaConfig& config, doub
 // Fuses the updates of `modules`, whose outputs the backbone stacks in this order with `rows[i]` rows
 // each, into one. Modules the adapter leaves alone contribute zero rows of B.
 absl::StatusOr<LoraUpdate> FuseGroup(const Checkpoint& weights, int64_t layer,
-                                     const std::vector<const char*>& modules, const std::vector<int64_t>& rows,
-                                     int64_t in, double scale, const ModelOptions& options,
-                                     std::set<std::string>* used) {
+                                     const std::vector<const char*>& modules,
+                                     const std::vector<int64_t>& rows, int64_t in, double scale,
+                                     const ModelOptions& options, std::set<std::string>* used) {
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
   std::vector<at::Tensor> as;
   std::vector<std::pair<int64_t, at::Tensor>> bs;  // (first output row, B [rows, rank])
@@ -99,8 +104,8 @@ absl::StatusOr<LoraUpdate> FuseGroup(const Checkpoint& weights, int64_t layer,
     if (weights.Contains(a_name) || weights.Contains(b_name)) {
       PAD_ASSIGN_OR_RETURN(std::vector<int64_t> a_shape, weights.Shape(a_name));
       const int64_t rank = a_shape.empty() ? 0 : a_shape[0];
-      PAD_ASSIGN_OR_RETURN(at::Tensor a, weights.Load(a_name, {rank, in}, f32));        // [rank, in]
-      PAD_ASSIGN_OR_RETURN(at::Tensor b, weights.Load(b_name, {rows[i], rank}, f32));   // [rows, rank]
+      PAD_ASSIGN_OR_RETURN(at::Tensor a, weights.Load(a_name, {rank, in}, f32));       // [rank, in]
+      PAD_ASSIGN_OR_RETURN(at::Tensor b, weights.Load(b_name, {rows[i], rank}, f32));  // [rows, rank]
       as.push_back(a);
       bs.emplace_back(out, b * scale);
       rank_total += rank;
@@ -147,10 +152,12 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
       LoraLayer layer;
       PAD_ASSIGN_OR_RETURN(layer.qkv, FuseGroup(*weights, l, {kModules[0], kModules[1], kModules[2]},
                                                 {q_rows, kv_rows, kv_rows}, hidden, scale, options, &used));
-      PAD_ASSIGN_OR_RETURN(layer.o, FuseGroup(*weights, l, {kModules[3]}, {hidden}, q_rows, scale, options, &used));
+      PAD_ASSIGN_OR_RETURN(layer.o,
+                           FuseGroup(*weights, l, {kModules[3]}, {hidden}, q_rows, scale, options, &used));
       PAD_ASSIGN_OR_RETURN(layer.gate_up, FuseGroup(*weights, l, {kModules[4], kModules[5]}, {inter, inter},
                                                     hidden, scale, options, &used));
-      PAD_ASSIGN_OR_RETURN(layer.down, FuseGroup(*weights, l, {kModules[6]}, {hidden}, inter, scale, options, &used));
+      PAD_ASSIGN_OR_RETURN(layer.down,
+                           FuseGroup(*weights, l, {kModules[6]}, {hidden}, inter, scale, options, &used));
       adapter->layers_.push_back(std::move(layer));
     }
   } catch (const c10::Error& e) {
@@ -159,9 +166,11 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
   // Anything else in the file (lm_head, embeddings, layers the backbone lacks) would be silently ignored.
   for (const std::string& name : weights->Names()) {
     if (!used.count(name)) {
-      return absl::InvalidArgumentError(absl::StrCat(weights_path, ": tensor ", name,
-                                                     " is not a LoRA update of a q/k/v/o/gate/up/down projection "
-                                                     "of this ", config.num_hidden_layers, "-layer model"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(weights_path, ": tensor ", name,
+                       " is not a LoRA update of a q/k/v/o/gate/up/down projection "
+                       "of this ",
+                       config.num_hidden_layers, "-layer model"));
     }
   }
   if (used.empty()) return absl::InvalidArgumentError(absl::StrCat(weights_path, ": holds no LoRA weights"));

@@ -21,7 +21,8 @@ absl::StatusOr<c10::Device> ParseDevice(absl::string_view name) {
     c10::Device device{std::string(name)};
     if (device.is_cpu()) return device;
     if (device.is_cuda()) {
-      if (!at::hasCUDA()) return absl::UnavailableError(absl::StrCat("device \"", name, "\": no CUDA device"));
+      if (!at::hasCUDA())
+        return absl::UnavailableError(absl::StrCat("device \"", name, "\": no CUDA device"));
       return device;
     }
   } catch (const c10::Error&) {

@@ -88,7 +88,8 @@ Json Generate(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) 
   }
   Json answer;
   if (request.value("batched", true)) {
-    for (const auto& result : Check(pad::Generate(model, cache, requests))) answer["tokens"].push_back(result.tokens);
+    for (const auto& result : Check(pad::Generate(model, cache, requests)))
+      answer["tokens"].push_back(result.tokens);
   } else {
     for (const auto& r : requests) {
       answer["tokens"].push_back(Check(pad::Generate(model, cache, {r}))[0].tokens);

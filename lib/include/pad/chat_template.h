@@ -37,7 +37,8 @@ class ChatTemplate {
 
  private:
   ChatTemplate(Family family, std::string bos_token, std::string default_system_prompt)
-      : family_(family), bos_token_(std::move(bos_token)),
+      : family_(family),
+        bos_token_(std::move(bos_token)),
         default_system_prompt_(std::move(default_system_prompt)) {}
 
   Family family_;

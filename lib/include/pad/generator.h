@@ -38,8 +38,8 @@ using TokenCallback = std::function<void(size_t request_index, int32_t token)>;
 // Prefills every prompt in one forward, then decodes all unfinished requests in one batched step per
 // token. Takes a cache slot per request and frees it before returning, on success and on failure.
 absl::StatusOr<std::vector<GenerationResult>> Generate(LlamaModel& model, KvCache& cache,
-                                                      absl::Span<const GenerationRequest> requests,
-                                                      const TokenCallback& on_token = nullptr);
+                                                       absl::Span<const GenerationRequest> requests,
+                                                       const TokenCallback& on_token = nullptr);
 
 // One draw from float32 `scores` [n] (host memory): the argmax (lowest index on ties) when temperature is
 // 0, else a sample from softmax(scores / temperature) using `uniform`, a number in [0, 1).

@@ -16,8 +16,8 @@
 namespace pad {
 
 struct KvCacheOptions {
-  int64_t max_slots = 8;        // sequences resident at once
-  int64_t max_seq_len = 4096;   // tokens per sequence, prompt and generated
+  int64_t max_slots = 8;       // sequences resident at once
+  int64_t max_seq_len = 4096;  // tokens per sequence, prompt and generated
 };
 
 // Dense per-slot storage allocated once, so the memory a deployment needs is known at start-up and a
@@ -26,7 +26,8 @@ struct KvCacheOptions {
 class KvCache {
  public:
   // RESOURCE_EXHAUSTED when the tensors cannot be allocated.
-  static absl::StatusOr<std::unique_ptr<KvCache>> Create(const LlamaConfig& config, const KvCacheOptions& options,
+  static absl::StatusOr<std::unique_ptr<KvCache>> Create(const LlamaConfig& config,
+                                                         const KvCacheOptions& options,
                                                          const ModelOptions& model_options);
 
   // A free slot with length 0, or nullopt when every slot is taken.

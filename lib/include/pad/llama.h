@@ -67,9 +67,9 @@ class LlamaModel {
   ModelOptions options_;
   at::Tensor embed_tokens_;  // [vocab, hidden]
   std::vector<LlamaLayer> layers_;
-  at::Tensor final_norm_;    // [hidden]
-  at::Tensor lm_head_;       // [vocab, hidden]; the embedding itself when tied
-  at::Tensor inv_freq_;      // [head_dim / 2] float32 rotary frequencies
+  at::Tensor final_norm_;  // [hidden]
+  at::Tensor lm_head_;     // [vocab, hidden]; the embedding itself when tied
+  at::Tensor inv_freq_;    // [head_dim / 2] float32 rotary frequencies
 };
 
 }  // namespace pad

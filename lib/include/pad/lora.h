@@ -37,7 +37,8 @@ struct LoraLayer {
 class LoraAdapter {
  public:
   static absl::StatusOr<std::unique_ptr<LoraAdapter>> Load(const std::string& adapter_dir,
-                                                          const LlamaConfig& config, const ModelOptions& options);
+                                                           const LlamaConfig& config,
+                                                           const ModelOptions& options);
 
   const LoraLayer& layer(int64_t index) const { return layers_[index]; }
   const std::string& dir() const { return dir_; }

@@ -19,11 +19,11 @@ class MappedFile;
 
 // Where one tensor's bytes lie, as the file's header says.
 struct TensorEntry {
-  std::string dtype;           // safetensors dtype name: "F32", "F16", "BF16", ...
+  std::string dtype;  // safetensors dtype name: "F32", "F16", "BF16", ...
   std::vector<int64_t> shape;
   const MappedFile* file = nullptr;
-  uint64_t begin = 0;          // byte offset of the data within the file
-  uint64_t size = 0;           // bytes
+  uint64_t begin = 0;  // byte offset of the data within the file
+  uint64_t size = 0;   // bytes
 };
 
 // A read-only, memory-mapped checkpoint. Opening validates every header (JSON, dtypes, shapes, offsets

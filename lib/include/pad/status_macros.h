@@ -6,10 +6,10 @@
 #include "absl/status/statusor.h"
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define PAD_RETURN_IF_ERROR(expr)                  \
-  do {                                             \
-    ::absl::Status pad_status_ = (expr);           \
-    if (!pad_status_.ok()) return pad_status_;     \
+#define PAD_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::absl::Status pad_status_ = (expr);       \
+    if (!pad_status_.ok()) return pad_status_; \
   } while (0)
 
 #define PAD_STATUS_CONCAT_INNER_(a, b) a##b
@@ -20,8 +20,8 @@
 #define PAD_ASSIGN_OR_RETURN(lhs, rexpr) \
   PAD_ASSIGN_OR_RETURN_IMPL_(PAD_STATUS_CONCAT_(pad_statusor_, __LINE__), lhs, rexpr)
 
-#define PAD_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr) \
-  auto statusor = (rexpr);                               \
+#define PAD_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, rexpr)   \
+  auto statusor = (rexpr);                                 \
   if (!statusor.ok()) return std::move(statusor).status(); \
   lhs = std::move(statusor).value()
 
