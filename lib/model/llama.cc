@@ -103,7 +103,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
                                                              const ModelOptions& options) {
   PAD_ASSIGN_OR_RETURN(LlamaConfig config, LlamaConfig::FromModelDir(model_dir));
   PAD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::OpenDir(model_dir));
-  return FromCheckpoint(config, *checkpoint, options);
+  PAD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, FromCheckpoint(config, *checkpoint, options));
+  model->dir_ = model_dir;
+  return model;
 }
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const LlamaConfig& config,
@@ -306,13 +308,11 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     cache_v.index_put_(
         {valid_slot_t, Slice(), valid_pos_t},
         v.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
-    // Slots taken in order form a view; otherwise gather them.
-    at::Tensor keys =
-        contiguous_slots ? cache_k.narrow(0, slots[0], batch) : cache_k.index_select(0, slots_t);
-    at::Tensor values =
-        contiguous_slots ? cache_v.narrow(0, slots[0], batch) : cache_v.index_select(0, slots_t);
-    keys = keys.narrow(2, 0, key_len);      // [B, kv_heads, L, head_dim]
-    values = values.narrow(2, 0, key_len);  // [B, kv_heads, L, head_dim]
+    // Slots taken in order form a view; otherwise gather them, only up to the longest sequence.
+    at::Tensor keys = cache_k.narrow(2, 0, key_len);    // [slots, kv_heads, L, head_dim]
+    at::Tensor values = cache_v.narrow(2, 0, key_len);  // [slots, kv_heads, L, head_dim]
+    keys = contiguous_slots ? keys.narrow(0, slots[0], batch) : keys.index_select(0, slots_t);
+    values = contiguous_slots ? values.narrow(0, slots[0], batch) : values.index_select(0, slots_t);
 
     at::Tensor attn =
         at::scaled_dot_product_attention(q, keys, values, mask, 0.0, /*is_causal=*/false, std::nullopt,

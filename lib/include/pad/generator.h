@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "pad/alignment_request.h"
 #include "pad/kv_cache.h"
 #include "pad/llama.h"
 
@@ -24,8 +25,6 @@ struct GenerationRequest {
   std::vector<int32_t> prompt;
   SamplingParams sampling;
 };
-
-enum class FinishReason { kStop, kLength };
 
 struct GenerationResult {
   std::vector<int32_t> tokens;  // generated tokens, the stop token included

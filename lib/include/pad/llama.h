@@ -57,6 +57,8 @@ class LlamaModel {
 
   const LlamaConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
+  // The directory it was loaded from; empty when built from a checkpoint.
+  const std::string& dir() const { return dir_; }
   int64_t parameter_bytes() const;
 
  private:
@@ -65,6 +67,7 @@ class LlamaModel {
 
   LlamaConfig config_;
   ModelOptions options_;
+  std::string dir_;
   at::Tensor embed_tokens_;  // [vocab, hidden]
   std::vector<LlamaLayer> layers_;
   at::Tensor final_norm_;  // [hidden]

@@ -1,0 +1,453 @@
+#include "pad/pad_decoder.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "pad/generator.h"
+#include "pad/status_macros.h"
+
+namespace pad {
+
+std::string GuidelineText(const std::vector<std::string>& principles, const std::string& instruction) {
+  return absl::StrCat(
+      "[Guidelines] Your task is to generate response by considering the following principle. [Principles] ",
+      absl::StrJoin(principles, " and "), " [Instruction] ", instruction);
+}
+
+struct PadDecoder::Sequence {
+  uint64_t id = 0;
+  PreparedRequest prepared;
+  int policy_slot = -1;
+  KvCache* prm_cache = nullptr;  // where the PRM rows live (the policy's cache when the backbone is shared)
+  std::vector<int> prm_slots;    // one per prepared.prm_rows
+  bool prefilled = false;
+  int32_t last_token = 0;
+  int generated = 0;
+  std::mt19937_64 rng;
+  std::unique_ptr<IncrementalDecoder> text;
+  std::string held;  // decoded text withheld because it may begin a stop string
+  bool finished = false;
+};
+
+namespace {
+
+absl::Status Invalid(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+bool IsBlank(const std::string& text) { return text.find_first_not_of(" \t\r\n") == std::string::npos; }
+
+// Length of the longest suffix of `text` that is a proper prefix of some stop string.
+size_t HeldBackLength(const std::string& text, const std::vector<std::string>& stops) {
+  size_t held = 0;
+  for (const std::string& stop : stops) {
+    for (size_t n = std::min(text.size(), stop.size() - 1); n > held; --n) {
+      if (text.compare(text.size() - n, n, stop, 0, n) == 0) {
+        held = n;
+        break;
+      }
+    }
+  }
+  return held;
+}
+
+}  // namespace
+
+PadDecoder::~PadDecoder() = default;
+
+absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(LlamaModel* policy, const Tokenizer* tokenizer,
+                                                               const ChatTemplate* chat_template,
+                                                               std::vector<const RewardModel*> reward_models,
+                                                               const DecoderOptions& options) {
+  std::unique_ptr<PadDecoder> decoder(new PadDecoder());
+  decoder->policy_ = policy;
+  decoder->tokenizer_ = tokenizer;
+  decoder->chat_template_ = chat_template;
+  decoder->reward_models_ = std::move(reward_models);
+  decoder->options_ = options;
+  KvCacheOptions cache_options;
+  cache_options.max_slots = options.kv_slots;
+  cache_options.max_seq_len = options.max_seq_len;
+  PAD_ASSIGN_OR_RETURN(auto policy_cache,
+                       KvCache::Create(policy->config(), cache_options, policy->options()));
+  decoder->caches_.emplace_back(policy, std::move(policy_cache));
+  for (const RewardModel* prm : decoder->reward_models_) {
+    if (prm->backbone().config().vocab_size != policy->config().vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "reward model ", prm->name(), ": vocabulary of ", prm->backbone().config().vocab_size,
+          " tokens, the policy's has ", policy->config().vocab_size, "; PAD needs the same tokenizer"));
+    }
+    if (decoder->CacheFor(prm->backbone()) != nullptr) continue;
+    PAD_ASSIGN_OR_RETURN(auto cache,
+                         KvCache::Create(prm->backbone().config(), cache_options, prm->backbone().options()));
+    decoder->caches_.emplace_back(&prm->backbone(), std::move(cache));
+  }
+  return decoder;
+}
+
+KvCache* PadDecoder::CacheFor(const LlamaModel& backbone) const {
+  for (const auto& [model, cache] : caches_) {
+    if (model == &backbone) return cache.get();
+  }
+  return nullptr;
+}
+
+absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& request) const {
+  const DecoderOptions& o = options_;
+  const bool has_messages = !request.messages.empty(), has_prompt = !request.prompt.empty();
+  if (has_messages == has_prompt) {
+    return Invalid(has_prompt ? "messages" : "prompt", "exactly one of prompt and messages must be given");
+  }
+  const bool pad = request.mode == DecodingMode::kPad;
+  const bool needs_principles = request.mode != DecodingMode::kVanilla;
+  if (needs_principles && request.principles.empty()) {
+    return Invalid("principles", pad ? "PAD mode needs at least one principle"
+                                     : "PREFERENCE_PROMPT mode needs at least one principle");
+  }
+  if (static_cast<int>(request.principles.size()) > o.max_principles) {
+    return Invalid("principles", absl::StrCat(request.principles.size(),
+                                              " principles, more than the limit of ", o.max_principles));
+  }
+  for (size_t i = 0; i < request.principles.size(); ++i) {
+    if (IsBlank(request.principles[i])) return Invalid(absl::StrCat("principles[", i, "]"), "is empty");
+  }
+  if (!request.weights.empty()) {
+    if (request.composition != Composition::kWeighted) {
+      return Invalid("weights", "are only used with composition WEIGHTED");
+    }
+    if (request.weights.size() != request.principles.size()) {
+      return Invalid("weights", absl::StrCat(request.weights.size(), " weights for ",
+                                             request.principles.size(), " principles"));
+    }
+    for (size_t i = 0; i < request.weights.size(); ++i) {
+      if (!std::isfinite(request.weights[i]))
+        return Invalid(absl::StrCat("weights[", i, "]"), "must be finite");
+    }
+  }
+  const int64_t vocab = policy_->config().vocab_size;
+  const int64_t k_limit = std::min<int64_t>(vocab, o.max_top_k);
+  if (request.top_k < 1 || request.top_k > k_limit) {
+    return Invalid("top_k", absl::StrCat(request.top_k, " is not in [1, ", k_limit, "]"));
+  }
+  if (!std::isfinite(request.beta)) return Invalid("beta", "must be finite");
+  if (!std::isfinite(request.temperature) || request.temperature < 0) {
+    return Invalid("temperature", "must be a finite number >= 0");
+  }
+  if (request.max_new_tokens < 1 || request.max_new_tokens > o.max_new_tokens_limit) {
+    return Invalid("max_new_tokens",
+                   absl::StrCat(request.max_new_tokens, " is not in [1, ", o.max_new_tokens_limit, "]"));
+  }
+  if (static_cast<int>(request.stop.size()) > o.max_stop_strings) {
+    return Invalid("stop", absl::StrCat(request.stop.size(), " stop strings, more than the limit of ",
+                                        o.max_stop_strings));
+  }
+  for (size_t i = 0; i < request.stop.size(); ++i) {
+    if (request.stop[i].empty()) return Invalid(absl::StrCat("stop[", i, "]"), "is empty");
+  }
+
+  PreparedRequest prepared;
+  prepared.request = request;
+  if (pad) {
+    if (reward_models_.empty())
+      return Invalid("reward_model", "PAD mode needs a reward model and none is loaded");
+    for (const RewardModel* prm : reward_models_) {
+      if (request.reward_model.empty() || prm->name() == request.reward_model) {
+        prepared.reward_model = prm;
+        break;
+      }
+    }
+    if (prepared.reward_model == nullptr) {
+      std::vector<std::string> names;
+      for (const RewardModel* prm : reward_models_) names.push_back(prm->name());
+      return Invalid("reward_model", absl::StrCat("\"", request.reward_model, "\" is not loaded (loaded: ",
+                                                  absl::StrJoin(names, ", "), ")"));
+    }
+  }
+
+  // The instruction is the raw prompt, or the last user message that the guideline wraps.
+  int instruction_index = -1;
+  for (size_t i = 0; i < request.messages.size(); ++i) {
+    if (request.messages[i].role == "user") instruction_index = static_cast<int>(i);
+  }
+  if (has_messages && instruction_index < 0) return Invalid("messages", "need a user message to answer");
+  const std::string& instruction = has_prompt ? request.prompt : request.messages[instruction_index].content;
+  const std::string field = has_prompt ? "prompt" : "messages";
+  auto tokenize = [&](const std::string& content) -> absl::StatusOr<std::vector<int32_t>> {
+    std::string text = content;
+    if (has_messages) {
+      std::vector<ChatMessage> messages = request.messages;
+      messages[instruction_index].content = content;
+      PAD_ASSIGN_OR_RETURN(text, chat_template_->Apply(messages, /*add_generation_prompt=*/true));
+    }
+    auto ids = tokenizer_->Encode(text, /*add_special_tokens=*/true);
+    if (!ids.ok()) return Invalid(field, ids.status().message());
+    if (static_cast<int>(ids->size()) > o.max_prompt_tokens) {
+      return Invalid(field,
+                     absl::StrCat(ids->size(), " tokens, more than the limit of ", o.max_prompt_tokens));
+    }
+    if (static_cast<int64_t>(ids->size()) + request.max_new_tokens > o.max_seq_len) {
+      return Invalid("max_new_tokens",
+                     absl::StrCat(ids->size(), " prompt tokens plus ", request.max_new_tokens,
+                                  " new tokens exceed the context of ", o.max_seq_len));
+    }
+    return ids;
+  };
+  const bool policy_guided =
+      request.mode == DecodingMode::kPreferencePrompt || (pad && request.policy_sees_guideline);
+  PAD_ASSIGN_OR_RETURN(
+      prepared.policy_ids,
+      tokenize(policy_guided ? GuidelineText(request.principles, instruction) : instruction));
+  if (pad) {
+    if (request.composition == Composition::kPrompt) {
+      PreparedRequest::PrmRow row;
+      if (policy_guided) {
+        row.ids = prepared.policy_ids;  // the official code feeds both models the same ids
+      } else {
+        PAD_ASSIGN_OR_RETURN(row.ids, tokenize(GuidelineText(request.principles, instruction)));
+      }
+      prepared.prm_rows.push_back(std::move(row));
+    } else {
+      const size_t n = request.principles.size();
+      for (size_t i = 0; i < n; ++i) {
+        PreparedRequest::PrmRow row;
+        PAD_ASSIGN_OR_RETURN(row.ids, tokenize(GuidelineText({request.principles[i]}, instruction)));
+        row.weight = request.weights.empty() ? 1.0 / static_cast<double>(n) : request.weights[i];
+        prepared.prm_rows.push_back(std::move(row));
+      }
+    }
+  }
+  return prepared;
+}
+
+bool PadDecoder::CanAdd(const PreparedRequest& prepared) const {
+  KvCache* policy_cache = caches_[0].second.get();
+  int64_t policy_slots = 1, prm_slots = 0;
+  KvCache* prm_cache = prepared.reward_model ? CacheFor(prepared.reward_model->backbone()) : nullptr;
+  (prm_cache == policy_cache ? policy_slots : prm_slots) += static_cast<int64_t>(prepared.prm_rows.size());
+  if (policy_cache->max_slots() - policy_cache->slots_in_use() < policy_slots) return false;
+  return prm_slots == 0 || prm_cache->max_slots() - prm_cache->slots_in_use() >= prm_slots;
+}
+
+absl::StatusOr<uint64_t> PadDecoder::Add(PreparedRequest prepared) {
+  if (!CanAdd(prepared)) {
+    return absl::ResourceExhaustedError(absl::StrCat("no free KV cache slots for ",
+                                                     1 + prepared.prm_rows.size(), " rows (",
+                                                     options_.kv_slots, " per backbone)"));
+  }
+  auto sequence = std::make_unique<Sequence>();
+  sequence->id = next_id_++;
+  sequence->policy_slot = *caches_[0].second->Allocate();
+  if (prepared.reward_model != nullptr) {
+    sequence->prm_cache = CacheFor(prepared.reward_model->backbone());
+    for (size_t i = 0; i < prepared.prm_rows.size(); ++i)
+      sequence->prm_slots.push_back(*sequence->prm_cache->Allocate());
+  }
+  sequence->rng.seed(prepared.request.seed);
+  sequence->text = std::make_unique<IncrementalDecoder>(tokenizer_, /*skip_special_tokens=*/true);
+  sequence->prepared = std::move(prepared);
+  const uint64_t id = sequence->id;
+  sequences_.emplace(id, std::move(sequence));
+  return id;
+}
+
+void PadDecoder::Release(Sequence& sequence) {
+  caches_[0].second->Free(sequence.policy_slot);
+  for (int slot : sequence.prm_slots) sequence.prm_cache->Free(slot);
+  sequence.prm_slots.clear();
+}
+
+void PadDecoder::Remove(uint64_t id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return;
+  Release(*it->second);
+  sequences_.erase(it);
+}
+
+int64_t PadDecoder::slots_in_use() const {
+  int64_t total = 0;
+  for (const auto& [model, cache] : caches_) total += cache->slots_in_use();
+  return total;
+}
+
+int64_t PadDecoder::kv_tokens_in_use() const {
+  int64_t total = 0;
+  for (const auto& [model, cache] : caches_) total += cache->tokens_in_use();
+  return total;
+}
+
+absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
+  std::vector<Sequence*> prefill, decode;
+  for (auto& [id, sequence] : sequences_) (sequence->prefilled ? decode : prefill).push_back(sequence.get());
+  std::vector<TokenEvent> events;
+  // Prefill and decode run as separate forwards so that one-token rows are not padded to prompt length.
+  absl::Status status = absl::OkStatus();
+  if (!prefill.empty()) status = RunPass(prefill, /*prefill=*/true, &events);
+  if (status.ok() && !decode.empty()) status = RunPass(decode, /*prefill=*/false, &events);
+  if (!status.ok()) {
+    for (auto& [id, sequence] : sequences_) Release(*sequence);
+    sequences_.clear();
+    return status;
+  }
+  for (auto it = sequences_.begin(); it != sequences_.end();) {
+    if (it->second->finished) {
+      Release(*it->second);
+      it = sequences_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return events;
+}
+
+void PadDecoder::Finish(Sequence& sequence, TokenEvent* event, FinishReason reason) {
+  sequence.finished = true;
+  event->finished = true;
+  event->finish_reason = reason;
+}
+
+absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
+                                 std::vector<TokenEvent>* events) {
+  const int64_t n = static_cast<int64_t>(batch.size());
+  auto input = [&](Sequence* s, const std::vector<int32_t>& prompt) {
+    return prefill ? absl::MakeConstSpan(prompt) : absl::MakeConstSpan(&s->last_token, 1);
+  };
+
+  // Rows per backbone: the policy's rows first (row i is batch[i]), then every PRM row that shares a
+  // backbone with them, so one forward reads those weights once for both models.
+  struct PrmRowRef {
+    const RewardModel* prm;
+    int64_t owner;  // index into batch
+    double weight;
+    size_t backbone;  // index into caches_
+    int64_t row;      // row of that backbone's forward
+  };
+  std::vector<std::vector<ForwardRow>> rows(caches_.size());
+  std::vector<PrmRowRef> prm_refs;
+  for (int64_t i = 0; i < n; ++i) {
+    rows[0].push_back(
+        ForwardRow{batch[i]->policy_slot, input(batch[i], batch[i]->prepared.policy_ids), nullptr});
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const PreparedRequest& p = batch[i]->prepared;
+    for (size_t j = 0; j < p.prm_rows.size(); ++j) {
+      size_t b = 0;
+      while (caches_[b].first != &p.reward_model->backbone()) ++b;
+      prm_refs.push_back({p.reward_model, i, p.prm_rows[j].weight, b, static_cast<int64_t>(rows[b].size())});
+      rows[b].push_back(
+          ForwardRow{batch[i]->prm_slots[j], input(batch[i], p.prm_rows[j].ids), p.reward_model->adapter()});
+    }
+  }
+  std::vector<at::Tensor> hidden(caches_.size());  // per backbone: [rows, hidden]
+  for (size_t b = 0; b < caches_.size(); ++b) {
+    if (rows[b].empty()) continue;
+    PAD_ASSIGN_OR_RETURN(
+        hidden[b], const_cast<LlamaModel*>(caches_[b].first)->Forward(rows[b], caches_[b].second.get()));
+  }
+
+  at::Tensor scores, candidates, rewards, policy_logits;  // each [n, k_max] on the host
+  std::vector<int64_t> ks(n);
+  try {
+    PAD_ASSIGN_OR_RETURN(at::Tensor z_b, policy_->Logits(hidden[0].narrow(0, 0, n)));  // [n, vocab] float32
+    const at::Device device = z_b.device();
+    int64_t k_max = 0;
+    std::vector<double> betas(n);
+    for (int64_t i = 0; i < n; ++i) {
+      ks[i] = batch[i]->prepared.request.top_k;
+      k_max = std::max(k_max, ks[i]);
+      betas[i] =
+          batch[i]->prepared.request.mode == DecodingMode::kPad ? batch[i]->prepared.request.beta : 0.0;
+    }
+    auto [top_values, top_ids] = at::topk(z_b, k_max, /*dim=*/-1);  // [n, k_max] each, best first
+    const at::Tensor in_k =
+        at::arange(k_max, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0) <
+        at::tensor(ks, at::kLong).to(device).unsqueeze(1);  // [n, k_max]
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+    const at::Tensor policy_lsm = at::log_softmax(top_values.masked_fill(~in_k, neg_inf), -1);  // [n, k_max]
+    at::Tensor reward = at::zeros_like(top_values);                                             // [n, k_max]
+
+    // r(a) = log_softmax_K(z_r)[a] - log_softmax_K(z_b)[a], summed over a request's PRM rows with weights.
+    for (size_t start = 0; start < prm_refs.size();) {
+      size_t end = start;
+      while (end < prm_refs.size() && prm_refs[end].prm == prm_refs[start].prm) ++end;
+      std::vector<int64_t> owners, forward_rows;
+      std::vector<double> weights;
+      for (size_t r = start; r < end; ++r) {
+        owners.push_back(prm_refs[r].owner);
+        forward_rows.push_back(prm_refs[r].row);
+        weights.push_back(prm_refs[r].weight);
+      }
+      const at::Tensor owner_t = at::tensor(owners, at::kLong).to(device);  // [p]
+      const at::Tensor prm_hidden = hidden[prm_refs[start].backbone].index_select(
+          0, at::tensor(forward_rows, at::kLong).to(device));  // [p, hidden]
+      PAD_ASSIGN_OR_RETURN(at::Tensor z_r, prm_refs[start].prm->CandidateLogits(
+                                               prm_hidden, top_ids.index_select(0, owner_t)));  // [p, k_max]
+      const at::Tensor owner_in_k = in_k.index_select(0, owner_t);
+      const at::Tensor prm_lsm = at::log_softmax(z_r.masked_fill(~owner_in_k, neg_inf), -1);
+      const at::Tensor row_reward =
+          (prm_lsm - policy_lsm.index_select(0, owner_t)).masked_fill(~owner_in_k, 0.0) *
+          at::tensor(weights, at::kDouble).to(device, at::kFloat).unsqueeze(1);
+      reward.index_add_(0, owner_t, row_reward);
+      start = end;
+    }
+    const at::Tensor beta_t = at::tensor(betas, at::kDouble).to(device, at::kFloat).unsqueeze(1);  // [n, 1]
+    scores = (top_values + beta_t * reward).masked_fill(~in_k, neg_inf).to(at::kCPU).contiguous();
+    candidates = top_ids.to(at::kCPU).contiguous();
+    rewards = reward.to(at::kCPU).contiguous();
+    policy_logits = top_values.to(at::kCPU).contiguous();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("pad step: ", e.what_without_backtrace()));
+  }
+
+  const int64_t k_max = scores.size(1);
+  for (int64_t i = 0; i < n; ++i) {
+    Sequence& s = *batch[i];
+    const AlignmentRequest& request = s.prepared.request;
+    const float* score_row = scores.data_ptr<float>() + i * k_max;
+    const double uniform = std::uniform_real_distribution<double>(0.0, 1.0)(s.rng);
+    const int64_t choice = SampleIndex(score_row, ks[i], static_cast<float>(request.temperature), uniform);
+    TokenEvent event;
+    event.sequence = s.id;
+    event.token = static_cast<int32_t>(candidates.data_ptr<int64_t>()[i * k_max + choice]);
+    event.reward = rewards.data_ptr<float>()[i * k_max + choice];
+    event.changed_top_choice = choice != 0;
+    if (request.diagnostics) {
+      TokenDiagnostics d;
+      for (int64_t j = 0; j < ks[i]; ++j) {
+        d.candidates.push_back(static_cast<int32_t>(candidates.data_ptr<int64_t>()[i * k_max + j]));
+        d.policy_logits.push_back(policy_logits.data_ptr<float>()[i * k_max + j]);
+        d.rewards.push_back(rewards.data_ptr<float>()[i * k_max + j]);
+        d.scores.push_back(score_row[j]);
+      }
+      event.diagnostics = std::move(d);
+    }
+    s.prefilled = true;
+    s.last_token = event.token;
+    ++s.generated;
+
+    const auto& eos = policy_->config().eos_token_ids;
+    const bool at_eos = !request.ignore_eos && std::find(eos.begin(), eos.end(), event.token) != eos.end();
+    s.held += s.text->Add(event.token);
+    size_t stop_at = std::string::npos;
+    for (const std::string& stop : request.stop) stop_at = std::min(stop_at, s.held.find(stop));
+    if (stop_at != std::string::npos) {
+      event.text = s.held.substr(0, stop_at);
+      Finish(s, &event, FinishReason::kStop);
+    } else if (at_eos || s.generated >= request.max_new_tokens) {
+      event.text = s.held + s.text->Finish();
+      Finish(s, &event, at_eos ? FinishReason::kStop : FinishReason::kLength);
+    } else {
+      const size_t keep = HeldBackLength(s.held, request.stop);
+      event.text = s.held.substr(0, s.held.size() - keep);
+      s.held.erase(0, s.held.size() - keep);
+    }
+    if (s.finished) s.held.clear();
+    events->push_back(std::move(event));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace pad

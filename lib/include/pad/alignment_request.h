@@ -1,0 +1,54 @@
+// What a caller asks of one aligned generation, independent of any wire format.
+#ifndef PAD_ALIGNMENT_REQUEST_H_
+#define PAD_ALIGNMENT_REQUEST_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pad/chat_template.h"
+
+namespace pad {
+
+enum class DecodingMode {
+  kPad,               // policy top-k rescored by the PRM's token-level reward (the paper's method)
+  kVanilla,           // the policy alone on the plain instruction
+  kPreferencePrompt,  // the policy alone, shown the guideline text
+};
+
+enum class Composition {
+  kPrompt,    // the paper's: principles joined with " and " in one guideline text, one PRM row
+  kWeighted,  // one PRM row per principle with its own guideline text; r = sum_i w_i r_i
+};
+
+enum class FinishReason { kStop, kLength, kCancelled };
+
+struct AlignmentRequest {
+  // Exactly one of: chat messages (rendered by the policy's chat template; the guideline wraps the last
+  // user message) or a raw prompt (tokenized as it is).
+  std::vector<ChatMessage> messages;
+  std::string prompt;
+
+  DecodingMode mode = DecodingMode::kPad;
+  std::vector<std::string> principles;  // free text; PAD and PREFERENCE_PROMPT need at least one
+  std::vector<double> weights;          // WEIGHTED only: one per principle; empty means 1/n each
+  Composition composition = Composition::kPrompt;
+  std::string reward_model;           // a registered PRM's name; empty is the first registered
+  bool policy_sees_guideline = true;  // PAD: the official code gives both models the same ids
+
+  int top_k = 10;            // candidates from the policy, in every mode (vanilla sampling is top-k sampling)
+  double beta = 1.0;         // reward weight: score = z_b + beta * r
+  double temperature = 0.0;  // 0 is greedy; else draw from softmax(score / temperature) over the top k
+  uint64_t seed = 0;         // the request's own random stream
+  int max_new_tokens = 128;
+  std::vector<std::string> stop;  // generation ends before the first occurrence of any of these
+  bool ignore_eos = false;        // keep going past the model's end-of-sequence ids
+  bool diagnostics = false;       // per token: candidates, their policy logits, rewards and scores
+};
+
+// The guideline text of DESIGN.md §1 for `principles` (joined with " and ") and instruction `x`.
+std::string GuidelineText(const std::vector<std::string>& principles, const std::string& instruction);
+
+}  // namespace pad
+
+#endif  // PAD_ALIGNMENT_REQUEST_H_

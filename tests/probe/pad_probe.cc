@@ -1,0 +1,211 @@
+// Runs PAD decoding for the Python parity tests: one JSON request on stdin, one JSON answer on stdout.
+//
+//   {"command": "generate", "policy": DIR, "dtype": "float32",
+//    "reward_models": [{"name", "backbone", "adapter", "value_head"}], "requests": [REQUEST...],
+//    "batched": true}
+//     REQUEST holds AlignmentRequest's fields by name ("mode": "pad" | "vanilla" | "preference_prompt",
+//     "composition": "prompt" | "weighted"; beta and temperature may be "nan", "inf" or "-inf").
+//     Answers {"results": [{"tokens", "text", "finish_reason", "prompt_tokens", "diagnostics"} |
+//     {"error": {"code", "message"}}]}, all requests decoded in one batch or one at a time.
+//   {"command": "prm_logits", ..., "reward_model": NAME, "sequences": [[ids]], "output": PATH}
+//     The PRM's full-vocabulary logits at every position, float32, to PATH. Answers {"rows", "vocab"}.
+//   {"command": "sample", ..., "requests": [REQUEST], "draws": N}
+//     One step at the request's prompt; answers its candidates, scores and N draws (seeds 0..N-1) by the
+//     decoder's own sampler.
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <limits>
+#include <random>
+
+#include "absl/status/status.h"
+#include "nlohmann/json.hpp"
+#include "pad/generator.h"
+#include "pad/pad_decoder.h"
+
+namespace {
+
+using Json = nlohmann::json;
+
+[[noreturn]] void Fail(const std::string& message) {
+  std::cerr << "pad_probe: " << message << "\n";
+  std::exit(1);
+}
+
+template <typename T>
+T Check(absl::StatusOr<T> value) {
+  if (!value.ok()) Fail(value.status().ToString());
+  return std::move(value).value();
+}
+
+double Number(const Json& value) {
+  if (value.is_string()) {
+    const std::string text = value.get<std::string>();
+    if (text == "nan") return std::numeric_limits<double>::quiet_NaN();
+    if (text == "inf") return std::numeric_limits<double>::infinity();
+    if (text == "-inf") return -std::numeric_limits<double>::infinity();
+    Fail("not a number: " + text);
+  }
+  return value.get<double>();
+}
+
+pad::AlignmentRequest ParseRequest(const Json& j) {
+  pad::AlignmentRequest r;
+  r.prompt = j.value("prompt", "");
+  for (const Json& m : j.value("messages", Json::array())) r.messages.push_back({m["role"], m["content"]});
+  const std::string mode = j.value("mode", "pad");
+  r.mode = mode == "vanilla"             ? pad::DecodingMode::kVanilla
+           : mode == "preference_prompt" ? pad::DecodingMode::kPreferencePrompt
+                                         : pad::DecodingMode::kPad;
+  r.principles = j.value("principles", std::vector<std::string>{});
+  r.weights = j.value("weights", std::vector<double>{});
+  r.composition = j.value("composition", "prompt") == "weighted" ? pad::Composition::kWeighted
+                                                                 : pad::Composition::kPrompt;
+  r.reward_model = j.value("reward_model", "");
+  r.policy_sees_guideline = j.value("policy_sees_guideline", true);
+  r.top_k = j.value("top_k", 10);
+  if (j.contains("beta")) r.beta = Number(j["beta"]);
+  if (j.contains("temperature")) r.temperature = Number(j["temperature"]);
+  r.seed = j.value("seed", uint64_t{0});
+  r.max_new_tokens = j.value("max_new_tokens", 128);
+  r.stop = j.value("stop", std::vector<std::string>{});
+  r.ignore_eos = j.value("ignore_eos", false);
+  r.diagnostics = j.value("diagnostics", false);
+  return r;
+}
+
+Json Error(const absl::Status& status) {
+  return {{"error",
+           {{"code", absl::StatusCodeToString(status.code())}, {"message", std::string(status.message())}}}};
+}
+
+// Decodes `requests` (one batch, or one at a time) to completion.
+Json Generate(pad::PadDecoder& decoder, const std::vector<pad::AlignmentRequest>& requests, bool batched) {
+  std::vector<Json> results(requests.size());
+  std::map<uint64_t, size_t> owner;
+  auto drain = [&] {
+    while (decoder.active() > 0) {
+      for (const pad::TokenEvent& e : Check(decoder.Step())) {
+        Json& r = results[owner[e.sequence]];
+        r["tokens"].push_back(e.token);
+        r["text"] = r["text"].get<std::string>() + e.text;
+        if (e.diagnostics) {
+          r["diagnostics"].push_back({{"token", e.token},
+                                      {"reward", e.reward},
+                                      {"candidates", e.diagnostics->candidates},
+                                      {"policy_logits", e.diagnostics->policy_logits},
+                                      {"rewards", e.diagnostics->rewards},
+                                      {"scores", e.diagnostics->scores}});
+        }
+        if (e.finished) r["finish_reason"] = e.finish_reason == pad::FinishReason::kStop ? "stop" : "length";
+      }
+    }
+  };
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto prepared = decoder.Prepare(requests[i]);
+    if (!prepared.ok()) {
+      results[i] = Error(prepared.status());
+      continue;
+    }
+    results[i] = {{"tokens", Json::array()}, {"text", ""}, {"prompt_tokens", prepared->policy_ids.size()}};
+    owner[Check(decoder.Add(*std::move(prepared)))] = i;
+    if (!batched) drain();
+  }
+  drain();
+  return {{"results", results}};
+}
+
+Json PrmLogits(const pad::RewardModel& prm, const Json& request) {
+  pad::KvCacheOptions cache_options;
+  cache_options.max_slots = 1;
+  cache_options.max_seq_len = 4096;
+  auto cache = Check(pad::KvCache::Create(prm.backbone().config(), cache_options, prm.backbone().options()));
+  std::ofstream out(request["output"].get<std::string>(), std::ios::binary);
+  Json answer = {{"vocab", prm.backbone().config().vocab_size}, {"rows", Json::array()}};
+  for (const auto& sequence : request["sequences"]) {
+    const auto ids = sequence.get<std::vector<int32_t>>();
+    const int slot = *cache->Allocate();
+    pad::ForwardRow row{slot, ids, prm.adapter()};
+    at::Tensor hidden = Check(prm.backbone().Forward({row}, cache.get(), /*all_positions=*/true));
+    at::Tensor logits = Check(prm.Logits(hidden)).to(at::kCPU).contiguous();  // [len, vocab]
+    out.write(static_cast<const char*>(logits.data_ptr()), logits.nbytes());
+    answer["rows"].push_back(logits.size(0));
+    cache->Free(slot);
+  }
+  return answer;
+}
+
+Json Sample(pad::PadDecoder& decoder, const pad::AlignmentRequest& request, int draws) {
+  pad::AlignmentRequest one = request;
+  one.max_new_tokens = 1;
+  one.diagnostics = true;
+  Check(decoder.Add(Check(decoder.Prepare(one))));
+  const pad::TokenEvent event = Check(decoder.Step()).at(0);
+  const pad::TokenDiagnostics& d = *event.diagnostics;
+  Json answer = {{"candidates", d.candidates}, {"scores", d.scores}, {"draws", Json::array()}};
+  // The decoder draws one uniform per step from the request's seeded stream; do the same per seed.
+  for (int seed = 0; seed < draws; ++seed) {
+    std::mt19937_64 rng(seed);
+    const double uniform = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+    const int64_t choice = pad::SampleIndex(d.scores.data(), static_cast<int64_t>(d.scores.size()),
+                                            static_cast<float>(request.temperature), uniform);
+    answer["draws"].push_back(d.candidates[choice]);
+  }
+  return answer;
+}
+
+}  // namespace
+
+int main() {
+  const std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  const Json request = Json::parse(input, nullptr, /*allow_exceptions=*/false);
+  if (request.is_discarded()) Fail("stdin is not JSON");
+  c10::InferenceMode inference;
+  pad::ModelOptions options;
+  options.dtype = Check(pad::ParseDtype(request.value("dtype", "float32")));
+  const std::string policy_dir = request["policy"].get<std::string>();
+  auto policy = Check(pad::LlamaModel::Load(policy_dir, options));
+  auto tokenizer = Check(pad::Tokenizer::FromFile(policy_dir + "/tokenizer.json"));
+  auto chat = Check(pad::ChatTemplate::FromModelDir(policy_dir));
+  std::vector<std::unique_ptr<pad::RewardModel>> owned;
+  std::vector<const pad::RewardModel*> reward_models;
+  for (const Json& spec_json : request.value("reward_models", Json::array())) {
+    pad::RewardModelSpec spec;
+    spec.name = spec_json.value("name", "default");
+    spec.backbone_dir = spec_json.value("backbone", policy_dir);
+    spec.adapter_dir = spec_json.value("adapter", "");
+    spec.value_head_path = spec_json.value("value_head", "");
+    owned.push_back(Check(pad::RewardModel::Load(spec, options, policy.get())));
+    reward_models.push_back(owned.back().get());
+  }
+  pad::DecoderOptions decoder_options;
+  decoder_options.kv_slots = request.value("kv_slots", 24);
+  decoder_options.max_seq_len = request.value("max_seq_len", 2560);
+  auto decoder =
+      Check(pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, reward_models, decoder_options));
+
+  const std::string command = request.value("command", "generate");
+  Json answer;
+  if (command == "generate") {
+    std::vector<pad::AlignmentRequest> requests;
+    for (const Json& r : request["requests"]) requests.push_back(ParseRequest(r));
+    answer = Generate(*decoder, requests, request.value("batched", true));
+  } else if (command == "prm_logits") {
+    const std::string name = request.value("reward_model", "default");
+    const pad::RewardModel* prm = nullptr;
+    for (const pad::RewardModel* candidate : reward_models) {
+      if (candidate->name() == name) prm = candidate;
+    }
+    if (prm == nullptr) Fail("no reward model named " + name);
+    answer = PrmLogits(*prm, request);
+  } else if (command == "sample") {
+    answer = Sample(*decoder, ParseRequest(request["requests"].at(0)), request.value("draws", 1000));
+  } else {
+    Fail("unknown command " + command);
+  }
+  std::cout << answer.dump() << "\n";
+  return 0;
+}
