@@ -168,8 +168,6 @@ int main() {
   options.dtype = Check(pad::ParseDtype(request.value("dtype", "float32")));
   const std::string policy_dir = request["policy"].get<std::string>();
   auto policy = Check(pad::LlamaModel::Load(policy_dir, options));
-  auto tokenizer = Check(pad::Tokenizer::FromFile(policy_dir + "/tokenizer.json"));
-  auto chat = Check(pad::ChatTemplate::FromModelDir(policy_dir));
   std::vector<std::unique_ptr<pad::RewardModel>> owned;
   std::vector<const pad::RewardModel*> reward_models;
   for (const Json& spec_json : request.value("reward_models", Json::array())) {
@@ -181,26 +179,30 @@ int main() {
     owned.push_back(Check(pad::RewardModel::Load(spec, options, policy.get())));
     reward_models.push_back(owned.back().get());
   }
-  pad::DecoderOptions decoder_options;
-  decoder_options.kv_slots = request.value("kv_slots", 24);
-  decoder_options.max_seq_len = request.value("max_seq_len", 2560);
-  auto decoder =
-      Check(pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, reward_models, decoder_options));
-
   const std::string command = request.value("command", "generate");
   Json answer;
-  if (command == "generate") {
-    std::vector<pad::AlignmentRequest> requests;
-    for (const Json& r : request["requests"]) requests.push_back(ParseRequest(r));
-    answer = Generate(*decoder, requests, request.value("batched", true));
-  } else if (command == "prm_logits") {
+  if (command == "prm_logits") {
     const std::string name = request.value("reward_model", "default");
     const pad::RewardModel* prm = nullptr;
     for (const pad::RewardModel* candidate : reward_models) {
       if (candidate->name() == name) prm = candidate;
     }
     if (prm == nullptr) Fail("no reward model named " + name);
-    answer = PrmLogits(*prm, request);
+    std::cout << PrmLogits(*prm, request).dump() << "\n";
+    return 0;
+  }
+
+  auto tokenizer = Check(pad::Tokenizer::FromFile(policy_dir + "/tokenizer.json"));
+  auto chat = Check(pad::ChatTemplate::FromModelDir(policy_dir));
+  pad::DecoderOptions decoder_options;
+  decoder_options.kv_slots = request.value("kv_slots", 24);
+  decoder_options.max_seq_len = request.value("max_seq_len", 2560);
+  auto decoder =
+      Check(pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, reward_models, decoder_options));
+  if (command == "generate") {
+    std::vector<pad::AlignmentRequest> requests;
+    for (const Json& r : request["requests"]) requests.push_back(ParseRequest(r));
+    answer = Generate(*decoder, requests, request.value("batched", true));
   } else if (command == "sample") {
     answer = Sample(*decoder, ParseRequest(request["requests"].at(0)), request.value("draws", 1000));
   } else {
