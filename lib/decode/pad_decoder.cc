@@ -168,6 +168,16 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& requ
     }
   }
 
+  // A request that needs more rows than a cache holds would wait forever; refuse it now.
+  const int64_t rows =
+      pad ? (request.composition == Composition::kWeighted ? static_cast<int64_t>(request.principles.size())
+                                                           : 1)
+          : 0;
+  if (1 + rows > o.kv_slots) {
+    return Invalid("principles", absl::StrCat("WEIGHTED composition needs ", 1 + rows,
+                                              " cache slots, more than the ", o.kv_slots, " configured"));
+  }
+
   // The instruction is the raw prompt, or the last user message that the guideline wraps.
   int instruction_index = -1;
   for (size_t i = 0; i < request.messages.size(); ++i) {
