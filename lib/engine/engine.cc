@@ -1,0 +1,295 @@
+#include "pad/engine.h"
+
+#include <ATen/ATen.h>
+
+#include <deque>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "pad/chat_template.h"
+#include "pad/llama.h"
+#include "pad/status_macros.h"
+#include "pad/tokenizer.h"
+
+namespace pad {
+
+class Engine::Impl {
+ public:
+  explicit Impl(EngineOptions options) : options_(std::move(options)) {}
+
+  void StartThread() {
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  absl::Status WaitUntilReady() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&load_done_));
+    return load_status_;
+  }
+
+  absl::StatusOr<uint64_t> Submit(const AlignmentRequest& request, EventSink sink) {
+    const PadDecoder* decoder = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!load_done_ || !load_status_.ok()) return absl::UnavailableError("the models are not loaded yet");
+      if (draining_) return absl::UnavailableError("the server is shutting down");
+      decoder = decoder_.get();
+    }
+    // Tokenizing is the caller's work, outside the lock and off the engine thread.
+    PAD_ASSIGN_OR_RETURN(PreparedRequest prepared, decoder->Prepare(request));
+    absl::MutexLock lock(&mu_);
+    if (draining_) return absl::UnavailableError("the server is shutting down");
+    if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the queue is full (", options_.max_waiting, " requests waiting); retry later"));
+    }
+    const uint64_t id = next_id_++;
+    waiting_.push_back(Waiting{id, std::move(prepared), std::move(sink), absl::Now()});
+    return id;
+  }
+
+  void Cancel(uint64_t id) {
+    absl::MutexLock lock(&mu_);
+    cancelled_.insert(id);
+  }
+
+  void Shutdown(absl::Duration grace) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!draining_) {
+        draining_ = true;
+        drain_deadline_ = absl::Now() + grace;
+      }
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  EngineStats Stats() const {
+    absl::MutexLock lock(&mu_);
+    EngineStats stats = stats_;
+    stats.ready = load_done_ && load_status_.ok() && !draining_;
+    stats.draining = draining_;
+    stats.waiting = static_cast<int64_t>(waiting_.size());
+    return stats;
+  }
+
+  std::vector<std::string> reward_model_names() const {
+    std::vector<std::string> names;
+    for (const RewardModelSpec& spec : options_.reward_models) names.push_back(spec.name);
+    return names;
+  }
+
+  const EngineOptions& options() const { return options_; }
+
+ private:
+  struct Waiting {
+    uint64_t id;
+    PreparedRequest prepared;
+    EventSink sink;
+    absl::Time submitted;
+  };
+  struct Running {
+    uint64_t id;
+    EventSink sink;
+    absl::Time submitted, admitted;
+    int64_t prompt_tokens = 0, generated = 0;
+  };
+
+  absl::Status Load() {
+    c10::InferenceMode inference;
+    PAD_ASSIGN_OR_RETURN(policy_, LlamaModel::Load(options_.policy_dir, options_.model));
+    PAD_ASSIGN_OR_RETURN(tokenizer_, Tokenizer::FromFile(options_.policy_dir + "/tokenizer.json"));
+    PAD_ASSIGN_OR_RETURN(ChatTemplate chat, ChatTemplate::FromModelDir(options_.policy_dir));
+    chat_template_ = std::make_unique<ChatTemplate>(std::move(chat));
+    std::vector<const RewardModel*> prms;
+    for (const RewardModelSpec& spec : options_.reward_models) {
+      PAD_ASSIGN_OR_RETURN(auto prm, RewardModel::Load(spec, options_.model, policy_.get()));
+      prms.push_back(prm.get());
+      reward_models_.push_back(std::move(prm));
+    }
+    PAD_ASSIGN_OR_RETURN(auto decoder, PadDecoder::Create(policy_.get(), tokenizer_.get(),
+                                                          chat_template_.get(), prms, options_.decoder));
+    absl::MutexLock lock(&mu_);
+    decoder_ = std::move(decoder);
+    stats_.kv_slots_total = options_.decoder.kv_slots * static_cast<int64_t>(1 + prms.size());
+    return absl::OkStatus();
+  }
+
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return draining_ || !waiting_.empty() || !cancelled_.empty() || !running_.empty();
+  }
+
+  // Events of one iteration go out after the stats are updated, so that a stream that has seen its last
+  // event also sees its slots freed in Stats.
+  using Deliveries = std::vector<std::pair<EventSink, EngineEvent>>;
+
+  static void End(EventSink sink, FinishReason reason, const Usage& usage, uint64_t sequence,
+                  Deliveries* out) {
+    EngineEvent event;
+    event.token.sequence = sequence;
+    event.token.finished = true;
+    event.token.finish_reason = reason;
+    event.last = true;
+    event.usage = usage;
+    out->emplace_back(std::move(sink), std::move(event));
+  }
+
+  Usage UsageOf(const Running& r) const {
+    return Usage{r.prompt_tokens, r.generated, r.admitted - r.submitted, absl::Now() - r.admitted};
+  }
+
+  void Run() {
+    // Inference mode is per thread: this is the thread that runs the models.
+    c10::InferenceMode inference;
+    absl::Status status = Load();
+    {
+      absl::MutexLock lock(&mu_);
+      load_status_ = status;
+      load_done_ = true;
+    }
+    if (!status.ok()) return;
+
+    while (true) {
+      std::vector<Waiting> admitted, dropped;
+      std::set<uint64_t> cancelled;
+      bool deadline_passed = false;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(this, &Impl::HasWork));
+        cancelled.swap(cancelled_);
+        deadline_passed = draining_ && absl::Now() >= drain_deadline_;
+        for (auto it = waiting_.begin(); it != waiting_.end();) {
+          if (cancelled.count(it->id) || deadline_passed) {
+            dropped.push_back(std::move(*it));
+            it = waiting_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        // First come, first served: the head of the queue waits for room rather than being overtaken.
+        while (!waiting_.empty() && decoder_->CanAdd(waiting_.front().prepared)) {
+          admitted.push_back(std::move(waiting_.front()));
+          waiting_.pop_front();
+        }
+      }
+      const absl::Time now = absl::Now();
+      Deliveries out;
+      for (Waiting& w : dropped) {
+        End(std::move(w.sink), FinishReason::kCancelled, Usage{0, 0, now - w.submitted, {}}, 0, &out);
+      }
+      for (auto it = running_.begin(); it != running_.end();) {
+        if (cancelled.count(it->second.id) || deadline_passed) {
+          decoder_->Remove(it->first);
+          End(std::move(it->second.sink), FinishReason::kCancelled, UsageOf(it->second), it->first, &out);
+          it = running_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      for (Waiting& w : admitted) {
+        const int64_t prompt_tokens = static_cast<int64_t>(w.prepared.policy_ids.size());
+        absl::StatusOr<uint64_t> sequence = decoder_->Add(std::move(w.prepared));
+        if (!sequence.ok()) {  // CanAdd said yes on this thread; only a bug gets here
+          EngineEvent event;
+          event.error = sequence.status();
+          event.last = true;
+          out.emplace_back(std::move(w.sink), std::move(event));
+          continue;
+        }
+        running_[*sequence] = Running{w.id, std::move(w.sink), w.submitted, now, prompt_tokens, 0};
+      }
+
+      int64_t batch = static_cast<int64_t>(decoder_->active());
+      if (batch > 0) {
+        absl::StatusOr<std::vector<TokenEvent>> events = decoder_->Step();
+        if (!events.ok()) {
+          // The decoder dropped every sequence; each stream learns why.
+          for (auto& [sequence, r] : running_) {
+            EngineEvent event;
+            event.error = events.status();
+            event.last = true;
+            event.usage = UsageOf(r);
+            out.emplace_back(std::move(r.sink), std::move(event));
+          }
+          running_.clear();
+        } else {
+          for (TokenEvent& token : *events) {
+            auto it = running_.find(token.sequence);
+            if (it == running_.end()) continue;
+            Running& r = it->second;
+            ++r.generated;
+            EngineEvent event;
+            event.last = token.finished;
+            event.token = std::move(token);
+            if (event.last) {
+              event.usage = UsageOf(r);
+              out.emplace_back(std::move(r.sink), std::move(event));
+              running_.erase(it);
+            } else {
+              out.emplace_back(r.sink, std::move(event));
+            }
+          }
+        }
+      }
+      bool done = false;
+      {
+        absl::MutexLock lock(&mu_);
+        stats_.running = static_cast<int64_t>(running_.size());
+        stats_.last_batch_size = batch;
+        stats_.kv_slots_in_use = decoder_->slots_in_use();
+        stats_.kv_tokens_in_use = decoder_->kv_tokens_in_use();
+        done = draining_ && running_.empty() && waiting_.empty();
+      }
+      for (auto& [sink, event] : out) sink(std::move(event));
+      if (done) break;
+    }
+  }
+
+  const EngineOptions options_;
+  std::thread thread_;
+
+  mutable absl::Mutex mu_;
+  bool load_done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status load_status_ ABSL_GUARDED_BY(mu_);
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time drain_deadline_ ABSL_GUARDED_BY(mu_);
+  std::deque<Waiting> waiting_ ABSL_GUARDED_BY(mu_);
+  std::set<uint64_t> cancelled_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  // Set once under mu_ when loading ends; afterwards Prepare is called from any thread, the rest of the
+  // decoder only on the engine thread.
+  std::unique_ptr<PadDecoder> decoder_;
+
+  // Engine thread only.
+  std::unique_ptr<LlamaModel> policy_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<ChatTemplate> chat_template_;
+  std::vector<std::unique_ptr<RewardModel>> reward_models_;
+  std::map<uint64_t, Running> running_;  // by decoder sequence id
+};
+
+std::unique_ptr<Engine> Engine::Start(EngineOptions options) {
+  auto impl = std::make_unique<Impl>(std::move(options));
+  impl->StartThread();
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() { impl_->Shutdown(absl::ZeroDuration()); }
+
+absl::Status Engine::WaitUntilReady() { return impl_->WaitUntilReady(); }
+absl::StatusOr<uint64_t> Engine::Submit(const AlignmentRequest& request, EventSink sink) {
+  return impl_->Submit(request, std::move(sink));
+}
+void Engine::Cancel(uint64_t id) { impl_->Cancel(id); }
+void Engine::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
+EngineStats Engine::Stats() const { return impl_->Stats(); }
+std::vector<std::string> Engine::reward_model_names() const { return impl_->reward_model_names(); }
+const EngineOptions& Engine::options() const { return impl_->options(); }
+
+}  // namespace pad

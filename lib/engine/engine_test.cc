@@ -1,0 +1,166 @@
+#include "pad/engine.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+
+namespace pad {
+namespace {
+
+constexpr char kModel[] = "models/SmolLM2-135M-Instruct";  // tests run from the project root
+
+// Collects one stream's events; Wait blocks until the last one.
+class Collector {
+ public:
+  EventSink Sink() {
+    return [this](EngineEvent event) {
+      absl::MutexLock lock(&mu_);
+      events_.push_back(std::move(event));
+    };
+  }
+  std::vector<EngineEvent> Wait() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &Collector::Done));
+    return events_;
+  }
+  void WaitForTokens(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, n] { return events_.size() >= n; };
+    mu_.Await(absl::Condition(&enough));
+  }
+
+ private:
+  bool Done() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty() && events_.back().last; }
+  absl::Mutex mu_;
+  std::vector<EngineEvent> events_ ABSL_GUARDED_BY(mu_);
+};
+
+EngineOptions SmallEngine() {
+  EngineOptions options;
+  options.policy_dir = kModel;
+  options.reward_models.push_back(RewardModelSpec{"default", kModel, "", ""});
+  options.decoder.kv_slots = 4;
+  options.decoder.max_seq_len = 512;
+  options.max_waiting = 2;
+  return options;
+}
+
+AlignmentRequest Ask(int max_new_tokens, DecodingMode mode = DecodingMode::kVanilla) {
+  AlignmentRequest request;
+  request.messages = {{"user", "Name three colours."}};
+  request.mode = mode;
+  request.principles = {"concise"};
+  request.max_new_tokens = max_new_tokens;
+  request.ignore_eos = true;
+  return request;
+}
+
+TEST(Engine, UnavailableUntilLoadedAndReportsLoadError) {
+  EngineOptions options = SmallEngine();
+  options.policy_dir = "/nonexistent";
+  auto engine = Engine::Start(options);
+  Collector collector;
+  auto id = engine->Submit(Ask(4), collector.Sink());
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kUnavailable);
+  const absl::Status load = engine->WaitUntilReady();
+  EXPECT_EQ(load.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(load.message(), "/nonexistent/config.json: cannot open");
+  EXPECT_FALSE(engine->Stats().ready);
+}
+
+TEST(Engine, StreamsTokensThenUsage) {
+  auto engine = Engine::Start(SmallEngine());
+  ASSERT_TRUE(engine->WaitUntilReady().ok());
+  Collector collector;
+  ASSERT_TRUE(engine->Submit(Ask(6, DecodingMode::kPad), collector.Sink()).ok());
+  const std::vector<EngineEvent> events = collector.Wait();
+  ASSERT_EQ(events.size(), 6u);
+  std::string text;
+  for (const EngineEvent& e : events) {
+    EXPECT_TRUE(e.error.ok());
+    text += e.token.text;
+  }
+  EXPECT_FALSE(text.empty());
+  EXPECT_TRUE(events.back().token.finished);
+  EXPECT_EQ(events.back().token.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(events.back().usage.generated_tokens, 6);
+  EXPECT_GT(events.back().usage.prompt_tokens, 10);
+  EXPECT_EQ(engine->Stats().kv_slots_in_use, 0);
+}
+
+TEST(Engine, InvalidRequestIsRefusedAtSubmit) {
+  auto engine = Engine::Start(SmallEngine());
+  ASSERT_TRUE(engine->WaitUntilReady().ok());
+  AlignmentRequest request = Ask(4);
+  request.top_k = 0;
+  Collector collector;
+  auto id = engine->Submit(request, collector.Sink());
+  EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(id.status().message(), "top_k: 0 is not in [1, 1024]");
+}
+
+TEST(Engine, CancelFreesTheSlotsWithinAStep) {
+  auto engine = Engine::Start(SmallEngine());
+  ASSERT_TRUE(engine->WaitUntilReady().ok());
+  Collector collector;
+  auto id = engine->Submit(Ask(400, DecodingMode::kPad), collector.Sink());
+  ASSERT_TRUE(id.ok());
+  collector.WaitForTokens(2);
+  engine->Cancel(*id);
+  const std::vector<EngineEvent> events = collector.Wait();
+  EXPECT_LT(events.size(), 400u);
+  EXPECT_EQ(events.back().token.finish_reason, FinishReason::kCancelled);
+  const EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.running, 0);
+  EXPECT_EQ(stats.kv_slots_in_use, 0);
+  EXPECT_EQ(stats.kv_tokens_in_use, 0);
+}
+
+TEST(Engine, FullQueueIsResourceExhaustedThenRecovers) {
+  EngineOptions options = SmallEngine();
+  options.decoder.kv_slots = 1;  // one vanilla request runs at a time
+  options.max_waiting = 1;
+  auto engine = Engine::Start(options);
+  ASSERT_TRUE(engine->WaitUntilReady().ok());
+  Collector a, b, c;
+  std::vector<absl::StatusOr<uint64_t>> ids = {engine->Submit(Ask(60), a.Sink()),
+                                               engine->Submit(Ask(60), b.Sink()),
+                                               engine->Submit(Ask(60), c.Sink())};
+  int refused = 0;
+  for (const auto& id : ids) {
+    if (!id.ok()) {
+      EXPECT_EQ(id.status().code(), absl::StatusCode::kResourceExhausted);
+      EXPECT_EQ(id.status().message(), "the queue is full (1 requests waiting); retry later");
+      ++refused;
+    }
+  }
+  EXPECT_GE(refused, 1);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i].ok()) engine->Cancel(*ids[i]);
+  }
+  if (ids[0].ok()) a.Wait();
+  if (ids[1].ok()) b.Wait();
+  if (ids[2].ok()) c.Wait();
+  Collector after;
+  ASSERT_TRUE(engine->Submit(Ask(3), after.Sink()).ok());
+  EXPECT_EQ(after.Wait().back().token.finish_reason, FinishReason::kLength);
+}
+
+TEST(Engine, ShutdownFinishesInFlightAndRefusesNew) {
+  auto engine = Engine::Start(SmallEngine());
+  ASSERT_TRUE(engine->WaitUntilReady().ok());
+  Collector collector;
+  ASSERT_TRUE(engine->Submit(Ask(12), collector.Sink()).ok());
+  collector.WaitForTokens(1);
+  engine->Shutdown(absl::Seconds(120));
+  const std::vector<EngineEvent> events = collector.Wait();
+  EXPECT_EQ(events.size(), 12u);
+  EXPECT_EQ(events.back().token.finish_reason, FinishReason::kLength);
+  Collector late;
+  EXPECT_EQ(engine->Submit(Ask(3), late.Sink()).status().code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace pad

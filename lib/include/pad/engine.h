@@ -1,0 +1,92 @@
+// The serving engine: one thread that owns the models and KV caches and runs continuous batching.
+#ifndef PAD_ENGINE_H_
+#define PAD_ENGINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "pad/alignment_request.h"
+#include "pad/model_options.h"
+#include "pad/pad_decoder.h"
+#include "pad/reward_model.h"
+
+namespace pad {
+
+struct EngineOptions {
+  std::string policy_dir;                      // Hugging Face model directory
+  std::vector<RewardModelSpec> reward_models;  // the first is the default
+  ModelOptions model;
+  DecoderOptions decoder;
+  int max_waiting = 64;  // requests queued beyond the running batch; more is RESOURCE_EXHAUSTED
+};
+
+// Time and token counts of one request, reported with its last event.
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  absl::Duration queue_time;   // submit to admission (prefill start)
+  absl::Duration decode_time;  // admission to the last token
+};
+
+// One item of a request's stream: a token, or the end (finished, with usage), or an error.
+struct EngineEvent {
+  TokenEvent token;  // valid unless `error` is set
+  absl::Status error;
+  bool last = false;  // nothing follows: finished, cancelled or failed
+  Usage usage;        // on the last event
+};
+
+// What a stream's consumer sees. Called on the engine thread: it must not block (hand the event to
+// another thread, as the gRPC reactor does).
+using EventSink = std::function<void(EngineEvent)>;
+
+// A snapshot for metrics and health, updated every iteration.
+struct EngineStats {
+  bool ready = false;
+  bool draining = false;
+  int64_t running = 0;
+  int64_t waiting = 0;
+  int64_t last_batch_size = 0;
+  int64_t kv_slots_in_use = 0;
+  int64_t kv_slots_total = 0;
+  int64_t kv_tokens_in_use = 0;
+};
+
+// Submit, Cancel, Stats and Shutdown may be called from any thread. Models load on the engine thread
+// after Start; until they are ready Submit answers UNAVAILABLE. Requests that fit the batch are admitted
+// each iteration (prefill), then every running request advances one token in one batched step. A
+// cancelled request leaves the batch within one step and frees its KV slots; its sink gets a last event
+// with FinishReason::kCancelled. Shutdown stops admitting (UNAVAILABLE), lets running and waiting requests
+// finish up to `grace`, cancels the rest and joins the thread.
+class Engine {
+ public:
+  static std::unique_ptr<Engine> Start(EngineOptions options);
+  ~Engine();  // Shutdown(absl::ZeroDuration()) if not yet shut down
+
+  // Blocks until the models are loaded or failed to; returns the load error.
+  absl::Status WaitUntilReady();
+  // Checks the request (INVALID_ARGUMENT naming the field) and queues it; RESOURCE_EXHAUSTED when the
+  // waiting queue is full, UNAVAILABLE while loading or draining. On success `sink` receives the events.
+  absl::StatusOr<uint64_t> Submit(const AlignmentRequest& request, EventSink sink);
+  void Cancel(uint64_t id);
+  void Shutdown(absl::Duration grace);
+  EngineStats Stats() const;
+  // Names of the loaded PRMs and the limits requests must respect; valid once ready.
+  std::vector<std::string> reward_model_names() const;
+  const EngineOptions& options() const;
+
+ private:
+  class Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pad
+
+#endif  // PAD_ENGINE_H_
