@@ -1,14 +1,17 @@
 #include "server/http_endpoint.h"
 
-#include <civetweb.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <string>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 
 namespace pad::server {
@@ -16,18 +19,38 @@ namespace {
 
 constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 constexpr char kTextContentType[] = "text/plain; charset=utf-8";
+constexpr size_t kMaxRequestHeader = 8192;
 
-int Respond(mg_connection* conn, int status, const char* content_type, absl::string_view body,
-            bool with_body) {
-  const std::string length = absl::StrCat(body.size());
-  mg_response_header_start(conn, status);
-  mg_response_header_add(conn, "Content-Type", content_type, -1);
-  mg_response_header_add(conn, "Content-Length", length.c_str(), -1);
-  mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-  if (status == 405) mg_response_header_add(conn, "Allow", "GET, HEAD", -1);
-  mg_response_header_send(conn);
-  if (with_body && !body.empty()) mg_write(conn, body.data(), body.size());
-  return status;
+const char* Reason(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 400:
+      return "Bad Request";
+    default:
+      return "Service Unavailable";
+  }
+}
+
+void SendAll(int fd, absl::string_view data) {
+  while (!data.empty()) {
+    const ssize_t sent = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (sent <= 0) return;  // the client left; nothing to tell it
+    data.remove_prefix(static_cast<size_t>(sent));
+  }
+}
+
+void Respond(int fd, int status, const char* content_type, absl::string_view body, bool with_body) {
+  std::string reply =
+      absl::StrCat("HTTP/1.1 ", status, " ", Reason(status), "\r\nContent-Type: ", content_type,
+                   "\r\nContent-Length: ", body.size(), "\r\nCache-Control: no-store\r\n",
+                   status == 405 ? "Allow: GET, HEAD\r\n" : "", "Connection: close\r\n\r\n");
+  if (with_body) reply.append(body.data(), body.size());
+  SendAll(fd, reply);
 }
 
 }  // namespace
@@ -36,7 +59,9 @@ HttpEndpoint::HttpEndpoint(const MetricsRegistry* registry, std::function<bool()
     : registry_(registry), ready_(std::move(ready)) {}
 
 HttpEndpoint::~HttpEndpoint() {
-  if (context_ != nullptr) mg_stop(context_);
+  if (listen_fd_ >= 0) ::shutdown(listen_fd_, SHUT_RDWR);  // wakes accept()
+  if (thread_.joinable()) thread_.join();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
 }
 
 absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const HttpEndpointOptions& options,
@@ -49,92 +74,77 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const HttpEndp
   if (registry == nullptr) return absl::InvalidArgumentError("registry: must not be null");
   if (!ready) return absl::InvalidArgumentError("ready: must not be empty");
 
-  // civetweb wants this once before anything else, and does not make it thread-safe; a local static does.
-  static const unsigned kInitialized = mg_init_library(0);
-  (void)kInitialized;
+  const std::string& address = options.listen_address;
+  const size_t colon = address.rfind(':');
+  const std::string host = colon == std::string::npos ? "0.0.0.0" : address.substr(0, colon);
+  int port = 0;
+  if (!absl::SimpleAtoi(colon == std::string::npos ? address : address.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("listen_address: \"", address, "\" is not host:port"));
+  }
+  sockaddr_in addr;
+  std::memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("listen_address: \"", host, "\" is not an IPv4 address"));
+  }
 
   std::unique_ptr<HttpEndpoint> endpoint(new HttpEndpoint(registry, std::move(ready)));
-  const std::string num_threads = absl::StrCat(options.num_threads);
-  const char* config[] = {"listening_ports",
-                          options.listen_address.c_str(),
-                          "num_threads",
-                          num_threads.c_str(),
-                          "request_timeout_ms",
-                          "10000",  // a stuck client must not hold a worker forever
-                          nullptr};
-  mg_callbacks callbacks;
-  std::memset(&callbacks, 0, sizeof(callbacks));
-  callbacks.log_message = &HttpEndpoint::LogMessage;
-  mg_init_data init;
-  std::memset(&init, 0, sizeof(init));
-  init.callbacks = &callbacks;
-  init.user_data = endpoint.get();
-  init.configuration_options = config;
-  char error_text[256] = "";
-  unsigned error_code = 0;
-  mg_error_data error;
-  std::memset(&error, 0, sizeof(error));
-  error.code = &error_code;
-  error.text = error_text;
-  error.text_buffer_size = sizeof(error_text);
-  endpoint->context_ = mg_start2(&init, &error);
-  if (endpoint->context_ == nullptr) {
-    absl::MutexLock lock(&endpoint->mu_);
-    // civetweb's summary ("Failed to setup server ports") is also its last log line; the lines before it
-    // say why (the errno).
-    std::vector<std::string>& log = endpoint->start_log_;
-    if (error_text[0] != '\0' && std::find(log.begin(), log.end(), error_text) == log.end()) {
-      log.emplace_back(error_text);
-    }
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve HTTP on ", options.listen_address, ": ", absl::StrJoin(log, "; ")));
+  endpoint->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int yes = 1;
+  ::setsockopt(endpoint->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  if (::bind(endpoint->listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(endpoint->listen_fd_, 64) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot serve HTTP on ", address, ": ", std::strerror(errno)));
   }
-  {
-    absl::MutexLock lock(&endpoint->mu_);
-    endpoint->started_ = true;
-  }
-  mg_server_port ports[4];
-  std::memset(ports, 0, sizeof(ports));
-  if (mg_get_server_ports(endpoint->context_, 4, ports) < 1) {
-    return absl::UnavailableError(absl::StrCat("cannot serve HTTP on ", options.listen_address,
-                                               ": civetweb reports no listening port"));
-  }
-  endpoint->port_ = ports[0].port;
-  for (const char* uri : {"/metrics", "/healthz", "/readyz"}) {
-    mg_set_request_handler(endpoint->context_, uri, &HttpEndpoint::HandleRequest, endpoint.get());
-  }
+  socklen_t length = sizeof(addr);
+  ::getsockname(endpoint->listen_fd_, reinterpret_cast<sockaddr*>(&addr), &length);
+  endpoint->port_ = ntohs(addr.sin_port);
+  endpoint->thread_ = std::thread([raw = endpoint.get()] { raw->Serve(); });
   return endpoint;
 }
 
-int HttpEndpoint::LogMessage(const mg_connection* conn, const char* message) {
-  auto* endpoint = static_cast<HttpEndpoint*>(mg_get_user_data(mg_get_context(conn)));
-  if (endpoint == nullptr) return 0;
-  absl::MutexLock lock(&endpoint->mu_);
-  if (!endpoint->started_) endpoint->start_log_.emplace_back(message);
-  // Once running, what civetweb reports is about single connections (a client gone mid-reply); Prometheus
-  // notices failed scrapes itself, so these are dropped rather than written to our stderr.
-  return 1;
+void HttpEndpoint::Serve() {
+  while (true) {
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return;  // shut down
+    }
+    // A client that sends nothing must not hold the endpoint for long.
+    timeval timeout{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    HandleConnection(fd);
+    ::close(fd);
+  }
 }
 
-int HttpEndpoint::HandleRequest(mg_connection* conn, void* self) {
-  const auto* endpoint = static_cast<const HttpEndpoint*>(self);
-  const mg_request_info* request = mg_get_request_info(conn);
-  const absl::string_view method = request->request_method;
-  const absl::string_view uri = request->local_uri;
-  // civetweb matches prefixes (/metrics also gets /metrics/x); only the exact paths are ours.
-  if (uri != "/metrics" && uri != "/healthz" && uri != "/readyz") {
-    return Respond(conn, 404, kTextContentType, "not found", method != "HEAD");
+void HttpEndpoint::HandleConnection(int fd) const {
+  std::string request;
+  char buffer[1024];
+  while (request.find("\r\n\r\n") == std::string::npos && request.size() < kMaxRequestHeader) {
+    const ssize_t got = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (got <= 0) break;
+    request.append(buffer, static_cast<size_t>(got));
   }
-  if (method != "GET" && method != "HEAD") {
-    return Respond(conn, 405, kTextContentType, "only GET and HEAD", true);
+  // "GET /metrics?x=y HTTP/1.1"
+  const size_t method_end = request.find(' ');
+  const size_t target_end = method_end == std::string::npos ? method_end : request.find(' ', method_end + 1);
+  if (target_end == std::string::npos) return Respond(fd, 400, kTextContentType, "bad request", true);
+  const std::string method = request.substr(0, method_end);
+  std::string path = request.substr(method_end + 1, target_end - method_end - 1);
+  path = path.substr(0, path.find('?'));
+  if (path != "/metrics" && path != "/healthz" && path != "/readyz") {
+    return Respond(fd, 404, kTextContentType, "not found", method != "HEAD");
   }
+  if (method != "GET" && method != "HEAD")
+    return Respond(fd, 405, kTextContentType, "only GET and HEAD", true);
   const bool with_body = method == "GET";
-  if (uri == "/metrics") {
-    return Respond(conn, 200, kMetricsContentType, endpoint->registry_->Render(), with_body);
-  }
-  if (uri == "/healthz") return Respond(conn, 200, kTextContentType, "ok", with_body);
-  if (endpoint->ready_()) return Respond(conn, 200, kTextContentType, "ready", with_body);
-  return Respond(conn, 503, kTextContentType, "not ready", with_body);
+  if (path == "/metrics") return Respond(fd, 200, kMetricsContentType, registry_->Render(), with_body);
+  if (path == "/healthz") return Respond(fd, 200, kTextContentType, "ok", with_body);
+  if (ready_()) return Respond(fd, 200, kTextContentType, "ready", with_body);
+  Respond(fd, 503, kTextContentType, "not ready", with_body);
 }
 
 }  // namespace pad::server

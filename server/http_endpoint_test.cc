@@ -77,7 +77,7 @@ HttpResponse Fetch(int port, absl::string_view method, absl::string_view path) {
   return response;
 }
 
-// One endpoint for the suite: stopping one takes up to 2 s (civetweb's accept loop timeout).
+// One endpoint for the suite.
 class HttpEndpointTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -182,11 +182,9 @@ TEST_F(HttpEndpointTest, PortInUseIsUnavailableNamingTheAddress) {
       HttpEndpoint::Start(options, registry_, [] { return true; });
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
-  // After our prefix, civetweb 1.15's log (Debian 12's version) and its summary.
   const std::string address = absl::StrCat("127.0.0.1:", endpoint_->port());
   EXPECT_EQ(second.status().message(),
-            absl::StrCat("cannot serve HTTP on ", address, ": cannot bind to ", address,
-                         ": 98 (Address already in use); Failed to setup server ports"));
+            absl::StrCat("cannot serve HTTP on ", address, ": Address already in use"));
   // The first endpoint is unharmed.
   EXPECT_EQ(Fetch(endpoint_->port(), "GET", "/healthz").status, 200);
 }

@@ -70,6 +70,10 @@ class Engine::Impl {
 
   EngineStats Stats() const {
     absl::MutexLock lock(&mu_);
+    return StatsLocked();
+  }
+
+  EngineStats StatsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     EngineStats stats = stats_;
     stats.ready = load_done_ && load_status_.ok() && !draining_;
     stats.draining = draining_;
@@ -146,11 +150,14 @@ class Engine::Impl {
     // Inference mode is per thread: this is the thread that runs the models.
     c10::InferenceMode inference;
     absl::Status status = Load();
+    EngineStats stats;
     {
       absl::MutexLock lock(&mu_);
       load_status_ = status;
       load_done_ = true;
+      stats = StatsLocked();
     }
+    if (options_.on_stats) options_.on_stats(stats);
     if (!status.ok()) return;
 
     while (true) {
@@ -242,8 +249,10 @@ class Engine::Impl {
         stats_.last_batch_size = batch;
         stats_.kv_slots_in_use = decoder_->slots_in_use();
         stats_.kv_tokens_in_use = decoder_->kv_tokens_in_use();
+        stats = StatsLocked();
         done = draining_ && running_.empty() && waiting_.empty();
       }
+      if (options_.on_stats) options_.on_stats(stats);
       for (auto& [sink, event] : out) sink(std::move(event));
       if (done) break;
     }

@@ -18,12 +18,17 @@
 
 namespace pad {
 
+struct EngineStats;
+
 struct EngineOptions {
   std::string policy_dir;                      // Hugging Face model directory
   std::vector<RewardModelSpec> reward_models;  // the first is the default
   ModelOptions model;
   DecoderOptions decoder;
   int max_waiting = 64;  // requests queued beyond the running batch; more is RESOURCE_EXHAUSTED
+  // Called on the engine thread after loading and after every iteration, e.g. to set gauges. Must not
+  // block or call back into the engine.
+  std::function<void(const EngineStats&)> on_stats;
 };
 
 // Time and token counts of one request, reported with its last event.

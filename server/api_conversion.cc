@@ -1,0 +1,148 @@
+#include "server/api_conversion.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+
+namespace pad::server {
+namespace {
+
+// libpad's field names and where they live in GenerateAlignedRequest. An indexed field ("principles[2]")
+// keeps its index ("preference.principles[2].text").
+struct FieldPath {
+  const char* path;
+  const char* indexed_suffix;  // appended after "[i]"
+};
+const std::map<std::string, FieldPath>& FieldPaths() {
+  static const auto* paths = new std::map<std::string, FieldPath>{
+      {"prompt", {"prompt", ""}},
+      {"messages", {"messages", ""}},
+      {"principles", {"preference.principles", ".text"}},
+      {"weights", {"preference.principles", ".weight"}},
+      {"reward_model", {"preference.reward_model", ""}},
+      {"top_k", {"decoding.top_k", ""}},
+      {"beta", {"decoding.beta", ""}},
+      {"temperature", {"decoding.temperature", ""}},
+      {"max_new_tokens", {"decoding.max_new_tokens", ""}},
+      {"stop", {"decoding.stop", ""}},
+  };
+  return *paths;
+}
+
+std::string ProtoFieldMessage(absl::string_view message) {
+  const size_t colon = message.find(": ");
+  if (colon == absl::string_view::npos) return std::string(message);
+  const absl::string_view field = message.substr(0, colon);
+  const size_t bracket = field.find('[');
+  const std::string name(field.substr(0, bracket));
+  auto it = FieldPaths().find(name);
+  if (it == FieldPaths().end()) return std::string(message);  // already a proto path (messages[0].role)
+  std::string path = it->second.path;
+  if (bracket != absl::string_view::npos) {
+    const absl::string_view index = field.substr(bracket);  // "[2]" or "[2].role"
+    const size_t close = index.find(']');
+    absl::StrAppend(
+        &path, index.substr(0, close + 1),
+        close + 1 < index.size() ? index.substr(close + 1) : absl::string_view(it->second.indexed_suffix));
+  }
+  return absl::StrCat(path, message.substr(colon));
+}
+
+}  // namespace
+
+absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& proto) {
+  AlignmentRequest request;
+  for (const v1::ChatMessage& m : proto.messages()) request.messages.push_back({m.role(), m.content()});
+  request.prompt = proto.prompt();
+
+  const v1::Preference& preference = proto.preference();
+  int weighted = 0;
+  for (const v1::Principle& p : preference.principles()) {
+    request.principles.push_back(p.text());
+    weighted += p.has_weight();
+  }
+  if (weighted != 0 && weighted != preference.principles_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("preference.principles.weight: set on ", weighted, " of ",
+                                                   preference.principles_size(),
+                                                   " principles; set all or none"));
+  }
+  if (weighted != 0) {
+    for (const v1::Principle& p : preference.principles()) request.weights.push_back(p.weight());
+  }
+  request.composition =
+      preference.composition() == v1::COMPOSITION_WEIGHTED ? Composition::kWeighted : Composition::kPrompt;
+  request.reward_model = preference.reward_model();
+  if (preference.has_policy_sees_guideline())
+    request.policy_sees_guideline = preference.policy_sees_guideline();
+
+  const v1::DecodingParams& decoding = proto.decoding();
+  switch (decoding.mode()) {
+    case v1::DECODING_MODE_UNSPECIFIED:
+    case v1::DECODING_MODE_PAD:
+      request.mode = DecodingMode::kPad;
+      break;
+    case v1::DECODING_MODE_VANILLA:
+      request.mode = DecodingMode::kVanilla;
+      break;
+    case v1::DECODING_MODE_PREFERENCE_PROMPT:
+      request.mode = DecodingMode::kPreferencePrompt;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("decoding.mode: unknown value ", decoding.mode()));
+  }
+  if (decoding.has_top_k()) request.top_k = decoding.top_k();
+  if (decoding.has_beta()) request.beta = decoding.beta();
+  request.temperature = decoding.temperature();
+  request.seed = decoding.seed();
+  if (decoding.has_max_new_tokens()) request.max_new_tokens = decoding.max_new_tokens();
+  request.stop.assign(decoding.stop().begin(), decoding.stop().end());
+  request.ignore_eos = decoding.ignore_eos();
+  request.diagnostics = proto.return_diagnostics();
+  return request;
+}
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  const std::string message(status.message());
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return grpc::Status::OK;
+    case absl::StatusCode::kInvalidArgument:
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, ProtoFieldMessage(message));
+    case absl::StatusCode::kResourceExhausted:
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, message);
+    case absl::StatusCode::kUnavailable:
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, message);
+    case absl::StatusCode::kUnauthenticated:
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, message);
+    case absl::StatusCode::kCancelled:
+      return grpc::Status(grpc::StatusCode::CANCELLED, message);
+    case absl::StatusCode::kDeadlineExceeded:
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, message);
+    case absl::StatusCode::kNotFound:
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, message);
+    default:
+      return grpc::Status(grpc::StatusCode::INTERNAL, message);
+  }
+}
+
+v1::FinishReason ToProto(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop:
+      return v1::FINISH_REASON_STOP;
+    case FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kCancelled:
+      return v1::FINISH_REASON_CANCELLED;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
+void ToProto(const Usage& usage, v1::Usage* out) {
+  out->set_prompt_tokens(usage.prompt_tokens);
+  out->set_generated_tokens(usage.generated_tokens);
+  out->set_queue_seconds(absl::ToDoubleSeconds(usage.queue_time));
+  out->set_decode_seconds(absl::ToDoubleSeconds(usage.decode_time));
+}
+
+}  // namespace pad::server

@@ -1,0 +1,29 @@
+// Between the wire (pad.v1 protos, gRPC status) and libpad's types. The only place that maps codes.
+#ifndef PAD_SERVER_API_CONVERSION_H_
+#define PAD_SERVER_API_CONVERSION_H_
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "pad/alignment_request.h"
+#include "pad/engine.h"
+#include "pad/v1/pad.pb.h"
+
+namespace pad::server {
+
+// The request as libpad takes it; INVALID_ARGUMENT naming the proto field for what only the wire can
+// get wrong (weights on some principles but not all). libpad checks the rest.
+absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& request);
+
+// A libpad status as the client sees it. INVALID_ARGUMENT messages name libpad's fields
+// ("top_k: ..."); here they become proto field paths ("decoding.top_k: ...").
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// The final message's reason and usage.
+v1::FinishReason ToProto(FinishReason reason);
+void ToProto(const Usage& usage, v1::Usage* out);
+
+}  // namespace pad::server
+
+#endif  // PAD_SERVER_API_CONVERSION_H_

@@ -1,0 +1,182 @@
+// pad_server: serves pad.v1.PadService over gRPC, with health, reflection and Prometheus metrics.
+//
+// Flags convert once into EngineOptions and ServerOptions; --flagfile=FILE reads them from a file (a
+// Kubernetes ConfigMap). SIGTERM or SIGINT: stop admitting, let streams finish for --shutdown_grace_s,
+// exit 0.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "pad/engine.h"
+#include "server/http_endpoint.h"
+#include "server/metrics.h"
+#include "server/pad_service.h"
+#include "server/serving_metrics.h"
+
+ABSL_FLAG(std::string, policy, "models/SmolLM2-135M-Instruct", "the policy: a Hugging Face model directory");
+ABSL_FLAG(std::vector<std::string>, reward_models, {"default"},
+          "PRMs, comma-separated, each NAME[=BACKBONE_DIR[:ADAPTER_DIR[:VALUE_HEAD]]]; a bare NAME or an "
+          "empty BACKBONE_DIR means the policy's own backbone (shared in memory); the first is the default");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090", "HTTP address of /metrics, /healthz and /readyz");
+ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
+ABSL_FLAG(int64_t, kv_slots, 16, "KV cache slots per backbone (a PAD request takes 1 + its PRM rows)");
+ABSL_FLAG(int64_t, max_seq_len, 4096, "most tokens of one sequence, prompt and answer");
+ABSL_FLAG(int, max_prompt_tokens, 2048, "longer prompts are refused");
+ABSL_FLAG(int, max_new_tokens, 2048, "largest max_new_tokens a request may ask");
+ABSL_FLAG(int, max_waiting, 64, "requests queued beyond the running batch; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(double, shutdown_grace_s, 30, "on SIGTERM, how long in-flight streams may run on");
+ABSL_FLAG(std::string, auth_token_file, "", "file holding the bearer token clients must send");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key, serve TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set, clients must present certificates (mTLS)");
+
+namespace {
+
+[[noreturn]] void Die(const std::string& message) {
+  std::cerr << "pad_server: " << message << std::endl;
+  std::exit(1);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) Die("cannot read " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+pad::EngineOptions EngineOptionsFromFlags() {
+  pad::EngineOptions options;
+  options.policy_dir = absl::GetFlag(FLAGS_policy);
+  for (const std::string& entry : absl::GetFlag(FLAGS_reward_models)) {
+    std::vector<std::string> name_rest = absl::StrSplit(entry, absl::MaxSplits('=', 1));
+    pad::RewardModelSpec spec;
+    spec.name = name_rest[0];
+    std::vector<std::string> parts;
+    if (name_rest.size() > 1) parts = absl::StrSplit(name_rest[1], ':');
+    spec.backbone_dir = parts.size() > 0 && !parts[0].empty() ? parts[0] : options.policy_dir;
+    if (parts.size() > 1) spec.adapter_dir = parts[1];
+    if (parts.size() > 2) spec.value_head_path = parts[2];
+    if (spec.name.empty()) Die("--reward_models: an entry has no name");
+    options.reward_models.push_back(spec);
+  }
+  auto dtype = pad::ParseDtype(absl::GetFlag(FLAGS_dtype));
+  if (!dtype.ok()) Die("--dtype: " + std::string(dtype.status().message()));
+  options.model.dtype = *dtype;
+  auto device = pad::ParseDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) Die("--device: " + std::string(device.status().message()));
+  options.model.device = *device;
+  options.decoder.kv_slots = absl::GetFlag(FLAGS_kv_slots);
+  options.decoder.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
+  options.decoder.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  options.decoder.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens);
+  options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  return options;
+}
+
+std::shared_ptr<grpc::ServerCredentials> CredentialsFromFlags() {
+  if (absl::GetFlag(FLAGS_tls_cert).empty() != absl::GetFlag(FLAGS_tls_key).empty()) {
+    Die("--tls_cert and --tls_key go together");
+  }
+  if (absl::GetFlag(FLAGS_tls_cert).empty()) {
+    if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) Die("--tls_client_ca needs --tls_cert and --tls_key");
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back(
+      {ReadFile(absl::GetFlag(FLAGS_tls_key)), ReadFile(absl::GetFlag(FLAGS_tls_cert))});
+  if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
+    ssl.pem_root_certs = ReadFile(absl::GetFlag(FLAGS_tls_client_ca));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Serves personalized alignment at decoding time (PAD) over gRPC.");
+  absl::ParseCommandLine(argc, argv);
+
+  // Every thread started from here on inherits the blocked signals; one thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  pad::server::MetricsRegistry registry;
+  pad::server::ServingMetrics metrics(&registry);
+  pad::EngineOptions engine_options = EngineOptionsFromFlags();
+  engine_options.on_stats = [&metrics](const pad::EngineStats& stats) { metrics.UpdateEngine(stats); };
+  std::string token;
+  if (!absl::GetFlag(FLAGS_auth_token_file).empty()) {
+    token = std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_auth_token_file))));
+    if (token.empty()) Die("--auth_token_file is empty");
+  }
+
+  // The ports first: failing to bind them must not leave an engine thread behind.
+  std::unique_ptr<pad::Engine> engine;
+  pad::server::HttpEndpointOptions http_options;
+  http_options.listen_address = absl::GetFlag(FLAGS_metrics_listen);
+  auto http = pad::server::HttpEndpoint::Start(
+      http_options, &registry, [&engine] { return engine != nullptr && engine->Stats().ready; });
+  if (!http.ok()) Die(std::string(http.status().message()));
+  engine = pad::Engine::Start(engine_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  pad::server::PadServiceImpl service(engine.get(), &metrics, token);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), CredentialsFromFlags(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    engine.reset();
+    Die("cannot listen on " + absl::GetFlag(FLAGS_listen));
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);  // NOT_SERVING until the models are loaded
+  std::cerr << "pad_server: gRPC on " << absl::GetFlag(FLAGS_listen) << " (port " << port << "), metrics on "
+            << absl::GetFlag(FLAGS_metrics_listen) << "; loading " << engine_options.policy_dir << std::endl;
+
+  std::thread ready_waiter([&] {
+    const absl::Status loaded = engine->WaitUntilReady();
+    if (!loaded.ok()) {
+      std::cerr << "pad_server: loading failed: " << loaded << std::endl;
+      kill(getpid(), SIGTERM);
+      return;
+    }
+    health->SetServingStatus(true);
+    std::cerr << "pad_server: ready" << std::endl;
+  });
+
+  int received = 0;
+  sigwait(&signals, &received);
+  const double grace = absl::GetFlag(FLAGS_shutdown_grace_s);
+  std::cerr << "pad_server: signal " << received << "; draining for up to " << grace << " s" << std::endl;
+  health->SetServingStatus(false);
+  engine->Shutdown(absl::Seconds(grace));  // in-flight streams finish, new ones get UNAVAILABLE
+  // The engine is drained; give the last writes a moment to reach their clients.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  ready_waiter.join();
+  const bool loaded = engine->WaitUntilReady().ok();
+  std::cerr << "pad_server: stopped" << std::endl;
+  return loaded ? 0 : 1;
+}

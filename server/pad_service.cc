@@ -1,0 +1,263 @@
+#include "server/pad_service.h"
+
+#include <deque>
+#include <memory>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "server/api_conversion.h"
+
+namespace pad::server {
+namespace {
+
+// Reads all of `given` whatever its content, so the time taken tells nothing but the length.
+bool ConstantTimeEquals(absl::string_view given, absl::string_view expected) {
+  unsigned char diff = given.size() != expected.size();
+  for (size_t i = 0; i < given.size(); ++i) {
+    diff |= static_cast<unsigned char>(given[i] ^ (i < expected.size() ? expected[i] : 0));
+  }
+  return diff == 0;
+}
+
+const char* ModeLabel(DecodingMode mode) {
+  switch (mode) {
+    case DecodingMode::kPad:
+      return "pad";
+    case DecodingMode::kVanilla:
+      return "vanilla";
+    case DecodingMode::kPreferencePrompt:
+      return "preference_prompt";
+  }
+  return "unknown";
+}
+
+// Streams one request's events to its client. The engine thread pushes events; gRPC's threads run the
+// reactions. Deleted in OnDone; events that arrive after it are dropped through `alive_`.
+class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAlignedResponse> {
+ public:
+  GenerateReactor(Engine* engine, ServingMetrics* metrics) : engine_(engine), metrics_(metrics) {}
+
+  void Start(const v1::GenerateAlignedRequest& proto) {
+    return_tokens_ = proto.return_token_ids() || proto.return_diagnostics();
+    absl::StatusOr<AlignmentRequest> request = FromProto(proto);
+    if (!request.ok()) return Reject(request.status(), "unknown");
+    mode_ = ModeLabel(request->mode);
+    // The sink holds the shared state, not the reactor, so it is safe after the stream ends.
+    std::shared_ptr<Shared> shared = shared_;
+    absl::StatusOr<uint64_t> id =
+        engine_->Submit(*request, [shared](EngineEvent event) { shared->Push(std::move(event)); });
+    if (!id.ok()) return Reject(id.status(), mode_);
+    absl::MutexLock lock(&shared_->mu);
+    shared_->id = *id;
+    if (shared_->cancelled) engine_->Cancel(*id);
+  }
+
+  void OnWriteDone(bool ok) override {
+    Action action = Action::kNone;
+    {
+      absl::MutexLock lock(&shared_->mu);
+      shared_->writing = false;
+      // A failed write means the client is gone; OnCancel follows and stops the request.
+      if (ok) action = shared_->Next();
+    }
+    Perform(action);
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&shared_->mu);
+    shared_->cancelled = true;
+    if (shared_->id != 0) engine_->Cancel(shared_->id);
+  }
+
+  void OnDone() override {
+    {
+      absl::MutexLock lock(&shared_->mu);
+      shared_->reactor = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  enum class Action { kNone, kWrite, kWriteAndFinish, kFail };
+
+  // What the engine thread and the reactions share.
+  struct Shared {
+    absl::Mutex mu;
+    GenerateReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+    uint64_t id ABSL_GUARDED_BY(mu) = 0;
+    bool cancelled ABSL_GUARDED_BY(mu) = false;
+    bool writing ABSL_GUARDED_BY(mu) = false;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    std::deque<EngineEvent> pending ABSL_GUARDED_BY(mu);
+
+    void Push(EngineEvent event) {
+      GenerateReactor* target = nullptr;
+      Action action = Action::kNone;
+      {
+        absl::MutexLock lock(&mu);
+        if (reactor == nullptr || done) return;
+        reactor->Observe(event);
+        pending.push_back(std::move(event));
+        action = Next();
+        target = reactor;
+      }
+      // Until it is finished the stream cannot end, so `target` lives through the call.
+      target->Perform(action);
+    }
+
+    // Decides the next write: everything pending merged into the reactor's one response; the last
+    // event makes it the final write. gRPC is called outside the lock (Perform).
+    Action Next() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      if (writing || done || pending.empty() || reactor == nullptr) return Action::kNone;
+      v1::GenerateAlignedResponse& out = reactor->response_;
+      out.Clear();
+      while (!pending.empty()) {
+        EngineEvent event = std::move(pending.front());
+        pending.pop_front();
+        if (!event.error.ok()) {
+          done = true;
+          reactor->error_ = ToGrpcStatus(event.error);
+          return Action::kFail;
+        }
+        reactor->Append(event, &out);
+        if (event.last) {
+          done = true;
+          return Action::kWriteAndFinish;
+        }
+      }
+      writing = true;
+      return Action::kWrite;
+    }
+  };
+
+  void Perform(Action action) {
+    switch (action) {
+      case Action::kNone:
+        return;
+      case Action::kWrite:
+        return StartWrite(&response_);
+      case Action::kWriteAndFinish:
+        return StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+      case Action::kFail:
+        return Finish(error_);
+    }
+  }
+
+  void Reject(const absl::Status& status, const std::string& mode) {
+    metrics_->RecordRejected(mode, status);
+    Finish(ToGrpcStatus(status));
+  }
+
+  // Runs on the engine thread under Shared::mu: cheap bookkeeping only.
+  void Observe(const EngineEvent& event) {
+    const absl::Time now = absl::Now();
+    if (!event.error.ok()) {
+      metrics_->RecordFinished(mode_, "error", Usage{}, now - started_);
+      return;
+    }
+    if (event.token.sequence != 0 && !(event.last && event.token.finish_reason == FinishReason::kCancelled)) {
+      metrics_->RecordToken(mode_, last_token_ == absl::InfinitePast() ? now - started_ : now - last_token_,
+                            /*first=*/last_token_ == absl::InfinitePast(), event.token.reward,
+                            event.token.changed_top_choice);
+      last_token_ = now;
+    }
+    if (event.last) {
+      const char* status = event.token.finish_reason == FinishReason::kCancelled ? "cancelled" : "ok";
+      metrics_->RecordFinished(mode_, status, event.usage, now - started_);
+    }
+  }
+
+  void Append(const EngineEvent& event, v1::GenerateAlignedResponse* out) {
+    const TokenEvent& token = event.token;
+    const bool cancelled_end = event.last && token.finish_reason == FinishReason::kCancelled;
+    if (!cancelled_end) {
+      out->mutable_text()->append(token.text);
+      if (return_tokens_) {
+        v1::GeneratedToken* t = out->add_tokens();
+        t->set_id(token.token);
+        t->set_reward(token.reward);
+        t->set_changed_top_choice(token.changed_top_choice);
+        if (token.diagnostics) {
+          v1::TokenDiagnostics* d = t->mutable_diagnostics();
+          d->mutable_candidates()->Add(token.diagnostics->candidates.begin(),
+                                       token.diagnostics->candidates.end());
+          d->mutable_policy_logits()->Add(token.diagnostics->policy_logits.begin(),
+                                          token.diagnostics->policy_logits.end());
+          d->mutable_rewards()->Add(token.diagnostics->rewards.begin(), token.diagnostics->rewards.end());
+          d->mutable_scores()->Add(token.diagnostics->scores.begin(), token.diagnostics->scores.end());
+        }
+      }
+    }
+    if (event.last) {
+      v1::Final* final = out->mutable_final();
+      final->set_finish_reason(ToProto(token.finish_reason));
+      ToProto(event.usage, final->mutable_usage());
+    }
+  }
+
+  Engine* engine_;
+  ServingMetrics* metrics_;
+  std::shared_ptr<Shared> shared_ = [this] {
+    auto shared = std::make_shared<Shared>();
+    shared->reactor = this;
+    return shared;
+  }();
+  v1::GenerateAlignedResponse response_;  // the message being written (one write in flight)
+  grpc::Status error_;                    // why the stream failed, for kFail
+  bool return_tokens_ = false;
+  std::string mode_ = "unknown";
+  const absl::Time started_ = absl::Now();
+  absl::Time last_token_ = absl::InfinitePast();
+};
+
+}  // namespace
+
+bool PadServiceImpl::Authorized(const grpc::CallbackServerContext& context) const {
+  if (bearer_token_.empty()) return true;
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return false;
+  return ConstantTimeEquals(std::string(it->second.data(), it->second.size()), "Bearer " + bearer_token_);
+}
+
+grpc::ServerWriteReactor<v1::GenerateAlignedResponse>* PadServiceImpl::GenerateAligned(
+    grpc::CallbackServerContext* context, const v1::GenerateAlignedRequest* request) {
+  auto* reactor = new GenerateReactor(engine_, metrics_);
+  if (!Authorized(*context)) {
+    metrics_->RecordRejected("unknown", absl::UnauthenticatedError(""));
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "a valid bearer token is required"));
+    return reactor;
+  }
+  reactor->Start(*request);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PadServiceImpl::ListModels(grpc::CallbackServerContext* context,
+                                                     const v1::ListModelsRequest* /*request*/,
+                                                     v1::ListModelsResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (!Authorized(*context)) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "a valid bearer token is required"));
+    return reactor;
+  }
+  const EngineOptions& options = engine_->options();
+  response->set_policy(options.policy_dir);
+  for (const RewardModelSpec& spec : options.reward_models) {
+    v1::RewardModelInfo* info = response->add_reward_models();
+    info->set_name(spec.name);
+    info->set_backbone(spec.backbone_dir);
+    info->set_adapter(spec.adapter_dir);
+    info->set_shares_policy_backbone(spec.backbone_dir == options.policy_dir);
+  }
+  v1::Limits* limits = response->mutable_limits();
+  limits->set_max_prompt_tokens(options.decoder.max_prompt_tokens);
+  limits->set_max_new_tokens(options.decoder.max_new_tokens_limit);
+  limits->set_max_top_k(options.decoder.max_top_k);
+  limits->set_max_principles(options.decoder.max_principles);
+  limits->set_max_stop_strings(options.decoder.max_stop_strings);
+  limits->set_max_sequence_tokens(static_cast<int32_t>(options.decoder.max_seq_len));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace pad::server

@@ -1,0 +1,38 @@
+// The pad.v1.PadService over gRPC's callback API. Thin: requests become libpad AlignmentRequests, the
+// engine's events become stream messages.
+#ifndef PAD_SERVER_PAD_SERVICE_H_
+#define PAD_SERVER_PAD_SERVICE_H_
+
+#include <string>
+
+#include "pad/engine.h"
+#include "pad/v1/pad.grpc.pb.h"
+#include "server/serving_metrics.h"
+
+namespace pad::server {
+
+// One reactor per stream, one write in flight; no reaction runs the model or blocks on the engine.
+// `engine` and `metrics` must outlive the service. `bearer_token`, when not empty, is required as
+// "authorization: Bearer <token>" on every call (compared in constant time).
+class PadServiceImpl final : public v1::PadService::CallbackService {
+ public:
+  PadServiceImpl(Engine* engine, ServingMetrics* metrics, std::string bearer_token)
+      : engine_(engine), metrics_(metrics), bearer_token_(std::move(bearer_token)) {}
+
+  grpc::ServerWriteReactor<v1::GenerateAlignedResponse>* GenerateAligned(
+      grpc::CallbackServerContext* context, const v1::GenerateAlignedRequest* request) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const v1::ListModelsRequest* request,
+                                       v1::ListModelsResponse* response) override;
+
+ private:
+  bool Authorized(const grpc::CallbackServerContext& context) const;
+
+  Engine* engine_;
+  ServingMetrics* metrics_;
+  const std::string bearer_token_;
+};
+
+}  // namespace pad::server
+
+#endif  // PAD_SERVER_PAD_SERVICE_H_
