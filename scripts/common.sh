@@ -14,8 +14,8 @@ PAD_APT_PACKAGES=(
   python3 python3-venv
   libabsl-dev nlohmann-json3-dev libpcre2-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  libcivetweb-dev libgtest-dev libgmock-dev libbenchmark-dev
-  prometheus
+  libgtest-dev libgmock-dev libbenchmark-dev
+  prometheus openssl
 )
 
 log() { printf '\033[1m[pad] %s\033[0m\n' "$*" >&2; }
