@@ -1,8 +1,10 @@
 #include "server/pad_service.h"
 
 #include <deque>
+#include <iostream>
 #include <memory>
 
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/api_conversion.h"
@@ -153,18 +155,38 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
     const absl::Time now = absl::Now();
     if (!event.error.ok()) {
       metrics_->RecordFinished(mode_, "error", Usage{}, now - started_);
+      Log("error", event.usage, now);
       return;
     }
     if (event.token.sequence != 0 && !(event.last && event.token.finish_reason == FinishReason::kCancelled)) {
       metrics_->RecordToken(mode_, last_token_ == absl::InfinitePast() ? now - started_ : now - last_token_,
                             /*first=*/last_token_ == absl::InfinitePast(), event.token.reward,
                             event.token.changed_top_choice);
+      if (last_token_ == absl::InfinitePast()) first_token_ = now;
       last_token_ = now;
     }
     if (event.last) {
-      const char* status = event.token.finish_reason == FinishReason::kCancelled ? "cancelled" : "ok";
-      metrics_->RecordFinished(mode_, status, event.usage, now - started_);
+      const FinishReason reason = event.token.finish_reason;
+      metrics_->RecordFinished(mode_, reason == FinishReason::kCancelled ? "cancelled" : "ok", event.usage,
+                               now - started_);
+      Log(reason == FinishReason::kStop     ? "stop"
+          : reason == FinishReason::kLength ? "length"
+                                            : "cancelled",
+          event.usage, now);
     }
+  }
+
+  // One JSON line per request on stderr, for the log pipeline.
+  void Log(const char* finish, const Usage& usage, absl::Time now) const {
+    std::cerr << absl::StrFormat(
+                     R"({"time":"%s","event":"request","mode":"%s","finish":"%s","prompt_tokens":%d,)"
+                     R"("generated_tokens":%d,"queue_s":%.4f,"ttft_s":%.4f,"total_s":%.4f})",
+                     absl::FormatTime(absl::RFC3339_full, now, absl::UTCTimeZone()), mode_, finish,
+                     usage.prompt_tokens, usage.generated_tokens, absl::ToDoubleSeconds(usage.queue_time),
+                     first_token_ == absl::InfinitePast() ? -1.0
+                                                          : absl::ToDoubleSeconds(first_token_ - started_),
+                     absl::ToDoubleSeconds(now - started_))
+              << std::endl;
   }
 
   void Append(const EngineEvent& event, v1::GenerateAlignedResponse* out) {
@@ -208,6 +230,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
   std::string mode_ = "unknown";
   const absl::Time started_ = absl::Now();
   absl::Time last_token_ = absl::InfinitePast();
+  absl::Time first_token_ = absl::InfinitePast();
 };
 
 }  // namespace
