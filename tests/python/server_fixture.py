@@ -1,0 +1,143 @@
+"""Runs the real pad_server binary over loopback for the black-box tests: ports, start, readiness, stop."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conftest import BUILD, ROOT
+
+SERVER = BUILD / "server" / "pad_server"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_stubs(out_dir):
+    """Generates pad.v1's Python modules with grpc_tools.protoc into out_dir; returns (pad_pb2, pad_pb2_grpc)."""
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "proto"),
+                    f"--python_out={out_dir}", f"--grpc_python_out={out_dir}", "pad/v1/pad.proto"],
+                   check=True, cwd=ROOT)
+    if str(out_dir) not in sys.path:
+        sys.path.insert(0, str(out_dir))
+    from pad.v1 import pad_pb2, pad_pb2_grpc  # noqa: E402  (generated above)
+    return pad_pb2, pad_pb2_grpc
+
+
+class Server:
+    """One pad_server process: gRPC on `port`, HTTP (/metrics, /healthz, /readyz) on `metrics_port`."""
+
+    def __init__(self, model_dir, *flags, credentials=None, ready_timeout=60):
+        if not SERVER.exists():
+            raise RuntimeError(f"{SERVER} is not built; run ./scripts/test.sh")
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [str(SERVER), f"--policy={model_dir}", f"--listen={self.address}",
+             f"--metrics_listen=127.0.0.1:{self.metrics_port}", *flags],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.credentials = credentials
+        self.channel = self.new_channel()
+        self.wait_serving(ready_timeout)
+
+    def new_channel(self):
+        if self.credentials is not None:
+            return grpc.secure_channel(self.address, self.credentials)
+        return grpc.insecure_channel(self.address)
+
+    def logs(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def health(self, service="", metadata=None, timeout=2.0):
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout,
+                          metadata=metadata).status
+
+    def wait_serving(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pad_server exited with {self.process.returncode}:\n{self.logs()}")
+            try:
+                if self.health() == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"pad_server not SERVING after {timeout} s:\n{self.logs()}")
+
+    def http(self, path):
+        """(status, body) of GET path on the metrics port."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metrics_text(self):
+        status, body = self.http("/metrics")
+        assert status == 200, body
+        return body
+
+    def metric(self, name, **labels):
+        """The sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
+        total, found = 0.0, False
+        for line in self.metrics_text().splitlines():
+            if line.startswith("#"):
+                continue
+            m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+            if not m or m.group(1) != name:
+                continue
+            have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(m.group(3))
+                found = True
+        return total if found else 0.0
+
+    def terminate(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout=60):
+        """SIGTERM, then the exit code (killing the process if it does not exit within `timeout`)."""
+        self.terminate()
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            code = None
+        self.channel.close()
+        return code
+
+    def stop_and_check(self):
+        code = self.stop()
+        assert code == 0, f"pad_server exited with {code}:\n{self.logs()[-4000:]}"
+        self.log.close()
+
+
+def wait_for(predicate, timeout, interval=0.1):
+    """Polls predicate() until it is truthy or `timeout` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
