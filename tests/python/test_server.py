@@ -123,3 +123,164 @@ def test_stream_equals_library(pb, server, parity_library, name):
     assert final.finish_reason == pb[0].FINISH_REASON_LENGTH
     assert final.usage.generated_tokens == PARITY[name]["max_new_tokens"]
     assert final.usage.prompt_tokens == expected["prompt_tokens"]
+
+
+# --- 2. Concurrent streams equal the same requests run alone ----------------------------------------------------
+
+def _concurrent_specs():
+    questions = [QUESTION, [{"role": "user", "content": "Tell me about cats."}],
+                 [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a color."}]]
+    principles = [["humor"], ["harmless"], ["helpful and concise"], ["answer like a pirate"]]
+    specs = []
+    for i in range(16):
+        mode = ("vanilla", "pad", "preference_prompt", "pad")[i % 4]
+        s = {"messages": questions[i % 3], "mode": mode, "max_new_tokens": 10 + i % 5, "ignore_eos": True,
+             "top_k": (10, 3, 20, 5)[i % 4], "beta": (1.0, 0.5, 2.0, 4.0)[(i // 4) % 4]}
+        if mode != "vanilla":
+            s["principles"] = principles[(i // 2) % 4]
+        if i == 7:
+            s.update(principles=["humor", "harmless"], weights=[0.25, 0.75], composition="weighted")
+        if i == 11:
+            s["policy_sees_guideline"] = False
+        if i == 13:
+            s.update(temperature=0.8, seed=42)
+        if i == 14:
+            s = {"prompt": "The capital of France is", "mode": "pad", "principles": ["humor"],
+                 "max_new_tokens": 12, "ignore_eos": True}
+        specs.append(s)
+    return specs
+
+
+def test_concurrent_streams_equal_alone(pb, server, model_dir):
+    specs = _concurrent_specs()
+    expected = library_results(model_dir, specs)
+    results = [None] * len(specs)
+    start = threading.Barrier(len(specs))
+
+    def run(i):
+        start.wait()
+        try:
+            results[i] = generate(pb, server.channel, specs[i], timeout=180)
+        except grpc.RpcError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(specs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, (got, want) in enumerate(zip(results, expected)):
+        assert not isinstance(got, grpc.RpcError), f"request {i}: {got.code()} {got.details()}"
+        text, final, _ = got
+        assert text == want["text"], f"request {i} {specs[i]}"
+        assert final.usage.generated_tokens == specs[i]["max_new_tokens"], f"request {i}"
+        assert final.usage.prompt_tokens == want["prompt_tokens"], f"request {i}"
+        assert final.finish_reason == pb[0].FINISH_REASON_LENGTH
+
+
+# --- 3. Cancellation and deadlines free the request's slots -----------------------------------------------------
+
+def assert_idle_soon(server, timeout=1.0):
+    def idle():
+        return (server.metric("pad_requests_running") == 0 and server.metric("pad_kv_cache_slots_used") == 0)
+    assert wait_for(idle, timeout), (f"running={server.metric('pad_requests_running')} "
+                                     f"slots_used={server.metric('pad_kv_cache_slots_used')}")
+
+
+def test_cancel_mid_stream_frees_slots(pb, server):
+    responses = stub_of(pb, server.channel).GenerateAligned(
+        to_proto(pb, spec("pad", max_new_tokens=400, principles=["humor"])), timeout=120)
+    for _ in range(2):
+        message = next(responses)
+        assert not message.HasField("final")
+    assert server.metric("pad_requests_running") == 1
+    assert server.metric("pad_kv_cache_slots_used") > 0
+    responses.cancel()
+    with pytest.raises(grpc.RpcError) as error:
+        collect(responses)
+    assert error.value.code() == grpc.StatusCode.CANCELLED
+    assert_idle_soon(server)
+    text, final, _ = generate(pb, server.channel, spec("vanilla", max_new_tokens=4), timeout=60)
+    assert final.usage.generated_tokens == 4 and text
+
+
+def test_deadline_frees_slots(pb, server):
+    began = time.monotonic()
+    with pytest.raises(grpc.RpcError) as error:
+        generate(pb, server.channel, spec("pad", max_new_tokens=400, principles=["humor"]), timeout=1.0)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - began < 3
+    assert_idle_soon(server)
+    text, final, _ = generate(pb, server.channel, spec("vanilla", max_new_tokens=4), timeout=60)
+    assert final.usage.generated_tokens == 4 and text
+
+
+# --- 5. Invalid requests name the field ---------------------------------------------------------------------------
+
+def _both_prompt_and_messages(pb):
+    return to_proto(pb, spec("vanilla", prompt="Hello"))
+
+
+INVALID = [
+    ("empty", lambda pb: pb[0].GenerateAlignedRequest(), "prompt"),
+    ("prompt_and_messages", _both_prompt_and_messages, "messages"),
+    ("unknown_role", lambda pb: to_proto(pb, spec("vanilla", messages=[{"role": "robot", "content": "hi"}, *QUESTION])),
+     "messages[0].role"),
+    ("pad_without_principles", lambda pb: to_proto(pb, spec("pad")), "preference.principles"),
+    ("empty_principle", lambda pb: to_proto(pb, spec("pad", principles=[""])), "preference.principles[0].text"),
+    ("weight_on_one_principle",
+     lambda pb: to_proto(pb, spec("pad", principles=["humor", "harmless"], weights=[0.5], composition="weighted")),
+     "preference.principles.weight"),
+    ("top_k_zero", lambda pb: to_proto(pb, spec("vanilla", top_k=0)), "decoding.top_k"),
+    ("top_k_huge", lambda pb: to_proto(pb, spec("vanilla", top_k=100000)), "decoding.top_k"),
+    ("negative_temperature", lambda pb: to_proto(pb, spec("vanilla", temperature=-0.5)), "decoding.temperature"),
+    ("beta_nan", lambda pb: to_proto(pb, spec("pad", principles=["humor"], beta=float("nan"))), "decoding.beta"),
+    ("max_new_tokens_zero", lambda pb: to_proto(pb, spec("vanilla", max_new_tokens=0)), "decoding.max_new_tokens"),
+    ("unknown_reward_model", lambda pb: to_proto(pb, spec("pad", principles=["humor"], reward_model="nope")),
+     "preference.reward_model"),
+    ("prompt_too_long", lambda pb: to_proto(pb, {"prompt": "word " * 400, "mode": "vanilla"}), "prompt"),
+    ("empty_stop", lambda pb: to_proto(pb, spec("vanilla", stop=[""])), "decoding.stop[0]"),
+]
+
+
+@pytest.mark.parametrize("make,field", [(m, f) for _, m, f in INVALID], ids=[n for n, _, _ in INVALID])
+def test_invalid_request(pb, server, make, field):
+    request = make(pb)
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub_of(pb, server.channel).GenerateAligned(request, timeout=30))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    details = error.value.details()
+    assert details.split(":")[0].startswith(field), f"the field path should lead: {details}"
+
+
+def test_invalid_requests_are_counted(server):
+    assert server.metric("pad_requests_total", status="invalid_argument") >= len(INVALID), server.metrics_text()
+    assert server.metric("pad_requests_total", status="ok") >= 1
+
+
+# --- 6. Health, reflection and ListModels ------------------------------------------------------------------------
+
+def test_health_serving(server):
+    assert server.health() == health_pb2.HealthCheckResponse.SERVING
+    status, body = server.http("/healthz")
+    assert status == 200
+    status, body = server.http("/readyz")
+    assert status == 200, body
+    assert server.metric("pad_ready") == 1
+
+
+def test_reflection_lists_services(server):
+    stub = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+    answers = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                             timeout=10))
+    names = {s.name for s in answers[0].list_services_response.service}
+    assert "pad.v1.PadService" in names
+    assert "grpc.health.v1.Health" in names
+
+
+def test_list_models(pb, server, model_dir):
+    answer = stub_of(pb, server.channel).ListModels(pb[0].ListModelsRequest(), timeout=10)
+    assert answer.policy.rstrip("/") == str(model_dir).rstrip("/")
+    assert [m.name for m in answer.reward_models] == ["default"]
+    assert answer.reward_models[0].shares_policy_backbone
+    assert answer.limits.max_prompt_tokens == 256
