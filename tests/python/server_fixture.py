@@ -112,7 +112,7 @@ class Server:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
-    def stop(self, timeout=60):
+    def stop(self, timeout=30):
         """SIGTERM, then the exit code (killing the process if it does not exit within `timeout`)."""
         self.terminate()
         try:
