@@ -59,8 +59,15 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
     {
       absl::MutexLock lock(&shared_->mu);
       shared_->writing = false;
-      // A failed write means the client is gone; OnCancel follows and stops the request.
-      if (ok) action = shared_->Next();
+      if (ok) {
+        action = shared_->Next();
+      } else if (!shared_->done) {
+        // The client is gone (cancelled, deadline): OnCancel stops the engine's work, but the call still
+        // needs its Finish, or gRPC waits for it forever (and so would the server's shutdown).
+        shared_->done = true;
+        error_ = grpc::Status(grpc::StatusCode::CANCELLED, "the stream was cancelled");
+        action = Action::kFail;
+      }
     }
     Perform(action);
   }
