@@ -81,12 +81,6 @@ class Engine::Impl {
     return stats;
   }
 
-  std::vector<std::string> reward_model_names() const {
-    std::vector<std::string> names;
-    for (const RewardModelSpec& spec : options_.reward_models) names.push_back(spec.name);
-    return names;
-  }
-
   const EngineOptions& options() const { return options_; }
 
  private:
@@ -298,7 +292,6 @@ absl::StatusOr<uint64_t> Engine::Submit(const AlignmentRequest& request, EventSi
 void Engine::Cancel(uint64_t id) { impl_->Cancel(id); }
 void Engine::Shutdown(absl::Duration grace) { impl_->Shutdown(grace); }
 EngineStats Engine::Stats() const { return impl_->Stats(); }
-std::vector<std::string> Engine::reward_model_names() const { return impl_->reward_model_names(); }
 const EngineOptions& Engine::options() const { return impl_->options(); }
 
 }  // namespace pad

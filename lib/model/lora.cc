@@ -34,9 +34,10 @@ absl::Status ConfigError(const std::string& path, absl::string_view field, absl:
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", field, " ", why));
 }
 
-// Checks the adapter_config.json fields we honour or refuse; returns the scale and the target list.
-absl::Status ReadConfig(const std::string& path, const LlamaConfig& config, double* scale,
-                        std::vector<std::string>* targets) {
+// Checks the adapter_config.json fields we honour or refuse and returns the scale. Which projections are
+// adapted is read from the weights file; the targets named here must each name one of them.
+absl::Status ReadConfig(const std::string& path, const LlamaConfig& config, double* scale) {
+  std::vector<std::string> targets;
   PAD_ASSIGN_OR_RETURN(Json json, ReadJsonFile(path));
   if (json.value("peft_type", "") != "LORA") return ConfigError(path, "peft_type", "must be \"LORA\"");
   if (!json.contains("r") || !json["r"].is_number_integer() || json["r"].get<int64_t>() < 1) {
@@ -67,16 +68,16 @@ absl::Status ReadConfig(const std::string& path, const LlamaConfig& config, doub
     for (const char* module : kModules) all_keys.push_back(ModuleKey(layer, module));
   }
   if (target_modules.is_string() && target_modules.get<std::string>() == "all-linear") {
-    *targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
   } else if (target_modules.is_array()) {
     for (const Json& target : target_modules) {
       if (!target.is_string()) return ConfigError(path, "target_modules", "must hold module names");
-      targets->push_back(target.get<std::string>());
+      targets.push_back(target.get<std::string>());
     }
   } else {
     return ConfigError(path, "target_modules", "must be a list of module names or \"all-linear\"");
   }
-  for (const std::string& target : *targets) {
+  for (const std::string& target : targets) {
     bool matched = false;
     for (const std::string& key : all_keys) matched = matched || Targets(target, key);
     if (!matched) {
@@ -136,8 +137,7 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
                                                                const ModelOptions& options) {
   const std::string config_path = adapter_dir + "/adapter_config.json";
   double scale = 1.0;
-  std::vector<std::string> targets;
-  PAD_RETURN_IF_ERROR(ReadConfig(config_path, config, &scale, &targets));
+  PAD_RETURN_IF_ERROR(ReadConfig(config_path, config, &scale));
   const std::string weights_path = adapter_dir + "/adapter_model.safetensors";
   PAD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> weights, Checkpoint::OpenFile(weights_path));
 

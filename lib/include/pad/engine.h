@@ -82,8 +82,7 @@ class Engine {
   void Cancel(uint64_t id);
   void Shutdown(absl::Duration grace);
   EngineStats Stats() const;
-  // Names of the loaded PRMs and the limits requests must respect; valid once ready.
-  std::vector<std::string> reward_model_names() const;
+  // What it was started with: the models and the limits requests must respect.
   const EngineOptions& options() const;
 
  private:
