@@ -100,12 +100,14 @@ int main(int argc, char** argv) {
   auto prm = OrDie(pad::RewardModel::Load(spec, options, policy.get()));
 
   std::vector<int> batches;
-  for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) batches.push_back(std::stoi(std::string(b)));
+  for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ','))
+    batches.push_back(std::stoi(std::string(b)));
   const int max_batch = *std::max_element(batches.begin(), batches.end());
   pad::DecoderOptions decoder_options;
   decoder_options.kv_slots = 4 * max_batch;  // WEIGHTED with 3 principles: 1 policy + 3 PRM rows each
   decoder_options.max_seq_len = absl::GetFlag(FLAGS_prompt_tokens) + 128 + absl::GetFlag(FLAGS_new_tokens);
-  auto decoder = OrDie(pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, {prm.get()}, decoder_options));
+  auto decoder =
+      OrDie(pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, {prm.get()}, decoder_options));
 
   // An instruction of about --prompt_tokens tokens.
   const std::string sentence = "Describe how tides work and why there are two of them each day. ";
@@ -115,11 +117,12 @@ int main(int argc, char** argv) {
 
   const bool json = absl::GetFlag(FLAGS_json);
   if (!json) {
-    std::cout << absl::StrFormat("policy %s, PRM adapter %s, %s, instruction ~%d tokens, %d new tokens, %d threads\n\n",
-                                 model_dir, spec.adapter_dir.empty() ? "(none)" : spec.adapter_dir,
-                                 absl::GetFlag(FLAGS_dtype), absl::GetFlag(FLAGS_prompt_tokens),
-                                 absl::GetFlag(FLAGS_new_tokens), at::get_num_threads());
-    std::cout << "| mode | batch | prompt tokens | TTFT ms | decode tok/s | ms / step | cost per token vs vanilla |\n";
+    std::cout << absl::StrFormat(
+        "policy %s, PRM adapter %s, %s, instruction ~%d tokens, %d new tokens, %d threads\n\n", model_dir,
+        spec.adapter_dir.empty() ? "(none)" : spec.adapter_dir, absl::GetFlag(FLAGS_dtype),
+        absl::GetFlag(FLAGS_prompt_tokens), absl::GetFlag(FLAGS_new_tokens), at::get_num_threads());
+    std::cout << "| mode | batch | prompt tokens | TTFT ms | decode tok/s | ms / step | cost per token vs "
+                 "vanilla |\n";
     std::cout << "|---|---|---|---|---|---|---|\n";
   }
   std::map<int, double> vanilla_ms_per_token;
@@ -134,15 +137,17 @@ int main(int argc, char** argv) {
       const Timing t = Run(*decoder, request, batch);
       const double ms_per_token = t.step_ms / batch;
       if (mode == "vanilla") vanilla_ms_per_token[batch] = ms_per_token;
-      const double ratio = vanilla_ms_per_token.count(batch) ? ms_per_token / vanilla_ms_per_token[batch] : 0.0;
+      const double ratio =
+          vanilla_ms_per_token.count(batch) ? ms_per_token / vanilla_ms_per_token[batch] : 0.0;
       if (json) {
-        std::cout << absl::StrFormat(
-                         R"({"mode": "%s", "batch": %d, "prompt_tokens": %d, "ttft_ms": %.2f, "decode_tokens_per_s": %.3f, "step_ms": %.2f, "cost_vs_vanilla": %.3f})",
-                         mode, batch, prompt_tokens, t.ttft_ms, t.tokens_per_s, t.step_ms, ratio)
-                  << std::endl;
+        std::cout
+            << absl::StrFormat(
+                   R"({"mode": "%s", "batch": %d, "prompt_tokens": %d, "ttft_ms": %.2f, "decode_tokens_per_s": %.3f, "step_ms": %.2f, "cost_vs_vanilla": %.3f})",
+                   mode, batch, prompt_tokens, t.ttft_ms, t.tokens_per_s, t.step_ms, ratio)
+            << std::endl;
       } else {
-        std::cout << absl::StrFormat("| %s | %d | %d | %.0f | %.2f | %.1f | %.2fx |\n", mode, batch, prompt_tokens,
-                                     t.ttft_ms, t.tokens_per_s, t.step_ms, ratio)
+        std::cout << absl::StrFormat("| %s | %d | %d | %.0f | %.2f | %.1f | %.2fx |\n", mode, batch,
+                                     prompt_tokens, t.ttft_ms, t.tokens_per_s, t.step_ms, ratio)
                   << std::flush;
       }
     }

@@ -102,8 +102,9 @@ int main(int argc, char** argv) {
   const int requests = absl::GetFlag(FLAGS_requests);
   std::cout << absl::StrFormat("server %s, %d requests per cell, %d new tokens each, greedy\n\n",
                                absl::GetFlag(FLAGS_server), requests, absl::GetFlag(FLAGS_max_new_tokens));
-  std::cout << "| mode | streams | tokens/s | TTFT p50 s | TTFT p90 s | ITL p50 ms | ITL p90 ms | ITL p99 ms | "
-               "failed | gain vs 1 stream |\n|---|---|---|---|---|---|---|---|---|---|\n";
+  std::cout
+      << "| mode | streams | tokens/s | TTFT p50 s | TTFT p90 s | ITL p50 ms | ITL p90 ms | ITL p99 ms | "
+         "failed | gain vs 1 stream |\n|---|---|---|---|---|---|---|---|---|---|\n";
   for (absl::string_view mode_view : absl::StrSplit(absl::GetFlag(FLAGS_modes), ',')) {
     const std::string mode(mode_view);
     double single_stream_rate = 0;
@@ -123,12 +124,13 @@ int main(int argc, char** argv) {
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
       const double rate = sample.tokens / seconds;
       if (streams == 1) single_stream_rate = rate;
-      std::cout << absl::StrFormat("| %s | %d | %.1f | %.2f | %.2f | %.0f | %.0f | %.0f | %d | %s |\n", mode, streams,
-                                   rate, Percentile(sample.ttft_s, 0.5), Percentile(sample.ttft_s, 0.9),
-                                   1e3 * Percentile(sample.inter_token_s, 0.5),
-                                   1e3 * Percentile(sample.inter_token_s, 0.9),
-                                   1e3 * Percentile(sample.inter_token_s, 0.99), sample.failed,
-                                   single_stream_rate > 0 ? absl::StrFormat("%.2fx", rate / single_stream_rate) : "")
+      std::cout << absl::StrFormat(
+                       "| %s | %d | %.1f | %.2f | %.2f | %.0f | %.0f | %.0f | %d | %s |\n", mode, streams,
+                       rate, Percentile(sample.ttft_s, 0.5), Percentile(sample.ttft_s, 0.9),
+                       1e3 * Percentile(sample.inter_token_s, 0.5),
+                       1e3 * Percentile(sample.inter_token_s, 0.9),
+                       1e3 * Percentile(sample.inter_token_s, 0.99), sample.failed,
+                       single_stream_rate > 0 ? absl::StrFormat("%.2fx", rate / single_stream_rate) : "")
                 << std::flush;
     }
   }
