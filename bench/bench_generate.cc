@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "pad/generator.h"
 #include "pad/llama.h"
+#include "tools/or_die.h"
 
 ABSL_FLAG(std::string, model, "models/SmolLM2-135M-Instruct", "Hugging Face model directory");
 ABSL_FLAG(std::string, dtypes, "float32,bfloat16", "comma-separated dtypes");
@@ -24,18 +25,7 @@ ABSL_FLAG(int, new_tokens, 64, "generated tokens per sequence");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(bool, json, false, "print one JSON object per row instead of a table");
 
-namespace {
-
-template <typename T>
-T OrDie(absl::StatusOr<T> value) {
-  if (!value.ok()) {
-    std::cerr << "bench_generate: " << value.status() << "\n";
-    std::exit(1);
-  }
-  return std::move(value).value();
-}
-
-}  // namespace
+namespace {}  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -51,25 +41,25 @@ int main(int argc, char** argv) {
   }
   for (absl::string_view dtype_name : absl::StrSplit(absl::GetFlag(FLAGS_dtypes), ',')) {
     pad::ModelOptions options;
-    options.dtype = OrDie(pad::ParseDtype(dtype_name));
-    options.device = OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
-    auto model = OrDie(pad::LlamaModel::Load(absl::GetFlag(FLAGS_model), options));
+    options.dtype = pad::OrDie(pad::ParseDtype(dtype_name));
+    options.device = pad::OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
+    auto model = pad::OrDie(pad::LlamaModel::Load(absl::GetFlag(FLAGS_model), options));
     for (absl::string_view batch_text : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
       const int batch = std::stoi(std::string(batch_text));
       pad::KvCacheOptions cache_options;
       cache_options.max_slots = batch;
       cache_options.max_seq_len = prompt_tokens + new_tokens;
-      auto cache = OrDie(pad::KvCache::Create(model->config(), cache_options, options));
+      auto cache = pad::OrDie(pad::KvCache::Create(model->config(), cache_options, options));
       std::vector<pad::GenerationRequest> requests(batch);
       for (int b = 0; b < batch; ++b) {
         for (int t = 0; t < prompt_tokens; ++t) requests[b].prompt.push_back(100 + (t * 7 + b) % 1000);
         requests[b].sampling.max_new_tokens = new_tokens;
       }
-      OrDie(pad::Generate(*model, *cache, requests));  // warm-up
+      pad::OrDie(pad::Generate(*model, *cache, requests));  // warm-up
       const auto start = std::chrono::steady_clock::now();
       auto first = start;
       int chosen = 0;
-      OrDie(pad::Generate(*model, *cache, requests, [&](size_t, int32_t) {
+      pad::OrDie(pad::Generate(*model, *cache, requests, [&](size_t, int32_t) {
         if (++chosen == batch) first = std::chrono::steady_clock::now();
       }));
       const auto end = std::chrono::steady_clock::now();

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "pad/pad_decoder.h"
 #include "pad/reward_model.h"
+#include "tools/or_die.h"
 
 ABSL_FLAG(std::string, model, "models/SmolLM2-135M-Instruct", "the policy (and PRM backbone)");
 ABSL_FLAG(std::string, prm_adapter, "", "PRM LoRA adapter directory (default: none, identity PRM)");
@@ -29,15 +30,6 @@ ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(bool, json, false, "print one JSON object per row instead of a table");
 
 namespace {
-
-template <typename T>
-T OrDie(absl::StatusOr<T> value) {
-  if (!value.ok()) {
-    std::cerr << "bench_pad: " << value.status() << "\n";
-    std::exit(1);
-  }
-  return std::move(value).value();
-}
 
 pad::AlignmentRequest RequestFor(const std::string& mode, const std::string& instruction) {
   pad::AlignmentRequest request;
@@ -67,13 +59,13 @@ struct Timing {
 };
 
 Timing Run(pad::PadDecoder& decoder, const pad::AlignmentRequest& request, int batch) {
-  for (int b = 0; b < batch; ++b) OrDie(decoder.Add(OrDie(decoder.Prepare(request))));
+  for (int b = 0; b < batch; ++b) pad::OrDie(decoder.Add(pad::OrDie(decoder.Prepare(request))));
   const auto start = std::chrono::steady_clock::now();
-  OrDie(decoder.Step());  // the prefill gives every request its first token
+  pad::OrDie(decoder.Step());  // the prefill gives every request its first token
   const auto first = std::chrono::steady_clock::now();
   int steps = 0;
   while (decoder.active() > 0) {
-    OrDie(decoder.Step());
+    pad::OrDie(decoder.Step());
     ++steps;
   }
   const auto end = std::chrono::steady_clock::now();
@@ -88,16 +80,16 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   c10::InferenceMode inference;
   pad::ModelOptions options;
-  options.dtype = OrDie(pad::ParseDtype(absl::GetFlag(FLAGS_dtype)));
-  options.device = OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
+  options.dtype = pad::OrDie(pad::ParseDtype(absl::GetFlag(FLAGS_dtype)));
+  options.device = pad::OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
   const std::string model_dir = absl::GetFlag(FLAGS_model);
-  auto tokenizer = OrDie(pad::Tokenizer::FromFile(model_dir + "/tokenizer.json"));
-  auto chat = OrDie(pad::ChatTemplate::FromModelDir(model_dir));
-  auto policy = OrDie(pad::LlamaModel::Load(model_dir, options));
+  auto tokenizer = pad::OrDie(pad::Tokenizer::FromFile(model_dir + "/tokenizer.json"));
+  auto chat = pad::OrDie(pad::ChatTemplate::FromModelDir(model_dir));
+  auto policy = pad::OrDie(pad::LlamaModel::Load(model_dir, options));
   pad::RewardModelSpec spec;
   spec.backbone_dir = model_dir;
   spec.adapter_dir = absl::GetFlag(FLAGS_prm_adapter);
-  auto prm = OrDie(pad::RewardModel::Load(spec, options, policy.get()));
+  auto prm = pad::OrDie(pad::RewardModel::Load(spec, options, policy.get()));
 
   std::vector<int> batches;
   for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ','))
@@ -107,11 +99,11 @@ int main(int argc, char** argv) {
   decoder_options.kv_slots = 4 * max_batch;  // WEIGHTED with 3 principles: 1 policy + 3 PRM rows each
   decoder_options.max_seq_len = absl::GetFlag(FLAGS_prompt_tokens) + 128 + absl::GetFlag(FLAGS_new_tokens);
   auto decoder =
-      OrDie(pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, {prm.get()}, decoder_options));
+      pad::OrDie(pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, {prm.get()}, decoder_options));
 
   // An instruction of about --prompt_tokens tokens.
   const std::string sentence = "Describe how tides work and why there are two of them each day. ";
-  const int sentence_tokens = static_cast<int>(OrDie(tokenizer->Encode(sentence, false)).size());
+  const int sentence_tokens = static_cast<int>(pad::OrDie(tokenizer->Encode(sentence, false)).size());
   std::string instruction;
   for (int t = 0; t < absl::GetFlag(FLAGS_prompt_tokens); t += sentence_tokens) instruction += sentence;
 
@@ -129,7 +121,7 @@ int main(int argc, char** argv) {
   for (absl::string_view mode_view : absl::StrSplit(absl::GetFlag(FLAGS_modes), ',')) {
     const std::string mode(mode_view);
     const pad::AlignmentRequest request = RequestFor(mode, instruction);
-    const size_t prompt_tokens = OrDie(decoder->Prepare(request)).policy_ids.size();
+    const size_t prompt_tokens = pad::OrDie(decoder->Prepare(request)).policy_ids.size();
     for (int batch : batches) {
       pad::AlignmentRequest warm_up = request;
       warm_up.max_new_tokens = 4;

@@ -17,6 +17,7 @@
 #include "pad/pad_decoder.h"
 #include "pad/reward_model.h"
 #include "pad/tokenizer.h"
+#include "tools/or_die.h"
 
 ABSL_FLAG(std::string, model, "models/SmolLM2-135M-Instruct", "the policy: a Hugging Face model directory");
 ABSL_FLAG(std::string, prompt, "", "the user's message");
@@ -44,15 +45,6 @@ ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
 
 namespace {
 
-template <typename T>
-T OrDie(absl::StatusOr<T> value) {
-  if (!value.ok()) {
-    std::cerr << "pad_generate: " << value.status() << "\n";
-    std::exit(1);
-  }
-  return std::move(value).value();
-}
-
 absl::StatusOr<pad::DecodingMode> ParseMode(const std::string& mode) {
   if (mode == "pad") return pad::DecodingMode::kPad;
   if (mode == "vanilla") return pad::DecodingMode::kVanilla;
@@ -69,7 +61,7 @@ pad::AlignmentRequest RequestFromFlags() {
       request.messages.push_back({"system", absl::GetFlag(FLAGS_system)});
     request.messages.push_back({"user", absl::GetFlag(FLAGS_prompt)});
   }
-  request.mode = OrDie(ParseMode(absl::GetFlag(FLAGS_mode)));
+  request.mode = pad::OrDie(ParseMode(absl::GetFlag(FLAGS_mode)));
   request.principles = absl::GetFlag(FLAGS_principles);
   for (const std::string& weight : absl::GetFlag(FLAGS_weights)) request.weights.push_back(std::stod(weight));
   request.composition = absl::GetFlag(FLAGS_composition) == "weighted" ? pad::Composition::kWeighted
@@ -87,16 +79,16 @@ pad::AlignmentRequest RequestFromFlags() {
 
 // Streams one answer to stdout; usage and timing to stderr.
 void Answer(pad::PadDecoder& decoder, const pad::Tokenizer& tokenizer, const pad::AlignmentRequest& request) {
-  pad::PreparedRequest prepared = OrDie(decoder.Prepare(request));
+  pad::PreparedRequest prepared = pad::OrDie(decoder.Prepare(request));
   const size_t prompt_tokens = prepared.policy_ids.size();
-  OrDie(decoder.Add(std::move(prepared)));
+  pad::OrDie(decoder.Add(std::move(prepared)));
   const auto start = std::chrono::steady_clock::now();
   auto first = start;
   int generated = 0, changed = 0;
   double reward_sum = 0;
   pad::FinishReason reason = pad::FinishReason::kLength;
   while (decoder.active() > 0) {
-    for (const pad::TokenEvent& event : OrDie(decoder.Step())) {
+    for (const pad::TokenEvent& event : pad::OrDie(decoder.Step())) {
       if (generated++ == 0) first = std::chrono::steady_clock::now();
       changed += event.changed_top_choice;
       reward_sum += event.reward;
@@ -139,11 +131,11 @@ int main(int argc, char** argv) {
   c10::InferenceMode inference;
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   pad::ModelOptions options;
-  options.dtype = OrDie(pad::ParseDtype(absl::GetFlag(FLAGS_dtype)));
-  options.device = OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
-  auto tokenizer = OrDie(pad::Tokenizer::FromFile(model_dir + "/tokenizer.json"));
-  auto chat = OrDie(pad::ChatTemplate::FromModelDir(model_dir));
-  auto policy = OrDie(pad::LlamaModel::Load(model_dir, options));
+  options.dtype = pad::OrDie(pad::ParseDtype(absl::GetFlag(FLAGS_dtype)));
+  options.device = pad::OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
+  auto tokenizer = pad::OrDie(pad::Tokenizer::FromFile(model_dir + "/tokenizer.json"));
+  auto chat = pad::OrDie(pad::ChatTemplate::FromModelDir(model_dir));
+  auto policy = pad::OrDie(pad::LlamaModel::Load(model_dir, options));
 
   pad::AlignmentRequest request = RequestFromFlags();
   const bool wants_prm = request.mode == pad::DecodingMode::kPad || absl::GetFlag(FLAGS_compare);
@@ -155,14 +147,14 @@ int main(int argc, char** argv) {
         absl::GetFlag(FLAGS_prm_backbone).empty() ? model_dir : absl::GetFlag(FLAGS_prm_backbone);
     spec.adapter_dir = absl::GetFlag(FLAGS_prm_adapter);
     spec.value_head_path = absl::GetFlag(FLAGS_prm_value_head);
-    prm = OrDie(pad::RewardModel::Load(spec, options, policy.get()));
+    prm = pad::OrDie(pad::RewardModel::Load(spec, options, policy.get()));
     reward_models.push_back(prm.get());
   }
   pad::DecoderOptions decoder_options;
   decoder_options.kv_slots = 1 + std::max<int64_t>(1, request.principles.size());
   decoder_options.max_seq_len = 2048 + request.max_new_tokens;
-  auto decoder =
-      OrDie(pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, reward_models, decoder_options));
+  auto decoder = pad::OrDie(
+      pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, reward_models, decoder_options));
 
   if (absl::GetFlag(FLAGS_compare)) {
     for (pad::DecodingMode mode : {pad::DecodingMode::kVanilla, pad::DecodingMode::kPad}) {

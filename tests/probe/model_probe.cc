@@ -18,6 +18,7 @@
 #include "nlohmann/json.hpp"
 #include "pad/generator.h"
 #include "pad/llama.h"
+#include "tools/or_die.h"
 
 namespace {
 
@@ -26,12 +27,6 @@ using Json = nlohmann::json;
 [[noreturn]] void Fail(const std::string& message) {
   std::cerr << "model_probe: " << message << "\n";
   std::exit(1);
-}
-
-template <typename T>
-T Check(absl::StatusOr<T> value) {
-  if (!value.ok()) Fail(value.status().ToString());
-  return std::move(value).value();
 }
 
 Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
@@ -55,8 +50,8 @@ Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
       owners.push_back(i);
     }
     if (rows.empty()) break;
-    at::Tensor hidden = Check(model.Forward(rows, &cache, /*all_positions=*/true));
-    at::Tensor logits = Check(model.Logits(hidden)).to(at::kCPU);  // [tokens, vocab]
+    at::Tensor hidden = pad::OrDie(model.Forward(rows, &cache, /*all_positions=*/true));
+    at::Tensor logits = pad::OrDie(model.Logits(hidden)).to(at::kCPU);  // [tokens, vocab]
     int64_t row_start = 0;
     for (size_t r = 0; r < rows.size(); ++r) {
       const int64_t n = static_cast<int64_t>(rows[r].tokens.size());
@@ -88,11 +83,11 @@ Json Generate(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) 
   }
   Json answer;
   if (request.value("batched", true)) {
-    for (const auto& result : Check(pad::Generate(model, cache, requests)))
+    for (const auto& result : pad::OrDie(pad::Generate(model, cache, requests)))
       answer["tokens"].push_back(result.tokens);
   } else {
     for (const auto& r : requests) {
-      answer["tokens"].push_back(Check(pad::Generate(model, cache, {r}))[0].tokens);
+      answer["tokens"].push_back(pad::OrDie(pad::Generate(model, cache, {r}))[0].tokens);
     }
   }
   return answer;
@@ -105,12 +100,12 @@ int main() {
   Json request = Json::parse(input, nullptr, /*allow_exceptions=*/false);
   if (request.is_discarded()) Fail("stdin is not JSON");
   pad::ModelOptions options;
-  options.dtype = Check(pad::ParseDtype(request.value("dtype", "float32")));
-  auto model = Check(pad::LlamaModel::Load(request["model"].get<std::string>(), options));
+  options.dtype = pad::OrDie(pad::ParseDtype(request.value("dtype", "float32")));
+  auto model = pad::OrDie(pad::LlamaModel::Load(request["model"].get<std::string>(), options));
   pad::KvCacheOptions cache_options;
   cache_options.max_slots = 16;
   cache_options.max_seq_len = 512;
-  auto cache = Check(pad::KvCache::Create(model->config(), cache_options, options));
+  auto cache = pad::OrDie(pad::KvCache::Create(model->config(), cache_options, options));
   c10::InferenceMode inference;
   const std::string command = request.value("command", "");
   Json answer;

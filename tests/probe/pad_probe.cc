@@ -25,6 +25,7 @@
 #include "nlohmann/json.hpp"
 #include "pad/generator.h"
 #include "pad/pad_decoder.h"
+#include "tools/or_die.h"
 
 namespace {
 
@@ -33,12 +34,6 @@ using Json = nlohmann::json;
 [[noreturn]] void Fail(const std::string& message) {
   std::cerr << "pad_probe: " << message << "\n";
   std::exit(1);
-}
-
-template <typename T>
-T Check(absl::StatusOr<T> value) {
-  if (!value.ok()) Fail(value.status().ToString());
-  return std::move(value).value();
 }
 
 double Number(const Json& value) {
@@ -88,7 +83,7 @@ Json Generate(pad::PadDecoder& decoder, const std::vector<pad::AlignmentRequest>
   std::map<uint64_t, size_t> owner;
   auto drain = [&] {
     while (decoder.active() > 0) {
-      for (const pad::TokenEvent& e : Check(decoder.Step())) {
+      for (const pad::TokenEvent& e : pad::OrDie(decoder.Step())) {
         Json& r = results[owner[e.sequence]];
         r["tokens"].push_back(e.token);
         r["text"] = r["text"].get<std::string>() + e.text;
@@ -111,7 +106,7 @@ Json Generate(pad::PadDecoder& decoder, const std::vector<pad::AlignmentRequest>
       continue;
     }
     results[i] = {{"tokens", Json::array()}, {"text", ""}, {"prompt_tokens", prepared->policy_ids.size()}};
-    owner[Check(decoder.Add(*std::move(prepared)))] = i;
+    owner[pad::OrDie(decoder.Add(*std::move(prepared)))] = i;
     if (!batched) drain();
   }
   drain();
@@ -122,15 +117,16 @@ Json PrmLogits(const pad::RewardModel& prm, const Json& request) {
   pad::KvCacheOptions cache_options;
   cache_options.max_slots = 1;
   cache_options.max_seq_len = 4096;
-  auto cache = Check(pad::KvCache::Create(prm.backbone().config(), cache_options, prm.backbone().options()));
+  auto cache =
+      pad::OrDie(pad::KvCache::Create(prm.backbone().config(), cache_options, prm.backbone().options()));
   std::ofstream out(request["output"].get<std::string>(), std::ios::binary);
   Json answer = {{"vocab", prm.backbone().config().vocab_size}, {"rows", Json::array()}};
   for (const auto& sequence : request["sequences"]) {
     const auto ids = sequence.get<std::vector<int32_t>>();
     const int slot = *cache->Allocate();
     pad::ForwardRow row{slot, ids, prm.adapter()};
-    at::Tensor hidden = Check(prm.backbone().Forward({row}, cache.get(), /*all_positions=*/true));
-    at::Tensor logits = Check(prm.Logits(hidden)).to(at::kCPU).contiguous();  // [len, vocab]
+    at::Tensor hidden = pad::OrDie(prm.backbone().Forward({row}, cache.get(), /*all_positions=*/true));
+    at::Tensor logits = pad::OrDie(prm.Logits(hidden)).to(at::kCPU).contiguous();  // [len, vocab]
     out.write(static_cast<const char*>(logits.data_ptr()), logits.nbytes());
     answer["rows"].push_back(logits.size(0));
     cache->Free(slot);
@@ -142,8 +138,8 @@ Json Sample(pad::PadDecoder& decoder, const pad::AlignmentRequest& request, int 
   pad::AlignmentRequest one = request;
   one.max_new_tokens = 1;
   one.diagnostics = true;
-  Check(decoder.Add(Check(decoder.Prepare(one))));
-  const pad::TokenEvent event = Check(decoder.Step()).at(0);
+  pad::OrDie(decoder.Add(pad::OrDie(decoder.Prepare(one))));
+  const pad::TokenEvent event = pad::OrDie(decoder.Step()).at(0);
   const pad::TokenDiagnostics& d = *event.diagnostics;
   Json answer = {{"candidates", d.candidates}, {"scores", d.scores}, {"draws", Json::array()}};
   // The decoder draws one uniform per step from the request's seeded stream; do the same per seed.
@@ -165,9 +161,9 @@ int main() {
   if (request.is_discarded()) Fail("stdin is not JSON");
   c10::InferenceMode inference;
   pad::ModelOptions options;
-  options.dtype = Check(pad::ParseDtype(request.value("dtype", "float32")));
+  options.dtype = pad::OrDie(pad::ParseDtype(request.value("dtype", "float32")));
   const std::string policy_dir = request["policy"].get<std::string>();
-  auto policy = Check(pad::LlamaModel::Load(policy_dir, options));
+  auto policy = pad::OrDie(pad::LlamaModel::Load(policy_dir, options));
   std::vector<std::unique_ptr<pad::RewardModel>> owned;
   std::vector<const pad::RewardModel*> reward_models;
   for (const Json& spec_json : request.value("reward_models", Json::array())) {
@@ -176,7 +172,7 @@ int main() {
     spec.backbone_dir = spec_json.value("backbone", policy_dir);
     spec.adapter_dir = spec_json.value("adapter", "");
     spec.value_head_path = spec_json.value("value_head", "");
-    owned.push_back(Check(pad::RewardModel::Load(spec, options, policy.get())));
+    owned.push_back(pad::OrDie(pad::RewardModel::Load(spec, options, policy.get())));
     reward_models.push_back(owned.back().get());
   }
   const std::string command = request.value("command", "generate");
@@ -192,13 +188,13 @@ int main() {
     return 0;
   }
 
-  auto tokenizer = Check(pad::Tokenizer::FromFile(policy_dir + "/tokenizer.json"));
-  auto chat = Check(pad::ChatTemplate::FromModelDir(policy_dir));
+  auto tokenizer = pad::OrDie(pad::Tokenizer::FromFile(policy_dir + "/tokenizer.json"));
+  auto chat = pad::OrDie(pad::ChatTemplate::FromModelDir(policy_dir));
   pad::DecoderOptions decoder_options;
   decoder_options.kv_slots = request.value("kv_slots", 24);
   decoder_options.max_seq_len = request.value("max_seq_len", 2560);
-  auto decoder =
-      Check(pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, reward_models, decoder_options));
+  auto decoder = pad::OrDie(
+      pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, reward_models, decoder_options));
   if (command == "generate") {
     std::vector<pad::AlignmentRequest> requests;
     for (const Json& r : request["requests"]) requests.push_back(ParseRequest(r));
