@@ -35,40 +35,19 @@ std::string FormatValue(double value) {
   return absl::StrFormat("%.17g", value);
 }
 
-std::string EscapeLabelValue(absl::string_view value) {
+// The text format escapes backslash and newline in HELP text, and also the double quote in label values.
+std::string Escape(absl::string_view text, bool quote) {
   std::string out;
-  out.reserve(value.size());
-  for (char c : value) {
-    switch (c) {
-      case '\\':
-        out += "\\\\";
-        break;
-      case '"':
-        out += "\\\"";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
-std::string EscapeHelp(absl::string_view help) {
-  std::string out;
-  out.reserve(help.size());
-  for (char c : help) {
-    switch (c) {
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        out += c;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '"' && quote) {
+      out += "\\\"";
+    } else {
+      out += c;
     }
   }
   return out;
@@ -193,12 +172,13 @@ template <typename T>
 void Family<T>::Render(std::string* out) const {
   absl::ReaderMutexLock lock(&mu_);
   if (children_.empty()) return;
-  absl::StrAppend(out, "# HELP ", name_, " ", EscapeHelp(help_), "\n");
+  absl::StrAppend(out, "# HELP ", name_, " ", Escape(help_, /*quote=*/false), "\n");
   absl::StrAppend(out, "# TYPE ", name_, " ", T::kType, "\n");
   for (const auto& [values, child] : children_) {
     std::string labels;
     for (size_t i = 0; i < values.size(); ++i) {
-      absl::StrAppend(&labels, i > 0 ? "," : "", label_names_[i], "=\"", EscapeLabelValue(values[i]), "\"");
+      absl::StrAppend(&labels, i > 0 ? "," : "", label_names_[i], "=\"", Escape(values[i], /*quote=*/true),
+                      "\"");
     }
     child->AppendSamples(name_, labels, out);
   }
