@@ -12,6 +12,9 @@
 //   {"command": "sample", ..., "requests": [REQUEST], "draws": N}
 //     One step at the request's prompt; answers its candidates, scores and N draws (seeds 0..N-1) by the
 //     decoder's own sampler.
+//   {"command": "prepare", ..., "requests": [REQUEST...]}
+//     The ids each model would see, without decoding: {"results": [{"policy_ids", "prm_ids": [[ids]]} |
+//     {"error": ...}]}.
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -113,6 +116,22 @@ Json Generate(pad::PadDecoder& decoder, const std::vector<pad::AlignmentRequest>
   return {{"results", results}};
 }
 
+// The contexts PadDecoder::Prepare renders: the policy's ids and one id list per PRM row.
+Json Prepare(const pad::PadDecoder& decoder, const std::vector<pad::AlignmentRequest>& requests) {
+  Json results = Json::array();
+  for (const pad::AlignmentRequest& request : requests) {
+    auto prepared = decoder.Prepare(request);
+    if (!prepared.ok()) {
+      results.push_back(Error(prepared.status()));
+      continue;
+    }
+    Json prm_ids = Json::array();
+    for (const pad::PreparedRequest::PrmRow& row : prepared->prm_rows) prm_ids.push_back(row.ids);
+    results.push_back({{"policy_ids", prepared->policy_ids}, {"prm_ids", prm_ids}});
+  }
+  return {{"results", results}};
+}
+
 Json PrmLogits(const pad::RewardModel& prm, const Json& request) {
   pad::KvCacheOptions cache_options;
   cache_options.max_slots = 1;
@@ -195,10 +214,11 @@ int main() {
   decoder_options.max_seq_len = request.value("max_seq_len", 2560);
   auto decoder = pad::OrDie(
       pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, reward_models, decoder_options));
-  if (command == "generate") {
+  if (command == "generate" || command == "prepare") {
     std::vector<pad::AlignmentRequest> requests;
     for (const Json& r : request["requests"]) requests.push_back(ParseRequest(r));
-    answer = Generate(*decoder, requests, request.value("batched", true));
+    answer = command == "prepare" ? Prepare(*decoder, requests)
+                                  : Generate(*decoder, requests, request.value("batched", true));
   } else if (command == "sample") {
     answer = Sample(*decoder, ParseRequest(request["requests"].at(0)), request.value("draws", 1000));
   } else {

@@ -1,0 +1,207 @@
+"""Trains a personalized reward model (the paper's Algorithm 1) with TRL's DPOTrainer and peft.
+
+The model is the PRM as pad_server serves it (prm_model.py): frozen backbone, LoRA, value head. DPO's
+reference is the same model with adapters disabled, i.e. the policy, so the implicit token reward DPO learns,
+log pi_theta(a|s) - log pi_ref(a|s), is the reward PAD computes over the policy's top-k at decode time.
+Every pair is rendered with the server's guideline text and chat template (prm_data.py).
+
+    python train/train_prm.py --backbone models/SmolLM2-135M-Instruct --train data/prm/train.jsonl \
+        --heldout data/prm/heldout.jsonl --out prm/my-prm
+
+The defaults are the paper's 8B settings (lr 5e-6, 3 epochs, cosine, effective batch 128, LoRA rank 8 on all
+seven projections). Multi-GPU: `accelerate launch train/train_prm.py ...` (the effective batch is
+per-device batch x gradient accumulation x processes). --resume continues from the last checkpoint in
+OUT/checkpoints. The output directory holds the adapter, value_head.safetensors, training_log.jsonl and
+manifest.json.
+"""
+import argparse
+import collections
+import hashlib
+import json
+import pathlib
+import platform
+import random
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import prm_data  # noqa: E402
+import prm_model  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--backbone", required=True, help="the policy's Hugging Face directory (the frozen backbone)")
+    p.add_argument("--train", required=True, help="preference pairs, JSONL (prm_data.py)")
+    p.add_argument("--heldout", help="held-out pairs, evaluated every epoch")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--principles", nargs="*", help="train only on these principles")
+    p.add_argument("--max_pairs_per_principle", type=int, default=0, help="0: all")
+    p.add_argument("--max_heldout_pairs", type=int, default=0, help="0: all")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=5e-6)
+    p.add_argument("--scheduler", default="cosine")
+    p.add_argument("--warmup", type=float, default=0.0, help="warmup steps, or a fraction of all steps if < 1")
+    p.add_argument("--batch_size", type=int, default=4, help="pairs per device per forward")
+    p.add_argument("--effective_batch", type=int, default=128, help="pairs per optimizer step, all devices")
+    p.add_argument("--lora_rank", type=int, default=8)
+    p.add_argument("--lora_alpha", type=float, default=16)
+    p.add_argument("--lora_dropout", type=float, default=0.0)
+    p.add_argument("--dpo_beta", type=float, default=0.1, help="DPO's beta (not PAD's)")
+    p.add_argument("--max_length", type=int, default=512, help="prompt + answer tokens; answers are cut")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16" if torch.cuda.is_available() else "fp32")
+    p.add_argument("--export_dtype", choices=["float32", "bfloat16"], default="bfloat16")
+    p.add_argument("--save_steps", type=int, default=20, help="checkpoint every N optimizer steps")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch; 0: torch's default")
+    return p.parse_args(argv)
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def select(pairs, principles, per_principle, seed):
+    """The pairs of `principles` (all when None), at most `per_principle` of each (0: all), in file order."""
+    by_principle = collections.defaultdict(list)
+    for pair in pairs:
+        if principles is None or pair["principle"] in principles:
+            by_principle[pair["principle"]].append(pair)
+    rng = random.Random(seed)
+    chosen = []
+    for principle in sorted(by_principle):
+        group = by_principle[principle]
+        if per_principle and len(group) > per_principle:
+            group = rng.sample(group, per_principle)
+        chosen.extend(group)
+    rng.shuffle(chosen)
+    return chosen
+
+
+class LogCallback:
+    """Appends every log (loss, pair accuracy, reward margin, eval metrics) to training_log.jsonl and prints
+    a one-line summary; the TrainerCallback base is mixed in at construction (transformers is imported late)."""
+
+    KEYS = (("loss", "loss"), ("rewards/accuracies", "acc"), ("rewards/margins", "margin"),
+            ("eval_loss", "eval_loss"), ("eval_rewards/accuracies", "eval_acc"),
+            ("eval_rewards/margins", "eval_margin"))
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": time.time(), **logs}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        shown = [f"{label} {logs[key]:.4f}" for key, label in self.KEYS if key in logs]
+        if shown:
+            print(f"[train_prm] step {state.global_step}/{state.max_steps} epoch {record['epoch']:.2f}: "
+                  + ", ".join(shown), flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # transformers, datasets and trl are slow to import; argument errors come first.
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(args.backbone)
+    principles = set(args.principles) if args.principles else None
+    train_pairs = select(prm_data.load_pairs(args.train), principles, args.max_pairs_per_principle, args.seed)
+    heldout_pairs = (select(prm_data.load_pairs(args.heldout), principles, 0, args.seed)
+                     if args.heldout else [])
+    if args.max_heldout_pairs:
+        heldout_pairs = heldout_pairs[:args.max_heldout_pairs]
+    if not train_pairs:
+        sys.exit(f"train_prm: {args.train}: no pairs of principles {sorted(principles)}")
+
+    world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
+    accumulation = max(1, args.effective_batch // (args.batch_size * world))
+    model = prm_model.build_prm(args.backbone, args.lora_rank, args.lora_alpha, args.lora_dropout)
+    config = DPOConfig(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=args.epochs,
+        learning_rate=args.lr,
+        lr_scheduler_type=args.scheduler,
+        warmup_steps=args.warmup,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=accumulation,
+        beta=args.dpo_beta,
+        max_length=args.max_length,
+        bf16=args.precision == "bf16",
+        # A 135M model on a CPU has memory to spare; recomputing activations would only cost time.
+        gradient_checkpointing=torch.cuda.is_available(),
+        eval_strategy="epoch" if heldout_pairs else "no",
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        logging_steps=1,
+        report_to=[],
+        seed=args.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    callback = type("PrmLogCallback", (LogCallback, TrainerCallback), {})(out / "training_log.jsonl")
+    trainer = DPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(prm_data.dpo_rows(tokenizer, train_pairs)),
+        eval_dataset=Dataset.from_list(prm_data.dpo_rows(tokenizer, heldout_pairs)) if heldout_pairs else None,
+        processing_class=tokenizer,
+        callbacks=[callback],
+    )
+    resume = get_last_checkpoint(str(out / "checkpoints")) if args.resume else None
+    if args.resume and resume is None:
+        print(f"[train_prm] no checkpoint in {out / 'checkpoints'}; starting from the beginning", flush=True)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - started
+    metrics = trainer.evaluate() if heldout_pairs else {}
+
+    files = prm_model.export_prm(trainer.model, out, getattr(torch, args.export_dtype))
+    counts = collections.Counter(p["principle"] for p in train_pairs)
+    manifest = {
+        "backbone": str(args.backbone),
+        "train": {"path": str(args.train), "sha256": sha256(args.train), "pairs": len(train_pairs),
+                  "pairs_per_principle": dict(sorted(counts.items()))},
+        "heldout": ({"path": str(args.heldout), "sha256": sha256(args.heldout), "pairs": len(heldout_pairs)}
+                    if args.heldout else None),
+        "hyperparameters": {k: v for k, v in vars(args).items()
+                            if k not in ("backbone", "train", "heldout", "out", "resume")},
+        "gradient_accumulation_steps": accumulation,
+        "optimizer_steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 1),
+        "final_eval": metrics,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "versions": {m: __import__(m).__version__ for m in ("torch", "transformers", "trl", "peft")},
+        "files": {f.name: sha256(f) for f in files},
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # The exact prompts trained on, so a test can prove the server renders each to the same ids.
+    with open(out / "train_prompts.jsonl", "w") as f:
+        for pair in train_pairs:
+            f.write(json.dumps({"principle": pair["principle"], "messages": prm_data.messages_of(pair)}) + "\n")
+    print(f"[train_prm] {len(train_pairs)} pairs, {trainer.state.global_step} steps in {seconds:.0f} s; "
+          f"wrote {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
