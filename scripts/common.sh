@@ -16,6 +16,7 @@ PAD_APT_PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus openssl
+  wordnet-base dict-gcide dict-devil
 )
 
 log() { printf '\033[1m[pad] %s\033[0m\n' "$*" >&2; }

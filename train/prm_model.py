@@ -53,17 +53,25 @@ def value_head_of(model):
     return wrapper.modules_to_save[wrapper.active_adapter] if hasattr(wrapper, "modules_to_save") else wrapper
 
 
-def build_prm(backbone_dir, rank=8, alpha=16, dropout=0.0, targets=LORA_TARGETS, dtype=torch.float32):
-    """A peft model over a fresh copy of the backbone at `backbone_dir`: LoRA on `targets`, the value head
-    trainable; everything else frozen."""
+def backbone_with_value_head(backbone_dir, dtype=torch.float32):
+    """A fresh copy of the backbone at `backbone_dir` with the identity value head after its final norm."""
     model = AutoModelForCausalLM.from_pretrained(str(backbone_dir), dtype=dtype)
     if model.config.model_type not in ("llama", "mistral"):
         raise ValueError(f"{backbone_dir}/config.json: model_type: {model.config.model_type!r} is not a "
                          "Llama-architecture model (pad_server serves LlamaForCausalLM)")
     model.model.norm = NormThenValueHead(model.model.norm, model.config.hidden_size)
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
-                        modules_to_save=["v_head"], bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    return model
+
+
+def lora_config(rank=8, alpha=16, dropout=0.0, targets=LORA_TARGETS):
+    """LoRA on `targets`, the value head trained whole; everything else frozen."""
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets),
+                      modules_to_save=["v_head"], bias="none", task_type="CAUSAL_LM")
+
+
+def build_prm(backbone_dir, **lora):
+    """The trainable PRM as one peft model (TRL builds the same from backbone_with_value_head + lora_config)."""
+    return get_peft_model(backbone_with_value_head(backbone_dir), lora_config(**lora))
 
 
 def export_prm(model, out_dir, dtype=torch.bfloat16):
@@ -75,7 +83,7 @@ def export_prm(model, out_dir, dtype=torch.bfloat16):
     adapter_name = model.active_adapter
     lora = {}
     for name, tensor in model.state_dict().items():
-        if ".lora_A." in name or ".lora_B." in name:
+        if f".lora_A.{adapter_name}." in name or f".lora_B.{adapter_name}." in name:
             # peft's file keys drop the adapter name: ...q_proj.lora_A.default.weight -> ...q_proj.lora_A.weight
             key = name.replace(f".{adapter_name}.", ".")
             lora[key] = tensor.detach().to(dtype).contiguous()

@@ -132,7 +132,7 @@ def main(argv=None):
 
     world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
     accumulation = max(1, args.effective_batch // (args.batch_size * world))
-    model = prm_model.build_prm(args.backbone, args.lora_rank, args.lora_alpha, args.lora_dropout)
+    model = prm_model.backbone_with_value_head(args.backbone)
     config = DPOConfig(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=args.epochs,
@@ -164,6 +164,8 @@ def main(argv=None):
         train_dataset=Dataset.from_list(prm_data.dpo_rows(tokenizer, train_pairs)),
         eval_dataset=Dataset.from_list(prm_data.dpo_rows(tokenizer, heldout_pairs)) if heldout_pairs else None,
         processing_class=tokenizer,
+        # TRL wraps the model itself, so its DPO reference is the model with adapters disabled: the policy.
+        peft_config=prm_model.lora_config(args.lora_rank, args.lora_alpha, args.lora_dropout),
         callbacks=[callback],
     )
     resume = get_last_checkpoint(str(out / "checkpoints")) if args.resume else None
@@ -172,7 +174,8 @@ def main(argv=None):
     started = time.time()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - started
-    metrics = trainer.evaluate() if heldout_pairs else {}
+    evals = [log for log in trainer.state.log_history if "eval_loss" in log]
+    metrics = evals[-1] if evals else {}
 
     files = prm_model.export_prm(trainer.model, out, getattr(torch, args.export_dtype))
     counts = collections.Counter(p["principle"] for p in train_pairs)
