@@ -21,6 +21,7 @@ import json
 import pathlib
 import platform
 import random
+import shutil
 import sys
 import time
 
@@ -198,6 +199,10 @@ def main(argv=None):
         "files": {f.name: sha256(f) for f in files},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # The data builder's manifest (sources, counts, checksums) travels with the PRM trained on it.
+    data_manifest = pathlib.Path(args.train).with_name("manifest.json")
+    if data_manifest.exists():
+        shutil.copyfile(data_manifest, out / "data_manifest.json")
     # The exact prompts trained on, so a test can prove the server renders each to the same ids.
     with open(out / "train_prompts.jsonl", "w") as f:
         for pair in train_pairs:

