@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up (idempotent), then serves SmolLM2 over gRPC with PAD. The bundled PRM is the policy's own
-# backbone with an identity value head (a placeholder until a trained PRM adapter is given with
-# --reward_models=NAME=BACKBONE:ADAPTER_DIR). Extra arguments go to pad_server.
+# Sets up (idempotent), then serves SmolLM2 over gRPC with PAD. The default PRM is the demo PRM trained
+# by scripts/train_demo_prm.sh (prm/SmolLM2-135M-PAD-demo: LoRA + value head over the policy's own
+# backbone, one copy of the weights); "identity" (the bare backbone, every reward 0) stays available by
+# name. Extra arguments go to pad_server (a later --reward_models replaces these).
 source "$(dirname "$0")/common.sh"
 setup_all
 cat >&2 <<MSG
@@ -10,8 +11,9 @@ cat >&2 <<MSG
   Try, from another terminal:
     $PAD_BUILD/client/pad_client --server=localhost:50051 --prompt="Tell me about owls" --principles=humor
     $PAD_BUILD/client/pad_client --server=localhost:50051 --prompt="Tell me about owls" --mode=vanilla
+    $PAD_BUILD/client/pad_client --server=localhost:50051 --prompt="Define owl." --principles=concise
   Ctrl-C (SIGINT) or SIGTERM drains the streams in flight and stops.
 
 MSG
 exec "$PAD_BUILD/server/pad_server" --policy="$PAD_MODEL" --listen=0.0.0.0:50051 --metrics_listen=0.0.0.0:9090 \
-  --kv_slots=16 --max_seq_len=4096 "$@"
+  --kv_slots=16 --max_seq_len=4096 --reward_models="smollm2-demo=:$PAD_DEMO_PRM,identity" "$@"

@@ -52,7 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--lora_dropout", type=float, default=0.0)
     p.add_argument("--dpo_beta", type=float, default=0.1, help="DPO's beta (not PAD's)")
     p.add_argument("--max_length", type=int, default=512, help="prompt + answer tokens; answers are cut")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16" if torch.cuda.is_available() else "fp32")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="bf16: autocast, fp32 master weights")
     p.add_argument("--export_dtype", choices=["float32", "bfloat16"], default="bfloat16")
     p.add_argument("--save_steps", type=int, default=20, help="checkpoint every N optimizer steps")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
