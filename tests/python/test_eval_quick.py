@@ -1,0 +1,98 @@
+"""A small, fast version of eval/evaluate.py: the scorers on fixed strings, and the direction of PAD's effect
+with the demo PRM on a handful of fixed prompts, through the real pad_server over loopback.
+
+Only directions with a wide margin are asserted: the demo PRM makes answers clearly more positive (VADER),
+while its effect on length and refusals is small or absent at 48 tokens; the full evaluation, with confidence
+intervals, is eval/evaluate.py -> eval/RESULTS.md.
+"""
+import math
+import sys
+
+import pytest
+
+from conftest import ROOT
+from server_fixture import Server
+
+sys.path.insert(0, str(ROOT / "eval"))
+import pad_rpc  # noqa: E402
+import scorers  # noqa: E402
+
+DEMO_PRM = ROOT / "prm" / "SmolLM2-135M-PAD-demo"
+needs_demo_prm = pytest.mark.skipif(not (DEMO_PRM / "adapter_config.json").exists(),
+                                    reason=f"no demo PRM at {DEMO_PRM.relative_to(ROOT)} (train it first)")
+
+# Neutral topics, on which the plain policy's sentiment is mixed.
+QUESTIONS = [
+    "Describe a traffic jam.",
+    "Tell me about the dentist.",
+    "What do you think about homework?",
+    "Describe an old bridge.",
+    "Tell me about winter.",
+    "What is a spreadsheet?",
+]
+MAX_NEW_TOKENS = 48
+
+
+def test_sentiment_scorers_on_fixed_strings():
+    assert scorers.vader("I love this wonderful day") > 0.5
+    assert scorers.vader("This is a horrible, miserable, awful day") < -0.5
+    assert scorers.textblob("I love this wonderful day") > 0.3
+    assert scorers.textblob("This is a terrible, awful day") < -0.3
+
+
+def test_length_and_readability_scorers_on_fixed_strings():
+    assert scorers.word_count("Paris is the capital of France.") == 6
+    assert scorers.word_count("") == 0
+    easy = scorers.flesch("The cat sat on the mat. It was glad.")
+    hard = scorers.flesch("Notwithstanding considerable organizational complexity, institutional stakeholders "
+                          "demonstrated extraordinary interdepartmental collaboration.")
+    assert easy > 80 > 0 > hard
+    assert math.isnan(scorers.flesch("   "))
+
+
+def test_repetition_scorer_on_fixed_strings():
+    assert scorers.repetition("I'm a human, and I'm a human. " * 8) > 0.8
+    assert scorers.repetition("The cat sat on the mat and then slept until noon.") == 0.0
+    assert scorers.repetition("Too short.") == 0.0
+
+
+def test_refusal_detector_on_fixed_strings():
+    assert scorers.refusal("I'm sorry, but I can't help with that.")
+    assert scorers.refusal("I\u2019m sorry, but I can\u2019t help with that.")  # curly apostrophes
+    assert scorers.refusal("As an AI language model, I cannot provide instructions for that.")
+    assert scorers.refusal_extended("I'm not able to help with breaking into computer systems.")
+    assert not scorers.refusal_extended("Stock prices declined, and I will explain why.")
+    assert not scorers.refusal("To boil an egg, cover it with cold water, bring it to a boil and simmer "
+                               "for nine minutes.")
+
+
+def test_profanity_scorer_on_fixed_strings():
+    clean, rude = scorers.profanity(["Thank you for the lovely afternoon tea.", "You are a fucking idiot."])
+    assert clean < 0.2 < 0.8 < rude
+
+
+@pytest.fixture(scope="module")
+def demo_server(model_dir):
+    s = Server(model_dir, f"--reward_models=demo=:{DEMO_PRM}", "--dtype=bfloat16", "--kv_slots=32",
+               "--max_seq_len=1024", ready_timeout=120)
+    yield s
+    s.stop_and_check()
+
+
+def answers(server, **fields):
+    stub = pad_rpc.load_stubs()[1].PadServiceStub(server.channel)
+    return pad_rpc.generate_many(stub, [dict(fields, prompt=q, max_new_tokens=MAX_NEW_TOKENS) for q in QUESTIONS])
+
+
+@needs_demo_prm
+def test_pad_positive_answers_are_clearly_more_positive_than_vanilla(demo_server):
+    vanilla = answers(demo_server, mode="vanilla")
+    guided = answers(demo_server, mode="preference_prompt", principles=["positive"])
+    pad = answers(demo_server, mode="pad", principles=["positive"], reward_model="demo", top_k=10, beta=1.0)
+    # PAD's policy sees the same guideline as PREFERENCE_PROMPT: any difference is the PRM's doing.
+    assert sum(a["text"] != b["text"] for a, b in zip(guided, pad)) >= len(QUESTIONS) // 2, \
+        "the PRM changed fewer than half of the answers"
+    sentiment = {name: sum(scorers.vader(a["text"]) for a in runs) / len(QUESTIONS)
+                 for name, runs in (("vanilla", vanilla), ("guided", guided), ("pad", pad))}
+    assert sentiment["pad"] > sentiment["vanilla"] + 0.25, (sentiment, [a["text"] for a in pad])
+    assert sentiment["pad"] > sentiment["guided"] + 0.25, (sentiment, [a["text"] for a in pad])
