@@ -106,11 +106,8 @@ def build_cells(sets, n_sweep):
 # Generation, with a cache keyed by everything that decides an answer.
 
 def sha256_file(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def prm_identity(prm_dir):
