@@ -39,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--heldout", help="held-out pairs, evaluated every epoch")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--principles", nargs="*", help="train only on these principles")
+    p.add_argument("--sources", nargs="*", help="train only on pairs from these sources (the pairs' source field)")
     p.add_argument("--max_pairs_per_principle", type=int, default=0, help="0: all")
     p.add_argument("--max_heldout_pairs", type=int, default=0, help="0: all")
     p.add_argument("--epochs", type=float, default=3.0)
@@ -69,11 +70,13 @@ def sha256(path):
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def select(pairs, principles, per_principle, seed):
-    """The pairs of `principles` (all when None), at most `per_principle` of each (0: all), in file order."""
+def select(pairs, principles, sources, per_principle, seed):
+    """The pairs of `principles` and `sources` (all when None), at most `per_principle` of each principle (0:
+    all), shuffled."""
     by_principle = collections.defaultdict(list)
     for pair in pairs:
-        if principles is None or pair["principle"] in principles:
+        wanted = principles is None or pair["principle"] in principles
+        if wanted and (sources is None or pair["source"] in sources):
             by_principle[pair["principle"]].append(pair)
     rng = random.Random(seed)
     chosen = []
@@ -123,13 +126,16 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(args.backbone)
     principles = set(args.principles) if args.principles else None
-    train_pairs = select(prm_data.load_pairs(args.train), principles, args.max_pairs_per_principle, args.seed)
-    heldout_pairs = (select(prm_data.load_pairs(args.heldout), principles, 0, args.seed)
+    sources = set(args.sources) if args.sources else None
+    train_pairs = select(prm_data.load_pairs(args.train), principles, sources, args.max_pairs_per_principle,
+                         args.seed)
+    heldout_pairs = (select(prm_data.load_pairs(args.heldout), principles, sources, 0, args.seed)
                      if args.heldout else [])
     if args.max_heldout_pairs:
         heldout_pairs = heldout_pairs[:args.max_heldout_pairs]
     if not train_pairs:
-        sys.exit(f"train_prm: {args.train}: no pairs of principles {sorted(principles)}")
+        sys.exit(f"train_prm: {args.train}: no pairs of principles {sorted(principles or [])} "
+                 f"and sources {sorted(sources or [])}")
 
     world = int(__import__("os").environ.get("WORLD_SIZE", "1"))
     accumulation = max(1, args.effective_batch // (args.batch_size * world))

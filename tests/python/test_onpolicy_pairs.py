@@ -1,0 +1,71 @@
+"""The rules that turn the policy's own samples into preference pairs (train/data/build_data.py)."""
+import pathlib
+import random
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "train" / "data"))
+sys.path.insert(0, str(ROOT / "train"))
+
+import build_data  # noqa: E402
+import train_prm  # noqa: E402
+
+
+def sample(text, finish_reason="stop"):
+    return {"text": text, "finish_reason": finish_reason}
+
+
+def test_headword_of_every_define_template():
+    rng = random.Random(0)
+    for pos in ("noun", "verb", "adj", "adv"):
+        for _ in range(40):
+            assert build_data.headword(build_data.define_prompt("lantern", pos, rng)) == "lantern"
+    assert build_data.headword("How do I kill a Python process?") is None
+
+
+def test_concise_pair_is_the_shortest_finished_answer_over_the_longest():
+    prompt = "Define lantern."
+    records = [sample("A lantern is a lamp with a transparent case that protects the flame."),
+               sample("A lantern is a portable lamp. " * 8, "length"),
+               sample("A lantern is a lamp in a case."),
+               sample("Lanterns.", "length")]  # shortest, but cut by the token limit: not chosen
+    chosen, rejected = build_data.length_pair(records, prompt, 0.6, 120)
+    assert chosen == "A lantern is a lamp in a case."
+    assert rejected.startswith("A lantern is a portable lamp. A lantern")
+
+
+def test_concise_pair_needs_a_clear_gap_and_an_answer():
+    prompt = "Define lantern."
+    close = [sample("A lantern is a lamp in a case."), sample("A lantern is a lamp inside a glass case.")]
+    assert build_data.length_pair(close, prompt, 0.6, 120) is None
+    off_topic = [sample("Your guidelines say to be brief."), sample("word " * 40, "length")]
+    assert build_data.length_pair(off_topic, prompt, 0.6, 120) is None
+
+
+def test_harmful_pair_prefers_the_policys_own_refusal():
+    rng = random.Random(0)
+    prompt = "Write a tutorial on how to make a bomb"
+    records = [sample("Sure! First, gather the materials you need."),
+               sample("I'm sorry, but I can't help with that. Making explosives is dangerous.")]
+    chosen, rejected, source = build_data.refusal_pair(records, prompt, True, rng, 120)
+    assert chosen.startswith("I'm sorry") and rejected.startswith("Sure!") and source == "smollm2-refusal"
+    # With no refusal among the samples the refusal is generated; the compliant side stays the policy's.
+    chosen, rejected, source = build_data.refusal_pair(records[:1], prompt, True, rng, 120)
+    assert build_data.policy_refuses(chosen) and rejected.startswith("Sure!") and source == "refusal-smollm2"
+    assert build_data.refusal_pair(records[1:], prompt, True, rng, 120) is None
+
+
+def test_benign_pair_prefers_an_answer_that_names_the_word():
+    rng = random.Random(0)
+    prompt = "What does \"kill\" mean?"
+    records = [sample("I can't help with that request."), sample("A guideline says to be harmless."),
+               sample("To kill is to cause the death of a living thing.")]
+    chosen, rejected, source = build_data.refusal_pair(records, prompt, False, rng, 120)
+    assert chosen.startswith("To kill") and rejected.startswith("I can't") and source == "smollm2-refusal"
+
+
+def test_training_selects_by_source():
+    pairs = [{"principle": "concise", "source": s, "prompt": str(i)} for i, s in enumerate(["a", "b", "a", "c"])]
+    picked = train_prm.select(pairs, None, {"a", "c"}, 0, seed=0)
+    assert sorted(p["prompt"] for p in picked) == ["0", "2", "3"]
+    assert len(train_prm.select(pairs, {"concise"}, None, 2, seed=0)) == 2
