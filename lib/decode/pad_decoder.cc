@@ -194,7 +194,9 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& requ
       messages[instruction_index].content = content;
       PAD_ASSIGN_OR_RETURN(text, chat_template_->Apply(messages, /*add_generation_prompt=*/true));
     }
-    auto ids = tokenizer_->Encode(text, /*add_special_tokens=*/true);
+    // A chat template writes its own special tokens (Llama-3's BOS); the tokenizer's post-processor adds
+    // them only to a raw prompt, as transformers' apply_chat_template(tokenize=True) does.
+    auto ids = tokenizer_->Encode(text, /*add_special_tokens=*/!has_messages);
     if (!ids.ok()) return Invalid(field, ids.status().message());
     if (static_cast<int>(ids->size()) > o.max_prompt_tokens) {
       return Invalid(field,

@@ -43,8 +43,9 @@ class Formatter:
                 last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
                 messages[last_user]["content"] = guideline_text(principles, messages[last_user]["content"])
             text = self.template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:
-            text = request["prompt"] if principles is None else guideline_text(principles, request["prompt"])
+            # The template wrote the special tokens (Llama-3's BOS), as apply_chat_template(tokenize=True).
+            return self.tokenizer.encode(text, add_special_tokens=False).ids
+        text = request["prompt"] if principles is None else guideline_text(principles, request["prompt"])
         return self.tokenizer.encode(text, add_special_tokens=True).ids
 
     def decode(self, ids):
