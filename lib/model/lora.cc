@@ -39,7 +39,8 @@ absl::Status ConfigError(const std::string& path, absl::string_view field, absl:
 absl::Status ReadConfig(const std::string& path, const LlamaConfig& config, double* scale) {
   std::vector<std::string> targets;
   PAD_ASSIGN_OR_RETURN(Json json, ReadJsonFile(path));
-  if (json.value("peft_type", "") != "LORA") return ConfigError(path, "peft_type", "must be \"LORA\"");
+  PAD_ASSIGN_OR_RETURN(const std::string peft_type, OptionalString(json, path, "peft_type", ""));
+  if (peft_type != "LORA") return ConfigError(path, "peft_type", "must be \"LORA\"");
   if (!json.contains("r") || !json["r"].is_number_integer() || json["r"].get<int64_t>() < 1) {
     return ConfigError(path, "r", "must be a positive integer");
   }
@@ -47,12 +48,14 @@ absl::Status ReadConfig(const std::string& path, const LlamaConfig& config, doub
     return ConfigError(path, "lora_alpha", "must be a number");
   }
   const double r = json["r"].get<double>(), alpha = json["lora_alpha"].get<double>();
-  const bool rslora = json.value("use_rslora", false);
+  PAD_ASSIGN_OR_RETURN(const bool rslora, OptionalBool(json, path, "use_rslora", false));
   *scale = rslora ? alpha / std::sqrt(r) : alpha / r;
-  if (json.value("use_dora", false)) return ConfigError(path, "use_dora", "is not supported");
-  if (json.value("lora_bias", false)) return ConfigError(path, "lora_bias", "is not supported");
-  if (json.value("fan_in_fan_out", false)) return ConfigError(path, "fan_in_fan_out", "is not supported");
-  if (json.value("bias", "none") != "none") return ConfigError(path, "bias", "must be \"none\"");
+  for (const char* field : {"use_dora", "lora_bias", "fan_in_fan_out"}) {
+    PAD_ASSIGN_OR_RETURN(const bool on, OptionalBool(json, path, field, false));
+    if (on) return ConfigError(path, field, "is not supported");
+  }
+  PAD_ASSIGN_OR_RETURN(const std::string bias, OptionalString(json, path, "bias", "none"));
+  if (bias != "none") return ConfigError(path, "bias", "must be \"none\"");
   for (const char* field : {"rank_pattern", "alpha_pattern"}) {
     if (json.contains(field) && !json[field].is_null() && !json[field].empty()) {
       return ConfigError(path, field, "is not supported (one r and lora_alpha for every module)");
@@ -62,7 +65,7 @@ absl::Status ReadConfig(const std::string& path, const LlamaConfig& config, doub
       !json["modules_to_save"].empty()) {
     return ConfigError(path, "modules_to_save", "is not supported");
   }
-  const Json& target_modules = json.value("target_modules", Json());
+  const Json target_modules = json.contains("target_modules") ? json["target_modules"] : Json();
   std::vector<std::string> all_keys;
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
     for (const char* module : kModules) all_keys.push_back(ModuleKey(layer, module));

@@ -20,7 +20,7 @@ std::string RealPath(const std::string& path) {
 // An adapter trained on another base model would load with the wrong shapes or none at all; say so first.
 absl::Status CheckAdapterBase(const std::string& adapter_dir) {
   PAD_ASSIGN_OR_RETURN(nlohmann::json config, ReadJsonFile(adapter_dir + "/adapter_config.json"));
-  const nlohmann::json& mapping = config.value("auto_mapping", nlohmann::json());
+  const nlohmann::json mapping = config.contains("auto_mapping") ? config["auto_mapping"] : nlohmann::json();
   if (mapping.is_object() && mapping.contains("base_model_class") &&
       mapping["base_model_class"].is_string()) {
     const std::string base = mapping["base_model_class"].get<std::string>();

@@ -95,3 +95,29 @@ def test_value_head_shape(backbone, tmp_path):
     code, message = load_error(backbone, adapter)
     assert message == (f"pad_probe: INVALID_ARGUMENT: {adapter}/value_head.safetensors: tensor "
                        "v_head.summary.weight: shape [16, 32], expected [32, 32]")
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda c: [c], "must hold a JSON object"),
+    (lambda c: c | {"use_rslora": "yes"}, "use_rslora must be true or false"),
+    (lambda c: c | {"fan_in_fan_out": 0}, "fan_in_fan_out must be true or false"),
+    (lambda c: c | {"bias": 3}, "bias must be a string"),
+    (lambda c: c | {"peft_type": ["LORA"]}, "peft_type must be a string"),
+    (lambda c: c | {"target_modules": {"q_proj": 1}}, 'target_modules must be a list of module names or "all-linear"'),
+])
+def test_mistyped_adapter_config_is_named(backbone, tmp_path, edit, why):
+    """A mistyped field is an error naming the file and field, not an exception out of the loader."""
+    adapter = adapter_for(TINY, tmp_path / "a")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps(edit(config)))
+    code, message = load_error(backbone, adapter)
+    assert (code, message) == (1, f"pad_probe: INVALID_ARGUMENT: {adapter}/adapter_config.json: {why}")
+
+
+def test_null_optional_fields_mean_their_defaults(backbone, tmp_path):
+    adapter = adapter_for(TINY, tmp_path / "a")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config |= {"use_rslora": None, "use_dora": None, "bias": None, "auto_mapping": None}
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    code, message = load_error(backbone, adapter)
+    assert code == 0, message
