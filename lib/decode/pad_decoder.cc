@@ -286,6 +286,12 @@ int64_t PadDecoder::slots_in_use() const {
   return total;
 }
 
+int64_t PadDecoder::slots_total() const {
+  int64_t total = 0;
+  for (const auto& [model, cache] : caches_) total += cache->max_slots();
+  return total;
+}
+
 int64_t PadDecoder::kv_tokens_in_use() const {
   int64_t total = 0;
   for (const auto& [model, cache] : caches_) total += cache->tokens_in_use();

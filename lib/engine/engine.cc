@@ -113,7 +113,7 @@ class Engine::Impl {
                                                           chat_template_.get(), prms, options_.decoder));
     absl::MutexLock lock(&mu_);
     decoder_ = std::move(decoder);
-    stats_.kv_slots_total = options_.decoder.kv_slots * static_cast<int64_t>(1 + prms.size());
+    stats_.kv_slots_total = decoder_->slots_total();
     return absl::OkStatus();
   }
 

@@ -300,6 +300,8 @@ def test_metrics_pass_promtool(pb, server):
     assert result.returncode == 0, result.stdout + result.stderr
     assert server.metric("pad_generated_tokens_total", mode="vanilla") >= 4
     assert server.metric("pad_time_to_first_token_seconds_count") >= 1
+    # The default PRM shares the policy's backbone, hence its cache: the capacity is --kv_slots, not twice it.
+    assert server.metric("pad_kv_cache_slots") == 40
 
 
 def test_prometheus_scrapes_metrics(pb, server, tmp_path):

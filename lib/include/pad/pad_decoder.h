@@ -90,6 +90,8 @@ class PadDecoder {
 
   size_t active() const { return sequences_.size(); }
   int64_t slots_in_use() const;
+  // Slots in every cache allocated: one cache per distinct backbone, so a PRM on the policy's adds none.
+  int64_t slots_total() const;
   int64_t kv_tokens_in_use() const;
   const DecoderOptions& options() const { return options_; }
 
