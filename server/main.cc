@@ -18,6 +18,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "pad/engine.h"
 #include "server/http_endpoint.h"
@@ -89,6 +90,39 @@ pad::EngineOptions EngineOptionsFromFlags() {
   return options;
 }
 
+// Readiness, owned in one place: /readyz and gRPC health both follow it. Loading becomes serving once the
+// models are loaded, and anything becomes draining on a signal; draining is final, so a load that finishes
+// after SIGTERM cannot report SERVING again. Nothing here touches the engine, which main may destroy.
+class Readiness {
+ public:
+  void SetHealth(grpc::HealthCheckServiceInterface* health) {
+    absl::MutexLock lock(&mu_);
+    health_ = health;
+    health_->SetServingStatus(state_ == State::kServing);
+  }
+  void Loaded() {
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kLoading) return;
+    state_ = State::kServing;
+    if (health_ != nullptr) health_->SetServingStatus(true);
+  }
+  void Drain() {
+    absl::MutexLock lock(&mu_);
+    state_ = State::kDraining;
+    if (health_ != nullptr) health_->SetServingStatus(false);
+  }
+  bool serving() const {
+    absl::MutexLock lock(&mu_);
+    return state_ == State::kServing;
+  }
+
+ private:
+  enum class State { kLoading, kServing, kDraining };
+  mutable absl::Mutex mu_;
+  State state_ ABSL_GUARDED_BY(mu_) = State::kLoading;
+  grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
 std::shared_ptr<grpc::ServerCredentials> CredentialsFromFlags() {
   if (absl::GetFlag(FLAGS_tls_cert).empty() != absl::GetFlag(FLAGS_tls_key).empty()) {
     Die("--tls_cert and --tls_key go together");
@@ -131,13 +165,13 @@ int main(int argc, char** argv) {
   }
 
   // The ports first: failing to bind them must not leave an engine thread behind.
-  std::unique_ptr<pad::Engine> engine;
+  Readiness readiness;
   pad::server::HttpEndpointOptions http_options;
   http_options.listen_address = absl::GetFlag(FLAGS_metrics_listen);
-  auto http = pad::server::HttpEndpoint::Start(
-      http_options, &registry, [&engine] { return engine != nullptr && engine->Stats().ready; });
+  auto http =
+      pad::server::HttpEndpoint::Start(http_options, &registry, [&readiness] { return readiness.serving(); });
   if (!http.ok()) Die(std::string(http.status().message()));
-  engine = pad::Engine::Start(engine_options);
+  std::unique_ptr<pad::Engine> engine = pad::Engine::Start(engine_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -151,8 +185,7 @@ int main(int argc, char** argv) {
     engine.reset();
     Die("cannot listen on " + absl::GetFlag(FLAGS_listen));
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  health->SetServingStatus(false);  // NOT_SERVING until the models are loaded
+  readiness.SetHealth(server->GetHealthCheckService());  // NOT_SERVING until the models are loaded
   std::cerr << "pad_server: gRPC on " << absl::GetFlag(FLAGS_listen) << " (port " << port << "), metrics on "
             << absl::GetFlag(FLAGS_metrics_listen) << "; loading " << engine_options.policy_dir << std::endl;
 
@@ -163,7 +196,7 @@ int main(int argc, char** argv) {
       kill(getpid(), SIGTERM);
       return;
     }
-    health->SetServingStatus(true);
+    readiness.Loaded();
     std::cerr << "pad_server: ready" << std::endl;
   });
 
@@ -171,7 +204,7 @@ int main(int argc, char** argv) {
   sigwait(&signals, &received);
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_s);
   std::cerr << "pad_server: signal " << received << "; draining for up to " << grace << " s" << std::endl;
-  health->SetServingStatus(false);
+  readiness.Drain();
   engine->Shutdown(absl::Seconds(grace));  // in-flight streams finish, new ones get UNAVAILABLE
   // The engine is drained; give the last writes a moment to reach their clients.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -468,6 +468,8 @@ def test_sigterm_drains_streams(pb, model_dir):
     except grpc.RpcError as e:
         health = e.code()
     assert health in (health_pb2.HealthCheckResponse.NOT_SERVING, grpc.StatusCode.UNAVAILABLE), health
+    status, _ = s.http("/readyz")  # a load balancer stops routing here while the streams finish
+    assert status == 503
     with pytest.raises(grpc.RpcError) as error:
         generate(pb, s.new_channel(), spec("vanilla", max_new_tokens=4), timeout=10)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
