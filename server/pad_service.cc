@@ -3,6 +3,8 @@
 #include <deque>
 #include <iostream>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -33,6 +35,59 @@ const char* ModeLabel(DecodingMode mode) {
   return "unknown";
 }
 
+// Metrics and the log line of one request, from its engine events. Every event reaches it, also after the
+// stream has ended, so each request's finish is recorded exactly once, whichever of the client and the
+// engine ended it first.
+class RequestAccount {
+ public:
+  RequestAccount(ServingMetrics* metrics, std::string mode) : metrics_(metrics), mode_(std::move(mode)) {}
+
+  void Observe(const EngineEvent& event) {
+    const absl::Time now = absl::Now();
+    if (!event.error.ok()) {
+      metrics_->RecordFinished(mode_, "error", Usage{}, now - started_);
+      Log("error", event.usage, now);
+      return;
+    }
+    if (event.token.sequence != 0 && !(event.last && event.token.finish_reason == FinishReason::kCancelled)) {
+      metrics_->RecordToken(mode_, last_token_ == absl::InfinitePast() ? now - started_ : now - last_token_,
+                            /*first=*/last_token_ == absl::InfinitePast(), event.token.reward,
+                            event.token.changed_top_choice);
+      if (last_token_ == absl::InfinitePast()) first_token_ = now;
+      last_token_ = now;
+    }
+    if (event.last) {
+      const FinishReason reason = event.token.finish_reason;
+      metrics_->RecordFinished(mode_, reason == FinishReason::kCancelled ? "cancelled" : "ok", event.usage,
+                               now - started_);
+      Log(reason == FinishReason::kStop     ? "stop"
+          : reason == FinishReason::kLength ? "length"
+                                            : "cancelled",
+          event.usage, now);
+    }
+  }
+
+ private:
+  // One JSON line per request on stderr, for the log pipeline.
+  void Log(const char* finish, const Usage& usage, absl::Time now) const {
+    std::cerr << absl::StrFormat(
+                     R"({"time":"%s","event":"request","mode":"%s","finish":"%s","prompt_tokens":%d,)"
+                     R"("generated_tokens":%d,"queue_s":%.4f,"ttft_s":%.4f,"total_s":%.4f})",
+                     absl::FormatTime(absl::RFC3339_full, now, absl::UTCTimeZone()), mode_, finish,
+                     usage.prompt_tokens, usage.generated_tokens, absl::ToDoubleSeconds(usage.queue_time),
+                     first_token_ == absl::InfinitePast() ? -1.0
+                                                          : absl::ToDoubleSeconds(first_token_ - started_),
+                     absl::ToDoubleSeconds(now - started_))
+              << std::endl;
+  }
+
+  ServingMetrics* metrics_;
+  std::string mode_;
+  const absl::Time started_ = absl::Now();
+  absl::Time last_token_ = absl::InfinitePast();
+  absl::Time first_token_ = absl::InfinitePast();
+};
+
 // Streams one request's events to its client. The engine thread pushes events; gRPC's threads run the
 // reactions. Deleted in OnDone; events that arrive after it are dropped through `alive_`.
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAlignedResponse> {
@@ -44,6 +99,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
     absl::StatusOr<AlignmentRequest> request = FromProto(proto);
     if (!request.ok()) return Reject(request.status(), "unknown");
     mode_ = ModeLabel(request->mode);
+    {
+      absl::MutexLock lock(&shared_->mu);
+      shared_->account.emplace(metrics_, mode_);
+    }
     // The sink holds the shared state, not the reactor, so it is safe after the stream ends.
     std::shared_ptr<Shared> shared = shared_;
     absl::StatusOr<uint64_t> id =
@@ -98,14 +157,15 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
     bool writing ABSL_GUARDED_BY(mu) = false;
     bool done ABSL_GUARDED_BY(mu) = false;
     std::deque<EngineEvent> pending ABSL_GUARDED_BY(mu);
+    std::optional<RequestAccount> account ABSL_GUARDED_BY(mu);  // set before the request is submitted
 
     void Push(EngineEvent event) {
       GenerateReactor* target = nullptr;
       Action action = Action::kNone;
       {
         absl::MutexLock lock(&mu);
+        account->Observe(event);
         if (reactor == nullptr || done) return;
-        reactor->Observe(event);
         pending.push_back(std::move(event));
         action = Next();
         target = reactor;
@@ -157,45 +217,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
     Finish(ToGrpcStatus(status));
   }
 
-  // Runs on the engine thread under Shared::mu: cheap bookkeeping only.
-  void Observe(const EngineEvent& event) {
-    const absl::Time now = absl::Now();
-    if (!event.error.ok()) {
-      metrics_->RecordFinished(mode_, "error", Usage{}, now - started_);
-      Log("error", event.usage, now);
-      return;
-    }
-    if (event.token.sequence != 0 && !(event.last && event.token.finish_reason == FinishReason::kCancelled)) {
-      metrics_->RecordToken(mode_, last_token_ == absl::InfinitePast() ? now - started_ : now - last_token_,
-                            /*first=*/last_token_ == absl::InfinitePast(), event.token.reward,
-                            event.token.changed_top_choice);
-      if (last_token_ == absl::InfinitePast()) first_token_ = now;
-      last_token_ = now;
-    }
-    if (event.last) {
-      const FinishReason reason = event.token.finish_reason;
-      metrics_->RecordFinished(mode_, reason == FinishReason::kCancelled ? "cancelled" : "ok", event.usage,
-                               now - started_);
-      Log(reason == FinishReason::kStop     ? "stop"
-          : reason == FinishReason::kLength ? "length"
-                                            : "cancelled",
-          event.usage, now);
-    }
-  }
-
-  // One JSON line per request on stderr, for the log pipeline.
-  void Log(const char* finish, const Usage& usage, absl::Time now) const {
-    std::cerr << absl::StrFormat(
-                     R"({"time":"%s","event":"request","mode":"%s","finish":"%s","prompt_tokens":%d,)"
-                     R"("generated_tokens":%d,"queue_s":%.4f,"ttft_s":%.4f,"total_s":%.4f})",
-                     absl::FormatTime(absl::RFC3339_full, now, absl::UTCTimeZone()), mode_, finish,
-                     usage.prompt_tokens, usage.generated_tokens, absl::ToDoubleSeconds(usage.queue_time),
-                     first_token_ == absl::InfinitePast() ? -1.0
-                                                          : absl::ToDoubleSeconds(first_token_ - started_),
-                     absl::ToDoubleSeconds(now - started_))
-              << std::endl;
-  }
-
   void Append(const EngineEvent& event, v1::GenerateAlignedResponse* out) {
     const TokenEvent& token = event.token;
     const bool cancelled_end = event.last && token.finish_reason == FinishReason::kCancelled;
@@ -235,9 +256,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
   grpc::Status error_;                    // why the stream failed, for kFail
   bool return_tokens_ = false;
   std::string mode_ = "unknown";
-  const absl::Time started_ = absl::Now();
-  absl::Time last_token_ = absl::InfinitePast();
-  absl::Time first_token_ = absl::InfinitePast();
 };
 
 }  // namespace

@@ -204,6 +204,26 @@ def test_cancel_mid_stream_frees_slots(pb, server):
     assert final.usage.generated_tokens == 4 and text
 
 
+def test_every_cancelled_stream_is_counted_once(pb, server):
+    """Cancelled mid-write or between writes, each stream's finish is recorded once: the engine's cancel event
+    is counted even when the stream's failed write ended it first."""
+    def totals():
+        return {status: server.metric("pad_requests_total", status=status)
+                for status in ("ok", "cancelled", "error")}
+
+    before = totals()
+    n = 8
+    stub = stub_of(pb, server.channel)
+    for _ in range(n):
+        responses = stub.GenerateAligned(to_proto(pb, spec("vanilla", max_new_tokens=400)), timeout=120)
+        next(responses)
+        responses.cancel()
+    assert_idle_soon(server, timeout=5)
+    assert wait_for(lambda: totals()["cancelled"] - before["cancelled"] == n, 5), (before, totals())
+    after = totals()
+    assert (after["ok"], after["error"]) == (before["ok"], before["error"])
+
+
 def test_deadline_frees_slots(pb, server):
     began = time.monotonic()
     with pytest.raises(grpc.RpcError) as error:
