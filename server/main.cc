@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "pad/engine.h"
 #include "server/http_endpoint.h"
+#include "server/log_writer.h"
 #include "server/metrics.h"
 #include "server/pad_service.h"
 #include "server/serving_metrics.h"
@@ -154,6 +155,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  pad::server::LogWriter request_log;  // outlives the engine, whose last events log
   pad::server::MetricsRegistry registry;
   pad::server::ServingMetrics metrics(&registry);
   pad::EngineOptions engine_options = EngineOptionsFromFlags();
@@ -175,7 +177,7 @@ int main(int argc, char** argv) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  pad::server::PadServiceImpl service(engine.get(), &metrics, token);
+  pad::server::PadServiceImpl service(engine.get(), &metrics, &request_log, token);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), CredentialsFromFlags(), &port);

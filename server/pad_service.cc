@@ -1,7 +1,6 @@
 #include "server/pad_service.h"
 
 #include <deque>
-#include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -40,7 +39,8 @@ const char* ModeLabel(DecodingMode mode) {
 // engine ended it first.
 class RequestAccount {
  public:
-  RequestAccount(ServingMetrics* metrics, std::string mode) : metrics_(metrics), mode_(std::move(mode)) {}
+  RequestAccount(ServingMetrics* metrics, LogWriter* log, std::string mode)
+      : metrics_(metrics), log_(log), mode_(std::move(mode)) {}
 
   void Observe(const EngineEvent& event) {
     const absl::Time now = absl::Now();
@@ -68,20 +68,19 @@ class RequestAccount {
   }
 
  private:
-  // One JSON line per request on stderr, for the log pipeline.
+  // One JSON line per request, for the log pipeline.
   void Log(const char* finish, const Usage& usage, absl::Time now) const {
-    std::cerr << absl::StrFormat(
-                     R"({"time":"%s","event":"request","mode":"%s","finish":"%s","prompt_tokens":%d,)"
-                     R"("generated_tokens":%d,"queue_s":%.4f,"ttft_s":%.4f,"total_s":%.4f})",
-                     absl::FormatTime(absl::RFC3339_full, now, absl::UTCTimeZone()), mode_, finish,
-                     usage.prompt_tokens, usage.generated_tokens, absl::ToDoubleSeconds(usage.queue_time),
-                     first_token_ == absl::InfinitePast() ? -1.0
-                                                          : absl::ToDoubleSeconds(first_token_ - started_),
-                     absl::ToDoubleSeconds(now - started_))
-              << std::endl;
+    log_->Write(absl::StrFormat(
+        R"({"time":"%s","event":"request","mode":"%s","finish":"%s","prompt_tokens":%d,)"
+        R"("generated_tokens":%d,"queue_s":%.4f,"ttft_s":%.4f,"total_s":%.4f})",
+        absl::FormatTime(absl::RFC3339_full, now, absl::UTCTimeZone()), mode_, finish, usage.prompt_tokens,
+        usage.generated_tokens, absl::ToDoubleSeconds(usage.queue_time),
+        first_token_ == absl::InfinitePast() ? -1.0 : absl::ToDoubleSeconds(first_token_ - started_),
+        absl::ToDoubleSeconds(now - started_)));
   }
 
   ServingMetrics* metrics_;
+  LogWriter* log_;
   std::string mode_;
   const absl::Time started_ = absl::Now();
   absl::Time last_token_ = absl::InfinitePast();
@@ -92,7 +91,8 @@ class RequestAccount {
 // reactions. Deleted in OnDone; events that arrive after it are dropped through `alive_`.
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAlignedResponse> {
  public:
-  GenerateReactor(Engine* engine, ServingMetrics* metrics) : engine_(engine), metrics_(metrics) {}
+  GenerateReactor(Engine* engine, ServingMetrics* metrics, LogWriter* log)
+      : engine_(engine), metrics_(metrics), log_(log) {}
 
   void Start(const v1::GenerateAlignedRequest& proto) {
     return_tokens_ = proto.return_token_ids() || proto.return_diagnostics();
@@ -101,7 +101,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
     mode_ = ModeLabel(request->mode);
     {
       absl::MutexLock lock(&shared_->mu);
-      shared_->account.emplace(metrics_, mode_);
+      shared_->account.emplace(metrics_, log_, mode_);
     }
     // The sink holds the shared state, not the reactor, so it is safe after the stream ends.
     std::shared_ptr<Shared> shared = shared_;
@@ -247,6 +247,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
 
   Engine* engine_;
   ServingMetrics* metrics_;
+  LogWriter* log_;
   std::shared_ptr<Shared> shared_ = [this] {
     auto shared = std::make_shared<Shared>();
     shared->reactor = this;
@@ -270,7 +271,7 @@ bool PadServiceImpl::Authorized(const grpc::CallbackServerContext& context) cons
 
 grpc::ServerWriteReactor<v1::GenerateAlignedResponse>* PadServiceImpl::GenerateAligned(
     grpc::CallbackServerContext* context, const v1::GenerateAlignedRequest* request) {
-  auto* reactor = new GenerateReactor(engine_, metrics_);
+  auto* reactor = new GenerateReactor(engine_, metrics_, log_);
   if (!Authorized(*context)) {
     metrics_->RecordRejected("unknown", absl::UnauthenticatedError(""));
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "a valid bearer token is required"));

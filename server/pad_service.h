@@ -7,17 +7,19 @@
 
 #include "pad/engine.h"
 #include "pad/v1/pad.grpc.pb.h"
+#include "server/log_writer.h"
 #include "server/serving_metrics.h"
 
 namespace pad::server {
 
 // One reactor per stream, one write in flight; no reaction runs the model or blocks on the engine.
-// `engine` and `metrics` must outlive the service. `bearer_token`, when not empty, is required as
-// "authorization: Bearer <token>" on every call (compared in constant time).
+// `engine`, `metrics` and `log` (one JSON line per finished request) must outlive the service and the
+// engine's last event. `bearer_token`, when not empty, is required as "authorization: Bearer <token>" on
+// every call (compared in constant time).
 class PadServiceImpl final : public v1::PadService::CallbackService {
  public:
-  PadServiceImpl(Engine* engine, ServingMetrics* metrics, std::string bearer_token)
-      : engine_(engine), metrics_(metrics), bearer_token_(std::move(bearer_token)) {}
+  PadServiceImpl(Engine* engine, ServingMetrics* metrics, LogWriter* log, std::string bearer_token)
+      : engine_(engine), metrics_(metrics), log_(log), bearer_token_(std::move(bearer_token)) {}
 
   grpc::ServerWriteReactor<v1::GenerateAlignedResponse>* GenerateAligned(
       grpc::CallbackServerContext* context, const v1::GenerateAlignedRequest* request) override;
@@ -30,6 +32,7 @@ class PadServiceImpl final : public v1::PadService::CallbackService {
 
   Engine* engine_;
   ServingMetrics* metrics_;
+  LogWriter* log_;
   const std::string bearer_token_;
 };
 

@@ -37,7 +37,8 @@ def load_stubs(out_dir):
 class Server:
     """One pad_server process: gRPC on `port`, HTTP (/metrics, /healthz, /readyz) on `metrics_port`."""
 
-    def __init__(self, model_dir, *flags, credentials=None, ready_timeout=60):
+    def __init__(self, model_dir, *flags, credentials=None, ready_timeout=60, output=None):
+        """`output`: where stdout and stderr go (a file descriptor); by default a temporary file, logs()."""
         if not SERVER.exists():
             raise RuntimeError(f"{SERVER} is not built; run ./scripts/test.sh")
         self.port = free_port()
@@ -47,7 +48,7 @@ class Server:
         self.process = subprocess.Popen(
             [str(SERVER), f"--policy={model_dir}", f"--listen={self.address}",
              f"--metrics_listen=127.0.0.1:{self.metrics_port}", *flags],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log if output is None else output, stderr=subprocess.STDOUT)
         self.credentials = credentials
         self.channel = self.new_channel()
         self.wait_serving(ready_timeout)

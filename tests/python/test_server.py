@@ -1,7 +1,9 @@
 """Black-box tests of pad_server: the real binary over loopback, driven by grpcio, checked against the library's
 own output (build/tests/pad_probe), promtool/Prometheus, grpc health and reflection, and openssl certificates."""
+import concurrent.futures
 import json
 import math
+import os
 import shutil
 import subprocess
 import threading
@@ -222,6 +224,32 @@ def test_every_cancelled_stream_is_counted_once(pb, server):
     assert wait_for(lambda: totals()["cancelled"] - before["cancelled"] == n, 5), (before, totals())
     after = totals()
     assert (after["ok"], after["error"]) == (before["ok"], before["error"])
+
+
+def test_a_stalled_log_pipe_does_not_stall_decoding(pb, model_dir):
+    """Every finished request logs a line; when nobody reads the server's stderr (a pipe holds 64 KiB, about
+    280 lines), decoding must go on and the lines beyond the queue are dropped."""
+    read_end, write_end = os.pipe()
+    s = Server(model_dir, "--kv_slots=8", output=write_end)
+    os.close(write_end)
+    try:
+        stub = stub_of(pb, s.channel)
+        n = 400
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
+        futures = [pool.submit(lambda: collect(stub.GenerateAligned(
+            to_proto(pb, spec("vanilla", max_new_tokens=1)), timeout=30))[1]) for _ in range(n)]
+        _, pending = concurrent.futures.wait(futures, timeout=120)
+        pool.shutdown(wait=False, cancel_futures=True)
+        assert not pending, f"{len(pending)} of {n} requests did not finish in 120 s"
+        assert all(f.result().usage.generated_tokens == 1 for f in futures)
+        assert s.metric("pad_requests_total", status="ok") == n
+    finally:
+        drain = threading.Thread(target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")])
+        drain.start()  # lets the server write its last lines and exit
+        code = s.stop()
+        drain.join(timeout=30)
+        os.close(read_end)
+    assert code == 0
 
 
 def test_deadline_frees_slots(pb, server):

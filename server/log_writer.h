@@ -1,0 +1,41 @@
+// Request log lines written to stderr from a thread of their own.
+#ifndef PAD_SERVER_LOG_WRITER_H_
+#define PAD_SERVER_LOG_WRITER_H_
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+
+namespace pad::server {
+
+// The engine thread logs every finished request; a stalled stderr (a full pipe, a slow log collector) must
+// not stall decoding. Write() only queues. When the queue holds `capacity` lines, new ones are dropped and
+// counted: losing log lines beats losing throughput.
+class LogWriter {
+ public:
+  explicit LogWriter(int fd = 2, size_t capacity = 4096);
+  ~LogWriter();  // writes what is queued, then stops
+  LogWriter(const LogWriter&) = delete;
+  LogWriter& operator=(const LogWriter&) = delete;
+
+  void Write(std::string line);  // one line, without its newline
+  int64_t dropped() const;
+
+ private:
+  void Run();
+
+  const int fd_;
+  const size_t capacity_;
+  mutable absl::Mutex mu_;
+  std::deque<std::string> lines_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread thread_;
+};
+
+}  // namespace pad::server
+
+#endif  // PAD_SERVER_LOG_WRITER_H_
