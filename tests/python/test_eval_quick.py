@@ -16,6 +16,7 @@ from conftest import ROOT
 from server_fixture import Server
 
 sys.path.insert(0, str(ROOT / "eval"))
+import evaluate  # noqa: E402
 import pad_rpc  # noqa: E402
 import scorers  # noqa: E402
 
@@ -75,6 +76,12 @@ def test_refusal_detector_on_fixed_strings():
     assert not scorers.refusal_extended("Stock prices declined, and I will explain why.")
     assert not scorers.refusal("To boil an egg, cover it with cold water, bring it to a boil and simmer "
                                "for nine minutes.")
+
+
+def test_length_matched_cut_keeps_the_answers_own_whitespace():
+    assert evaluate.words_prefix("One  two\nthree four.", 3) == "One  two\nthree"
+    assert evaluate.words_prefix("One two", 5) == "One two"
+    assert evaluate.words_prefix("One two", 0) == ""
 
 
 def test_profanity_scorer_on_fixed_strings():
