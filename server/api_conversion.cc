@@ -70,8 +70,18 @@ absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& pro
   if (weighted != 0) {
     for (const v1::Principle& p : preference.principles()) request.weights.push_back(p.weight());
   }
-  request.composition =
-      preference.composition() == v1::COMPOSITION_WEIGHTED ? Composition::kWeighted : Composition::kPrompt;
+  switch (preference.composition()) {
+    case v1::COMPOSITION_UNSPECIFIED:
+    case v1::COMPOSITION_PROMPT:
+      request.composition = Composition::kPrompt;
+      break;
+    case v1::COMPOSITION_WEIGHTED:
+      request.composition = Composition::kWeighted;
+      break;
+    default:  // proto3 enums are open: a newer client's value arrives as a number
+      return absl::InvalidArgumentError(
+          absl::StrCat("preference.composition: unknown value ", preference.composition()));
+  }
   request.reward_model = preference.reward_model();
   if (preference.has_policy_sees_guideline())
     request.policy_sees_guideline = preference.policy_sees_guideline();

@@ -240,7 +240,7 @@ class Engine::Impl {
       {
         absl::MutexLock lock(&mu_);
         stats_.running = static_cast<int64_t>(running_.size());
-        stats_.last_batch_size = batch;
+        stats_.last_batch_size = running_.empty() ? 0 : batch;  // an idle server reports 0
         stats_.kv_slots_in_use = decoder_->slots_in_use();
         stats_.kv_tokens_in_use = decoder_->kv_tokens_in_use();
         stats = StatsLocked();

@@ -269,6 +269,12 @@ def _both_prompt_and_messages(pb):
     return to_proto(pb, spec("vanilla", prompt="Hello"))
 
 
+def _unknown_composition(pb):
+    request = to_proto(pb, spec("pad", principles=["humor"]))
+    request.preference.composition = 7  # proto3 enums are open: a newer client's value arrives as a number
+    return request
+
+
 INVALID = [
     ("empty", lambda pb: pb[0].GenerateAlignedRequest(), "prompt"),
     ("prompt_and_messages", _both_prompt_and_messages, "messages"),
@@ -288,6 +294,7 @@ INVALID = [
      "preference.reward_model"),
     ("prompt_too_long", lambda pb: to_proto(pb, {"prompt": "word " * 400, "mode": "vanilla"}), "prompt"),
     ("empty_stop", lambda pb: to_proto(pb, spec("vanilla", stop=[""])), "decoding.stop[0]"),
+    ("unknown_composition", _unknown_composition, "preference.composition"),
 ]
 
 
@@ -350,6 +357,7 @@ def test_metrics_pass_promtool(pb, server):
     assert server.metric("pad_time_to_first_token_seconds_count") >= 1
     # The default PRM shares the policy's backbone, hence its cache: the capacity is --kv_slots, not twice it.
     assert server.metric("pad_kv_cache_slots") == 40
+    assert wait_for(lambda: server.metric("pad_batch_size") == 0, 5), "an idle server reports batch size 0"
 
 
 def test_prometheus_scrapes_metrics(pb, server, tmp_path):
