@@ -105,7 +105,14 @@ absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& pro
   if (decoding.has_beta()) request.beta = decoding.beta();
   request.temperature = decoding.temperature();
   request.seed = decoding.seed();
-  if (decoding.has_max_new_tokens()) request.max_new_tokens = decoding.max_new_tokens();
+  if (decoding.has_max_new_tokens()) {
+    // Unset means the server's default; a value sent must be a count (libpad reads 0 as "default").
+    if (decoding.max_new_tokens() < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("decoding.max_new_tokens: ", decoding.max_new_tokens(),
+                                                     " is not at least 1 (leave it unset for the default)"));
+    }
+    request.max_new_tokens = decoding.max_new_tokens();
+  }
   request.stop.assign(decoding.stop().begin(), decoding.stop().end());
   request.ignore_eos = decoding.ignore_eos();
   request.diagnostics = proto.return_diagnostics();

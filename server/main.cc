@@ -8,6 +8,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -16,6 +17,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
@@ -37,8 +39,9 @@ ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
 ABSL_FLAG(int64_t, kv_slots, 16, "KV cache slots per backbone (a PAD request takes 1 + its PRM rows)");
 ABSL_FLAG(int64_t, max_seq_len, 4096, "most tokens of one sequence, prompt and answer");
-ABSL_FLAG(int, max_prompt_tokens, 2048, "longer prompts are refused");
-ABSL_FLAG(int, max_new_tokens, 2048, "largest max_new_tokens a request may ask");
+ABSL_FLAG(int, max_prompt_tokens, 0, "longer prompts are refused; 0: 2048, or less to fit --max_seq_len");
+ABSL_FLAG(int, max_new_tokens, 0,
+          "largest max_new_tokens a request may ask; 0: 2048, or less to fit --max_seq_len");
 ABSL_FLAG(int, max_waiting, 64, "requests queued beyond the running batch; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, shutdown_grace_s, 30, "on SIGTERM, how long in-flight streams may run on");
 ABSL_FLAG(std::string, auth_token_file, "", "file holding the bearer token clients must send");
@@ -62,8 +65,24 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
+// A limit of 0 is its default cut to fit --max_seq_len; one given must fit it. Checked before anything
+// loads: one line naming the flag, exit 1.
+int TokenLimitFlag(const char* name, int given, int64_t max_seq_len) {
+  constexpr int kDefault = 2048;
+  if (given == 0) return static_cast<int>(std::min<int64_t>(kDefault, max_seq_len - 1));
+  if (given < 1 || given >= max_seq_len) {
+    Die(absl::StrCat("--", name, "=", given, ": must be in [1, --max_seq_len) = [1, ", max_seq_len, ")"));
+  }
+  return given;
+}
+
 pad::EngineOptions EngineOptionsFromFlags() {
   pad::EngineOptions options;
+  const int64_t max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
+  if (absl::GetFlag(FLAGS_kv_slots) < 1) Die("--kv_slots: must be at least 1");
+  if (max_seq_len < 2) Die("--max_seq_len: must be at least 2");
+  if (absl::GetFlag(FLAGS_max_waiting) < 0) Die("--max_waiting: must be at least 0");
+  if (!(absl::GetFlag(FLAGS_shutdown_grace_s) >= 0)) Die("--shutdown_grace_s: must be at least 0");
   options.policy_dir = absl::GetFlag(FLAGS_policy);
   for (const std::string& entry : absl::GetFlag(FLAGS_reward_models)) {
     std::vector<std::string> name_rest = absl::StrSplit(entry, absl::MaxSplits('=', 1));
@@ -84,9 +103,11 @@ pad::EngineOptions EngineOptionsFromFlags() {
   if (!device.ok()) Die("--device: " + std::string(device.status().message()));
   options.model.device = *device;
   options.decoder.kv_slots = absl::GetFlag(FLAGS_kv_slots);
-  options.decoder.max_seq_len = absl::GetFlag(FLAGS_max_seq_len);
-  options.decoder.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
-  options.decoder.max_new_tokens_limit = absl::GetFlag(FLAGS_max_new_tokens);
+  options.decoder.max_seq_len = max_seq_len;
+  options.decoder.max_prompt_tokens =
+      TokenLimitFlag("max_prompt_tokens", absl::GetFlag(FLAGS_max_prompt_tokens), max_seq_len);
+  options.decoder.max_new_tokens_limit =
+      TokenLimitFlag("max_new_tokens", absl::GetFlag(FLAGS_max_new_tokens), max_seq_len);
   options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   return options;
 }

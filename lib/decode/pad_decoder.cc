@@ -97,8 +97,14 @@ KvCache* PadDecoder::CacheFor(const LlamaModel& backbone) const {
   return nullptr;
 }
 
-absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& request) const {
+absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& given) const {
   const DecoderOptions& o = options_;
+  AlignmentRequest request = given;
+  // A default never exceeds the limit: a server started with a low limit still serves requests that
+  // leave max_new_tokens unset.
+  if (request.max_new_tokens == 0) {
+    request.max_new_tokens = std::min(o.default_max_new_tokens, o.max_new_tokens_limit);
+  }
   const bool has_messages = !request.messages.empty(), has_prompt = !request.prompt.empty();
   if (has_messages == has_prompt) {
     return Invalid(has_prompt ? "messages" : "prompt", "exactly one of prompt and messages must be given");

@@ -373,7 +373,7 @@ INVALID = [
     ("prompt", {"prompt": "hello " * (MAX_PROMPT_TOKENS + 100)}),
     ("reward_model", {"reward_model": "no_such_prm"}),
     ("prompt", {"prompt": ""}),
-    ("max_new_tokens", {"max_new_tokens": 0}),
+    ("max_new_tokens", {"max_new_tokens": 100000}),  # 0 is libpad's "default"; the API refuses a sent 0
     ("max_new_tokens", {"max_new_tokens": -1}),
 ]
 

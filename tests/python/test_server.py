@@ -308,6 +308,24 @@ def test_invalid_request(pb, server, make, field):
     assert details.split(":")[0].startswith(field), f"the field path should lead: {details}"
 
 
+def test_limit_flags_must_fit_the_context(model_dir):
+    with pytest.raises(RuntimeError, match=r"--max_prompt_tokens=5000: must be in \[1, --max_seq_len\)"):
+        Server(model_dir, "--max_seq_len=4096", "--max_prompt_tokens=5000")
+
+
+def test_an_unset_max_new_tokens_defaults_within_the_limit(pb, model_dir):
+    """The default (128) never exceeds --max_new_tokens: a request that leaves it unset is served."""
+    s = Server(model_dir, "--max_new_tokens=8", "--max_seq_len=512")
+    try:
+        request = to_proto(pb, spec("vanilla"))
+        request.decoding.ClearField("max_new_tokens")
+        request.decoding.ignore_eos = True
+        _, final, _ = collect(stub_of(pb, s.channel).GenerateAligned(request, timeout=60))
+        assert final.usage.generated_tokens == 8 and final.finish_reason == pb[0].FINISH_REASON_LENGTH
+    finally:
+        s.stop_and_check()
+
+
 def test_invalid_requests_are_counted(server):
     assert server.metric("pad_requests_total", status="invalid_argument") >= len(INVALID), server.metrics_text()
 

@@ -40,7 +40,7 @@ struct AlignmentRequest {
   double beta = 1.0;         // reward weight: score = z_b + beta * r
   double temperature = 0.0;  // 0 is greedy; else draw from softmax(score / temperature) over the top k
   uint64_t seed = 0;         // the request's own random stream
-  int max_new_tokens = 128;
+  int max_new_tokens = 0;    // 0: the decoder's default_max_new_tokens
   std::vector<std::string> stop;  // generation ends before the first occurrence of any of these
   bool ignore_eos = false;        // keep going past the model's end-of-sequence ids
   bool diagnostics = false;       // per token: candidates, their policy logits, rewards and scores

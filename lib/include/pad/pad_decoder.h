@@ -24,6 +24,7 @@ struct DecoderOptions {
   int64_t max_seq_len = 4096;    // prompt plus generated tokens of one sequence
   int max_prompt_tokens = 2048;  // longer prompts are refused, never truncated
   int max_new_tokens_limit = 4096;
+  int default_max_new_tokens = 128;  // for requests that leave it at 0; capped by the limit
   int max_top_k = 1024;
   int max_principles = 8;
   int max_stop_strings = 8;
