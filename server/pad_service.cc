@@ -88,7 +88,7 @@ class RequestAccount {
 };
 
 // Streams one request's events to its client. The engine thread pushes events; gRPC's threads run the
-// reactions. Deleted in OnDone; events that arrive after it are dropped through `alive_`.
+// reactions. Deleted in OnDone; events that arrive after it are still recorded (RequestAccount), not written.
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAlignedResponse> {
  public:
   GenerateReactor(Engine* engine, ServingMetrics* metrics, LogWriter* log)
