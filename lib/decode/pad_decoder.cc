@@ -185,6 +185,8 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
                                               " cache slots, more than the ", o.kv_slots, " configured"));
   }
 
+  // An unknown role is named before the search for a user message can miss it.
+  PAD_RETURN_IF_ERROR(CheckMessageRoles(request.messages));
   // The instruction is the raw prompt, or the last user message that the guideline wraps.
   int instruction_index = -1;
   for (size_t i = 0; i < request.messages.size(); ++i) {

@@ -375,9 +375,7 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromModelDir(const std::string& model
   return result;
 }
 
-absl::StatusOr<std::string> ChatTemplate::Apply(absl::Span<const ChatMessage> messages,
-                                                bool add_generation_prompt) const {
-  if (messages.empty()) return absl::InvalidArgumentError("messages: must not be empty");
+absl::Status CheckMessageRoles(absl::Span<const ChatMessage> messages) {
   for (size_t i = 0; i < messages.size(); ++i) {
     const std::string& role = messages[i].role;
     if (role != "system" && role != "user" && role != "assistant") {
@@ -385,6 +383,13 @@ absl::StatusOr<std::string> ChatTemplate::Apply(absl::Span<const ChatMessage> me
                                                      "\" (expected system, user or assistant)"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ChatTemplate::Apply(absl::Span<const ChatMessage> messages,
+                                                bool add_generation_prompt) const {
+  if (messages.empty()) return absl::InvalidArgumentError("messages: must not be empty");
+  PAD_RETURN_IF_ERROR(CheckMessageRoles(messages));
   std::string out;
   if (family_ == Family::kChatMl) {
     if (!default_system_prompt_.empty() && messages[0].role != "system") {

@@ -280,6 +280,8 @@ INVALID = [
     ("prompt_and_messages", _both_prompt_and_messages, "messages"),
     ("unknown_role", lambda pb: to_proto(pb, spec("vanilla", messages=[{"role": "robot", "content": "hi"}, *QUESTION])),
      "messages[0].role"),
+    ("only_message_has_unknown_role",
+     lambda pb: to_proto(pb, spec("vanilla", messages=[{"role": "robot", "content": "hi"}])), "messages[0].role"),
     ("pad_without_principles", lambda pb: to_proto(pb, spec("pad")), "preference.principles"),
     ("empty_principle", lambda pb: to_proto(pb, spec("pad", principles=[""])), "preference.principles[0].text"),
     ("weight_on_one_principle",

@@ -15,6 +15,10 @@ struct ChatMessage {
   std::string content;
 };
 
+// INVALID_ARGUMENT "messages[i].role: unknown role ..." for the first role other than system, user or
+// assistant.
+absl::Status CheckMessageRoles(absl::Span<const ChatMessage> messages);
+
 // Renders messages as a model's Jinja chat template would, for the families we know: ChatML (SmolLM2,
 // Qwen-style `<|im_start|>`, including a default system prompt the template inserts) and Llama-3
 // (`<|start_header_id|>`). We recognise the template text rather than run Jinja; an unknown template is
