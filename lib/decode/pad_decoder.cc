@@ -124,7 +124,7 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
   }
   if (!request.weights.empty()) {
     if (request.composition != Composition::kWeighted) {
-      return Invalid("weights", "are only used with composition WEIGHTED");
+      return Invalid("weights[0]", "is only used with composition WEIGHTED");  // the first weight given
     }
     if (request.weights.size() != request.principles.size()) {
       return Invalid("weights", absl::StrCat(request.weights.size(), " weights for ",
