@@ -21,6 +21,7 @@ const std::map<std::string, FieldPath>& FieldPaths() {
       {"principles", {"preference.principles", ".text"}},
       {"weights", {"preference.principles", ".weight"}},
       {"reward_model", {"preference.reward_model", ""}},
+      {"mode", {"decoding.mode", ""}},
       {"top_k", {"decoding.top_k", ""}},
       {"beta", {"decoding.beta", ""}},
       {"temperature", {"decoding.temperature", ""}},

@@ -22,6 +22,8 @@ bool ConstantTimeEquals(absl::string_view given, absl::string_view expected) {
   return diff == 0;
 }
 
+absl::Status Unauthenticated() { return absl::UnauthenticatedError("a valid bearer token is required"); }
+
 const char* ModeLabel(DecodingMode mode) {
   switch (mode) {
     case DecodingMode::kPad:
@@ -44,26 +46,29 @@ class RequestAccount {
 
   void Observe(const EngineEvent& event) {
     const absl::Time now = absl::Now();
-    if (!event.error.ok()) {
-      metrics_->RecordFinished(mode_, "error", Usage{}, now - started_);
-      Log("error", event.usage, now);
-      return;
-    }
-    if (event.token.sequence != 0 && !(event.last && event.token.finish_reason == FinishReason::kCancelled)) {
-      metrics_->RecordToken(mode_, last_token_ == absl::InfinitePast() ? now - started_ : now - last_token_,
-                            /*first=*/last_token_ == absl::InfinitePast(), event.token.reward,
-                            event.token.changed_top_choice);
-      if (last_token_ == absl::InfinitePast()) first_token_ = now;
-      last_token_ = now;
-    }
-    if (event.last) {
-      const FinishReason reason = event.token.finish_reason;
-      metrics_->RecordFinished(mode_, reason == FinishReason::kCancelled ? "cancelled" : "ok", event.usage,
-                               now - started_);
-      Log(reason == FinishReason::kStop     ? "stop"
-          : reason == FinishReason::kLength ? "length"
-                                            : "cancelled",
-          event.usage, now);
+    switch (event.kind) {
+      case EngineEvent::Kind::kToken: {
+        const bool first = last_token_ == absl::InfinitePast();
+        metrics_->RecordToken(mode_, first ? now - started_ : now - last_token_, first, event.token.reward,
+                              event.token.changed_top_choice);
+        if (first) first_token_ = now;
+        last_token_ = now;
+        return;
+      }
+      case EngineEvent::Kind::kFinished: {
+        const FinishReason reason = event.finish_reason;
+        metrics_->RecordFinished(mode_, reason == FinishReason::kCancelled ? "cancelled" : "ok", event.usage,
+                                 now - started_);
+        Log(reason == FinishReason::kStop     ? "stop"
+            : reason == FinishReason::kLength ? "length"
+                                              : "cancelled",
+            event.usage, now);
+        return;
+      }
+      case EngineEvent::Kind::kError:
+        metrics_->RecordFinished(mode_, "error", Usage{}, now - started_);
+        Log("error", event.usage, now);
+        return;
     }
   }
 
@@ -124,7 +129,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
         // The client is gone (cancelled, deadline): OnCancel stops the engine's work, but the call still
         // needs its Finish, or gRPC waits for it forever (and so would the server's shutdown).
         shared_->done = true;
-        error_ = grpc::Status(grpc::StatusCode::CANCELLED, "the stream was cancelled");
+        error_ = ToGrpcStatus(absl::CancelledError("the stream was cancelled"));
         action = Action::kFail;
       }
     }
@@ -183,13 +188,13 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
       while (!pending.empty()) {
         EngineEvent event = std::move(pending.front());
         pending.pop_front();
-        if (!event.error.ok()) {
+        if (event.kind == EngineEvent::Kind::kError) {
           done = true;
           reactor->error_ = ToGrpcStatus(event.error);
           return Action::kFail;
         }
         reactor->Append(event, &out);
-        if (event.last) {
+        if (event.kind == EngineEvent::Kind::kFinished) {
           done = true;
           return Action::kWriteAndFinish;
         }
@@ -217,31 +222,30 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
     Finish(ToGrpcStatus(status));
   }
 
+  // Merges a token or finished event into the response being built.
   void Append(const EngineEvent& event, v1::GenerateAlignedResponse* out) {
-    const TokenEvent& token = event.token;
-    const bool cancelled_end = event.last && token.finish_reason == FinishReason::kCancelled;
-    if (!cancelled_end) {
-      out->mutable_text()->append(token.text);
-      if (return_tokens_) {
-        v1::GeneratedToken* t = out->add_tokens();
-        t->set_id(token.token);
-        t->set_reward(token.reward);
-        t->set_changed_top_choice(token.changed_top_choice);
-        if (token.diagnostics) {
-          v1::TokenDiagnostics* d = t->mutable_diagnostics();
-          d->mutable_candidates()->Add(token.diagnostics->candidates.begin(),
-                                       token.diagnostics->candidates.end());
-          d->mutable_policy_logits()->Add(token.diagnostics->policy_logits.begin(),
-                                          token.diagnostics->policy_logits.end());
-          d->mutable_rewards()->Add(token.diagnostics->rewards.begin(), token.diagnostics->rewards.end());
-          d->mutable_scores()->Add(token.diagnostics->scores.begin(), token.diagnostics->scores.end());
-        }
-      }
-    }
-    if (event.last) {
+    if (event.kind == EngineEvent::Kind::kFinished) {
       v1::Final* final = out->mutable_final();
-      final->set_finish_reason(ToProto(token.finish_reason));
+      final->set_finish_reason(ToProto(event.finish_reason));
       ToProto(event.usage, final->mutable_usage());
+      return;
+    }
+    const TokenEvent& token = event.token;
+    out->mutable_text()->append(token.text);
+    if (return_tokens_) {
+      v1::GeneratedToken* t = out->add_tokens();
+      t->set_id(token.token);
+      t->set_reward(token.reward);
+      t->set_changed_top_choice(token.changed_top_choice);
+      if (token.diagnostics) {
+        v1::TokenDiagnostics* d = t->mutable_diagnostics();
+        d->mutable_candidates()->Add(token.diagnostics->candidates.begin(),
+                                     token.diagnostics->candidates.end());
+        d->mutable_policy_logits()->Add(token.diagnostics->policy_logits.begin(),
+                                        token.diagnostics->policy_logits.end());
+        d->mutable_rewards()->Add(token.diagnostics->rewards.begin(), token.diagnostics->rewards.end());
+        d->mutable_scores()->Add(token.diagnostics->scores.begin(), token.diagnostics->scores.end());
+      }
     }
   }
 
@@ -273,8 +277,8 @@ grpc::ServerWriteReactor<v1::GenerateAlignedResponse>* PadServiceImpl::GenerateA
     grpc::CallbackServerContext* context, const v1::GenerateAlignedRequest* request) {
   auto* reactor = new GenerateReactor(engine_, metrics_, log_);
   if (!Authorized(*context)) {
-    metrics_->RecordRejected("unknown", absl::UnauthenticatedError(""));
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "a valid bearer token is required"));
+    metrics_->RecordRejected("unknown", Unauthenticated());
+    reactor->Finish(ToGrpcStatus(Unauthenticated()));
     return reactor;
   }
   reactor->Start(*request);
@@ -286,7 +290,7 @@ grpc::ServerUnaryReactor* PadServiceImpl::ListModels(grpc::CallbackServerContext
                                                      v1::ListModelsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (!Authorized(*context)) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "a valid bearer token is required"));
+    reactor->Finish(ToGrpcStatus(Unauthenticated()));
     return reactor;
   }
   const EngineOptions& options = engine_->options();

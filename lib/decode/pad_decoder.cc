@@ -175,14 +175,22 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
     }
   }
 
-  // A request that needs more rows than a cache holds would wait forever; refuse it now.
-  const int64_t rows =
-      pad ? (request.composition == Composition::kWeighted ? static_cast<int64_t>(request.principles.size())
-                                                           : 1)
-          : 0;
-  if (1 + rows > o.kv_slots) {
-    return Invalid("principles", absl::StrCat("WEIGHTED composition needs ", 1 + rows,
-                                              " cache slots, more than the ", o.kv_slots, " configured"));
+  // A request that needs more rows than a cache holds would wait forever; refuse it now. A PRM that shares
+  // the policy's backbone shares its cache too.
+  if (pad) {
+    const bool weighted = request.composition == Composition::kWeighted;
+    const int64_t prm_rows = weighted ? static_cast<int64_t>(request.principles.size()) : 1;
+    const bool shared = CacheFor(prepared.reward_model->backbone()) == caches_[0].second.get();
+    const int64_t needed = shared ? 1 + prm_rows : prm_rows;
+    if (needed > o.kv_slots) {
+      const std::string what =
+          weighted ? absl::StrCat("WEIGHTED composition of ", prm_rows, " principles needs ", needed)
+                   : absl::StrCat("PAD needs ", needed);
+      return Invalid(weighted ? "principles" : "mode",
+                     absl::StrCat(what, " KV cache slots per request (", shared ? "the policy's and " : "",
+                                  weighted ? "one per principle" : "the PRM's", "), more than the ",
+                                  o.kv_slots, " configured (--kv_slots)"));
+    }
   }
 
   // An unknown role is named before the search for a user message can miss it.
@@ -195,7 +203,7 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
   if (has_messages && instruction_index < 0) return Invalid("messages", "need a user message to answer");
   const std::string& instruction = has_prompt ? request.prompt : request.messages[instruction_index].content;
   const std::string field = has_prompt ? "prompt" : "messages";
-  auto tokenize = [&](const std::string& content) -> absl::StatusOr<std::vector<int32_t>> {
+  auto encode = [&](const std::string& content) -> absl::StatusOr<std::vector<int32_t>> {
     std::string text = content;
     if (has_messages) {
       std::vector<ChatMessage> messages = request.messages;
@@ -206,13 +214,27 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
     // them only to a raw prompt, as transformers' apply_chat_template(tokenize=True) does.
     auto ids = tokenizer_->Encode(text, /*add_special_tokens=*/!has_messages);
     if (!ids.ok()) return Invalid(field, ids.status().message());
-    if (static_cast<int>(ids->size()) > o.max_prompt_tokens) {
+    return ids;
+  };
+  // content: the instruction, or the guideline text that wraps it.
+  auto tokenize = [&](const std::string& content) -> absl::StatusOr<std::vector<int32_t>> {
+    PAD_ASSIGN_OR_RETURN(std::vector<int32_t> ids, encode(content));
+    if (static_cast<int>(ids.size()) > o.max_prompt_tokens) {
+      // The guideline's tokens count against the prompt: blame the principles when they are what overflows.
+      if (content != instruction) {
+        PAD_ASSIGN_OR_RETURN(std::vector<int32_t> bare, encode(instruction));
+        if (static_cast<int>(bare.size()) <= o.max_prompt_tokens) {
+          return Invalid("principles", absl::StrCat("the guideline text makes the prompt ", ids.size(),
+                                                    " tokens (", bare.size(), " without it), more than the ",
+                                                    "limit of ", o.max_prompt_tokens));
+        }
+      }
       return Invalid(field,
-                     absl::StrCat(ids->size(), " tokens, more than the limit of ", o.max_prompt_tokens));
+                     absl::StrCat(ids.size(), " tokens, more than the limit of ", o.max_prompt_tokens));
     }
-    if (static_cast<int64_t>(ids->size()) + request.max_new_tokens > o.max_seq_len) {
+    if (static_cast<int64_t>(ids.size()) + request.max_new_tokens > o.max_seq_len) {
       return Invalid("max_new_tokens",
-                     absl::StrCat(ids->size(), " prompt tokens plus ", request.max_new_tokens,
+                     absl::StrCat(ids.size(), " prompt tokens plus ", request.max_new_tokens,
                                   " new tokens exceed the context of ", o.max_seq_len));
     }
     return ids;

@@ -35,7 +35,10 @@ class Engine::Impl {
     const PadDecoder* decoder = nullptr;
     {
       absl::MutexLock lock(&mu_);
-      if (!load_done_ || !load_status_.ok()) return absl::UnavailableError("the models are not loaded yet");
+      if (!load_done_) return absl::UnavailableError("the models are not loaded yet");
+      if (!load_status_.ok()) {
+        return absl::UnavailableError(absl::StrCat("the models failed to load: ", load_status_.message()));
+      }
       if (draining_) return absl::UnavailableError("the server is shutting down");
       decoder = decoder_.get();
     }
@@ -125,13 +128,18 @@ class Engine::Impl {
   // event also sees its slots freed in Stats.
   using Deliveries = std::vector<std::pair<EventSink, EngineEvent>>;
 
-  static void End(EventSink sink, FinishReason reason, const Usage& usage, uint64_t sequence,
-                  Deliveries* out) {
+  static void End(EventSink sink, FinishReason reason, const Usage& usage, Deliveries* out) {
     EngineEvent event;
-    event.token.sequence = sequence;
-    event.token.finished = true;
-    event.token.finish_reason = reason;
-    event.last = true;
+    event.kind = EngineEvent::Kind::kFinished;
+    event.finish_reason = reason;
+    event.usage = usage;
+    out->emplace_back(std::move(sink), std::move(event));
+  }
+
+  static void Fail(EventSink sink, absl::Status error, const Usage& usage, Deliveries* out) {
+    EngineEvent event;
+    event.kind = EngineEvent::Kind::kError;
+    event.error = std::move(error);
     event.usage = usage;
     out->emplace_back(std::move(sink), std::move(event));
   }
@@ -180,12 +188,12 @@ class Engine::Impl {
       const absl::Time now = absl::Now();
       Deliveries out;
       for (Waiting& w : dropped) {
-        End(std::move(w.sink), FinishReason::kCancelled, Usage{0, 0, now - w.submitted, {}}, 0, &out);
+        End(std::move(w.sink), FinishReason::kCancelled, Usage{0, 0, now - w.submitted, {}}, &out);
       }
       for (auto it = running_.begin(); it != running_.end();) {
         if (cancelled.count(it->second.id) || deadline_passed) {
           decoder_->Remove(it->first);
-          End(std::move(it->second.sink), FinishReason::kCancelled, UsageOf(it->second), it->first, &out);
+          End(std::move(it->second.sink), FinishReason::kCancelled, UsageOf(it->second), &out);
           it = running_.erase(it);
         } else {
           ++it;
@@ -195,10 +203,7 @@ class Engine::Impl {
         const int64_t prompt_tokens = static_cast<int64_t>(w.prepared.policy_ids.size());
         absl::StatusOr<uint64_t> sequence = decoder_->Add(std::move(w.prepared));
         if (!sequence.ok()) {  // CanAdd said yes on this thread; only a bug gets here
-          EngineEvent event;
-          event.error = sequence.status();
-          event.last = true;
-          out.emplace_back(std::move(w.sink), std::move(event));
+          Fail(std::move(w.sink), sequence.status(), Usage{0, 0, now - w.submitted, {}}, &out);
           continue;
         }
         running_[*sequence] = Running{w.id, std::move(w.sink), w.submitted, now, prompt_tokens, 0};
@@ -209,13 +214,7 @@ class Engine::Impl {
         absl::StatusOr<std::vector<TokenEvent>> events = decoder_->Step();
         if (!events.ok()) {
           // The decoder dropped every sequence; each stream learns why.
-          for (auto& [sequence, r] : running_) {
-            EngineEvent event;
-            event.error = events.status();
-            event.last = true;
-            event.usage = UsageOf(r);
-            out.emplace_back(std::move(r.sink), std::move(event));
-          }
+          for (auto& [sequence, r] : running_) Fail(std::move(r.sink), events.status(), UsageOf(r), &out);
           running_.clear();
         } else {
           for (TokenEvent& token : *events) {
@@ -223,15 +222,14 @@ class Engine::Impl {
             if (it == running_.end()) continue;
             Running& r = it->second;
             ++r.generated;
+            const bool finished = token.finished;
+            const FinishReason reason = token.finish_reason;
             EngineEvent event;
-            event.last = token.finished;
             event.token = std::move(token);
-            if (event.last) {
-              event.usage = UsageOf(r);
-              out.emplace_back(std::move(r.sink), std::move(event));
+            out.emplace_back(r.sink, std::move(event));
+            if (finished) {
+              End(std::move(r.sink), reason, UsageOf(r), &out);
               running_.erase(it);
-            } else {
-              out.emplace_back(r.sink, std::move(event));
             }
           }
         }

@@ -32,7 +32,7 @@ class Collector {
   }
 
  private:
-  bool Done() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty() && events_.back().last; }
+  bool Done() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty() && events_.back().last(); }
   absl::Mutex mu_;
   std::vector<EngineEvent> events_ ABSL_GUARDED_BY(mu_);
 };
@@ -68,6 +68,10 @@ TEST(Engine, UnavailableUntilLoadedAndReportsLoadError) {
   EXPECT_EQ(load.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(load.message(), "/nonexistent/config.json: cannot open");
   EXPECT_FALSE(engine->Stats().ready);
+  // After a failed load a request is told so, not that loading is still under way.
+  auto late = engine->Submit(Ask(4), collector.Sink());
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(late.status().message(), "the models failed to load: /nonexistent/config.json: cannot open");
 }
 
 TEST(Engine, StreamsTokensThenUsage) {
@@ -76,15 +80,15 @@ TEST(Engine, StreamsTokensThenUsage) {
   Collector collector;
   ASSERT_TRUE(engine->Submit(Ask(6, DecodingMode::kPad), collector.Sink()).ok());
   const std::vector<EngineEvent> events = collector.Wait();
-  ASSERT_EQ(events.size(), 6u);
+  ASSERT_EQ(events.size(), 7u);  // six tokens, then the end
   std::string text;
-  for (const EngineEvent& e : events) {
-    EXPECT_TRUE(e.error.ok());
-    text += e.token.text;
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(events[i].kind, EngineEvent::Kind::kToken);
+    text += events[i].token.text;
   }
   EXPECT_FALSE(text.empty());
-  EXPECT_TRUE(events.back().token.finished);
-  EXPECT_EQ(events.back().token.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(events.back().kind, EngineEvent::Kind::kFinished);
+  EXPECT_EQ(events.back().finish_reason, FinishReason::kLength);
   EXPECT_EQ(events.back().usage.generated_tokens, 6);
   EXPECT_GT(events.back().usage.prompt_tokens, 10);
   EXPECT_EQ(engine->Stats().kv_slots_in_use, 0);
@@ -111,7 +115,9 @@ TEST(Engine, CancelFreesTheSlotsWithinAStep) {
   engine->Cancel(*id);
   const std::vector<EngineEvent> events = collector.Wait();
   EXPECT_LT(events.size(), 400u);
-  EXPECT_EQ(events.back().token.finish_reason, FinishReason::kCancelled);
+  EXPECT_EQ(events.back().kind, EngineEvent::Kind::kFinished);
+  EXPECT_EQ(events.back().finish_reason, FinishReason::kCancelled);
+  for (size_t i = 0; i + 1 < events.size(); ++i) EXPECT_EQ(events[i].kind, EngineEvent::Kind::kToken);
   const EngineStats stats = engine->Stats();
   EXPECT_EQ(stats.running, 0);
   EXPECT_EQ(stats.kv_slots_in_use, 0);
@@ -145,7 +151,7 @@ TEST(Engine, FullQueueIsResourceExhaustedThenRecovers) {
   if (ids[2].ok()) c.Wait();
   Collector after;
   ASSERT_TRUE(engine->Submit(Ask(3), after.Sink()).ok());
-  EXPECT_EQ(after.Wait().back().token.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(after.Wait().back().finish_reason, FinishReason::kLength);
 }
 
 TEST(Engine, ShutdownFinishesInFlightAndRefusesNew) {
@@ -156,8 +162,8 @@ TEST(Engine, ShutdownFinishesInFlightAndRefusesNew) {
   collector.WaitForTokens(1);
   engine->Shutdown(absl::Seconds(120));
   const std::vector<EngineEvent> events = collector.Wait();
-  EXPECT_EQ(events.size(), 12u);
-  EXPECT_EQ(events.back().token.finish_reason, FinishReason::kLength);
+  EXPECT_EQ(events.size(), 13u);  // twelve tokens, then the end
+  EXPECT_EQ(events.back().finish_reason, FinishReason::kLength);
   Collector late;
   EXPECT_EQ(engine->Submit(Ask(3), late.Sink()).status().code(), absl::StatusCode::kUnavailable);
 }

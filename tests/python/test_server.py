@@ -298,6 +298,8 @@ INVALID = [
     ("unknown_reward_model", lambda pb: to_proto(pb, spec("pad", principles=["humor"], reward_model="nope")),
      "preference.reward_model"),
     ("prompt_too_long", lambda pb: to_proto(pb, {"prompt": "word " * 400, "mode": "vanilla"}), "prompt"),
+    # The guideline's tokens count against the prompt; a short prompt with a huge principle blames the principle.
+    ("principle_too_long", lambda pb: to_proto(pb, spec("pad", principles=["be kind " * 200])), "preference.principles"),
     ("empty_stop", lambda pb: to_proto(pb, spec("vanilla", stop=[""])), "decoding.stop[0]"),
     ("unknown_composition", _unknown_composition, "preference.composition"),
 ]
@@ -454,6 +456,13 @@ def test_queue_overflow(pb, model_dir):
         assert s.metric("pad_requests_waiting") == 0
         text, final, _ = generate(pb, s.channel, spec("vanilla", max_new_tokens=4), timeout=60)
         assert final.finish_reason == pb[0].FINISH_REASON_LENGTH and text
+        # A request that could never fit the cache is refused at once, naming what it needs and why.
+        weighted = spec("pad", principles=["humor", "harmless", "concise"], composition="weighted")
+        with pytest.raises(grpc.RpcError) as error:
+            collect(stub.GenerateAligned(to_proto(pb, weighted), timeout=30))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details().startswith("preference.principles: WEIGHTED composition of 3 principles "
+                                                "needs 4 KV cache slots"), error.value.details()
     finally:
         s.stop_and_check()
 

@@ -39,12 +39,16 @@ struct Usage {
   absl::Duration decode_time;  // admission to the last token
 };
 
-// One item of a request's stream: a token, or the end (finished, with usage), or an error.
+// One item of a request's stream: zero or more kToken events, then exactly one kFinished or kError.
 struct EngineEvent {
-  TokenEvent token;  // valid unless `error` is set
-  absl::Status error;
-  bool last = false;  // nothing follows: finished, cancelled or failed
-  Usage usage;        // on the last event
+  enum class Kind { kToken, kFinished, kError };
+  Kind kind = Kind::kToken;
+  TokenEvent token;                                    // kToken: the generated token
+  FinishReason finish_reason = FinishReason::kLength;  // kFinished: stop, length or cancelled
+  absl::Status error;                                  // kError: why the request failed
+  Usage usage;                                         // kFinished and kError
+
+  bool last() const { return kind != Kind::kToken; }  // nothing follows
 };
 
 // What a stream's consumer sees. Called on the engine thread: it must not block (hand the event to
