@@ -1,9 +1,13 @@
 #include "server/api_conversion.h"
 
+#include <google/protobuf/unknown_field_set.h>
+
 #include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "pad/utf8.h"
 
 namespace pad::server {
 namespace {
@@ -50,7 +54,47 @@ std::string ProtoFieldMessage(absl::string_view message) {
   return absl::StrCat(path, message.substr(colon));
 }
 
+// The path of the first string field in `bytes`, the wire format of a `type` message, that is not UTF-8
+// ("messages[1].content"); "" when every string is; nullopt when `bytes` is not wire format at all. Read
+// without the schema (UnknownFieldSet), since the schema's parser is what refused the bytes.
+std::optional<std::string> FindInvalidUtf8(const google::protobuf::Descriptor& type,
+                                           const std::string& bytes) {
+  google::protobuf::UnknownFieldSet fields;
+  if (!fields.ParseFromString(bytes)) return std::nullopt;
+  std::map<int, int> seen;  // occurrences per field number: a repeated field's index
+  for (int i = 0; i < fields.field_count(); ++i) {
+    const google::protobuf::UnknownField& wire = fields.field(i);
+    const google::protobuf::FieldDescriptor* field = type.FindFieldByNumber(wire.number());
+    if (field == nullptr || wire.type() != google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) continue;
+    std::string path = field->name();
+    const int index = seen[wire.number()]++;
+    if (field->is_repeated()) absl::StrAppend(&path, "[", index, "]");
+    if (field->type() == google::protobuf::FieldDescriptor::TYPE_STRING &&
+        !utf8::IsValid(wire.length_delimited())) {
+      return path;
+    }
+    if (field->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE) {
+      std::optional<std::string> inner = FindInvalidUtf8(*field->message_type(), wire.length_delimited());
+      if (!inner.has_value()) return std::nullopt;
+      if (!inner->empty()) return absl::StrCat(path, ".", *inner);
+    }
+  }
+  return "";
+}
+
 }  // namespace
+
+absl::StatusOr<v1::GenerateAlignedRequest> ParseRequest(absl::string_view bytes) {
+  v1::GenerateAlignedRequest request;
+  if (request.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) return request;
+  const std::optional<std::string> field =
+      FindInvalidUtf8(*v1::GenerateAlignedRequest::descriptor(), std::string(bytes));
+  if (field.has_value() && !field->empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(*field, ": is not valid UTF-8"));
+  }
+  return absl::InvalidArgumentError(
+      "request: not a valid pad.v1.GenerateAlignedRequest (protobuf wire format)");
+}
 
 absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& proto) {
   AlignmentRequest request;

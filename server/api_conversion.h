@@ -12,6 +12,10 @@
 
 namespace pad::server {
 
+// The request from its wire bytes. Where protobuf refuses them, INVALID_ARGUMENT names why: the first
+// string field that is not UTF-8 ("messages[1].content: is not valid UTF-8"), else the request as a whole.
+absl::StatusOr<v1::GenerateAlignedRequest> ParseRequest(absl::string_view bytes);
+
 // The request as libpad takes it; INVALID_ARGUMENT naming the proto field for what only the wire can
 // get wrong (weights on some principles but not all). libpad checks the rest.
 absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& request);

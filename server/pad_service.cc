@@ -1,9 +1,12 @@
 #include "server/pad_service.h"
 
+#include <grpcpp/support/byte_buffer.h>
+
 #include <deque>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -20,6 +23,15 @@ bool ConstantTimeEquals(absl::string_view given, absl::string_view expected) {
     diff |= static_cast<unsigned char>(given[i] ^ (i < expected.size() ? expected[i] : 0));
   }
   return diff == 0;
+}
+
+std::string Flatten(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (!buffer.Dump(&slices).ok()) return bytes;
+  for (const grpc::Slice& slice : slices)
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  return bytes;
 }
 
 absl::Status Unauthenticated() { return absl::UnauthenticatedError("a valid bearer token is required"); }
@@ -94,14 +106,16 @@ class RequestAccount {
 
 // Streams one request's events to its client. The engine thread pushes events; gRPC's threads run the
 // reactions. Deleted in OnDone; events that arrive after it are still recorded (RequestAccount), not written.
-class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAlignedResponse> {
+class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   GenerateReactor(Engine* engine, ServingMetrics* metrics, LogWriter* log)
       : engine_(engine), metrics_(metrics), log_(log) {}
 
-  void Start(const v1::GenerateAlignedRequest& proto) {
-    return_tokens_ = proto.return_token_ids() || proto.return_diagnostics();
-    absl::StatusOr<AlignmentRequest> request = FromProto(proto);
+  void Start(const grpc::ByteBuffer& bytes) {
+    absl::StatusOr<v1::GenerateAlignedRequest> proto = ParseRequest(Flatten(bytes));
+    if (!proto.ok()) return Reject(proto.status(), "unknown");
+    return_tokens_ = proto->return_token_ids() || proto->return_diagnostics();
+    absl::StatusOr<AlignmentRequest> request = FromProto(*proto);
     if (!request.ok()) return Reject(request.status(), "unknown");
     mode_ = ModeLabel(request->mode);
     {
@@ -209,12 +223,20 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
       case Action::kNone:
         return;
       case Action::kWrite:
-        return StartWrite(&response_);
+        Serialize();
+        return StartWrite(&wire_);
       case Action::kWriteAndFinish:
-        return StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+        Serialize();
+        return StartWriteAndFinish(&wire_, grpc::WriteOptions(), grpc::Status::OK);
       case Action::kFail:
         return Finish(error_);
     }
+  }
+
+  void Serialize() {
+    const std::string bytes = response_.SerializeAsString();
+    grpc::Slice slice(bytes);
+    wire_ = grpc::ByteBuffer(&slice, 1);
   }
 
   void Reject(const absl::Status& status, const std::string& mode) {
@@ -258,6 +280,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateAligne
     return shared;
   }();
   v1::GenerateAlignedResponse response_;  // the message being written (one write in flight)
+  grpc::ByteBuffer wire_;                 // response_ serialized, what gRPC writes
   grpc::Status error_;                    // why the stream failed, for kFail
   bool return_tokens_ = false;
   std::string mode_ = "unknown";
@@ -273,8 +296,8 @@ bool PadServiceImpl::Authorized(const grpc::CallbackServerContext& context) cons
   return ConstantTimeEquals(std::string(it->second.data(), it->second.size()), "Bearer " + bearer_token_);
 }
 
-grpc::ServerWriteReactor<v1::GenerateAlignedResponse>* PadServiceImpl::GenerateAligned(
-    grpc::CallbackServerContext* context, const v1::GenerateAlignedRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* PadServiceImpl::GenerateAligned(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   auto* reactor = new GenerateReactor(engine_, metrics_, log_);
   if (!Authorized(*context)) {
     metrics_->RecordRejected("unknown", Unauthenticated());

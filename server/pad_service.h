@@ -16,13 +16,18 @@ namespace pad::server {
 // `engine`, `metrics` and `log` (one JSON line per finished request) must outlive the service and the
 // engine's last event. `bearer_token`, when not empty, is required as "authorization: Bearer <token>" on
 // every call (compared in constant time).
-class PadServiceImpl final : public v1::PadService::CallbackService {
+//
+// GenerateAligned takes its request as bytes and parses it itself: gRPC's own parse failure answers
+// UNIMPLEMENTED with no message and is never counted, where a client needs INVALID_ARGUMENT naming the field.
+class PadServiceImpl final : public v1::PadService::WithRawCallbackMethod_GenerateAligned<
+                                 v1::PadService::WithCallbackMethod_ListModels<v1::PadService::Service>> {
  public:
   PadServiceImpl(Engine* engine, ServingMetrics* metrics, LogWriter* log, std::string bearer_token)
       : engine_(engine), metrics_(metrics), log_(log), bearer_token_(std::move(bearer_token)) {}
 
-  grpc::ServerWriteReactor<v1::GenerateAlignedResponse>* GenerateAligned(
-      grpc::CallbackServerContext* context, const v1::GenerateAlignedRequest* request) override;
+  // Reads a GenerateAlignedRequest, streams GenerateAlignedResponse messages.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerateAligned(grpc::CallbackServerContext* context,
+                                                              const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const v1::ListModelsRequest* request,
                                        v1::ListModelsResponse* response) override;

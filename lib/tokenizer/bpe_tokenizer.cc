@@ -23,8 +23,8 @@
 #include "nlohmann/json.hpp"
 #include "pad/status_macros.h"
 #include "pad/tokenizer.h"
+#include "pad/utf8.h"
 #include "tokenizer/pre_tokenizer.h"
-#include "tokenizer/utf8.h"
 
 namespace pad {
 namespace {

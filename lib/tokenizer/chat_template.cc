@@ -19,7 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "pad/status_macros.h"
-#include "tokenizer/utf8.h"
+#include "pad/utf8.h"
 
 namespace pad {
 namespace {

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "pad/tokenizer.h"
-#include "tokenizer/utf8.h"
+#include "pad/utf8.h"
 
 namespace pad {
 

@@ -7,8 +7,8 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "pad/tokenizer.h"
+#include "pad/utf8.h"
 #include "tokenizer/pre_tokenizer.h"
-#include "tokenizer/utf8.h"
 
 namespace pad {
 namespace {

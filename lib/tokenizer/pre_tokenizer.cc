@@ -14,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "pad/status_macros.h"
+#include "pad/utf8.h"
 #include "tokenizer/unicode_tables.h"
-#include "tokenizer/utf8.h"
 
 namespace pad {
 namespace {

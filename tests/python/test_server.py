@@ -315,6 +315,36 @@ def test_invalid_request(pb, server, make, field):
     assert details.split(":")[0].startswith(field), f"the field path should lead: {details}"
 
 
+def _corrupted(pb, request_spec, text, bad):
+    """The request's wire bytes with `text` replaced by the same-length bytes `bad`, which are not UTF-8."""
+    wire = to_proto(pb, request_spec).SerializeToString()
+    assert wire.count(text.encode()) == 1 and len(bad) == len(text.encode())
+    return wire.replace(text.encode(), bad)
+
+
+# Bytes protobuf refuses: gRPC's own parse would answer UNIMPLEMENTED with no message.
+UNPARSEABLE = [
+    ("prompt_not_utf8", lambda pb: _corrupted(pb, {"prompt": "Hello there", "mode": "vanilla"}, "Hello", b"\xffello"),
+     "prompt: is not valid UTF-8"),
+    ("content_not_utf8", lambda pb: _corrupted(pb, spec("vanilla"), "rainy", b"rain\xc0"),
+     "messages[0].content: is not valid UTF-8"),
+    ("principle_not_utf8", lambda pb: _corrupted(pb, spec("pad", principles=["humor"]), "humor", b"hu\xed\xa0\x80"),
+     "preference.principles[0].text: is not valid UTF-8"),
+    ("stop_not_utf8", lambda pb: _corrupted(pb, spec("vanilla", stop=["END", "xyz"]), "xyz", b"x\xf8z"),
+     "decoding.stop[1]: is not valid UTF-8"),
+    ("garbage", lambda pb: b"\xff\xff\xff\xff", "request: not a valid pad.v1.GenerateAlignedRequest"),
+]
+
+
+@pytest.mark.parametrize("make,message", [(m, e) for _, m, e in UNPARSEABLE], ids=[n for n, _, _ in UNPARSEABLE])
+def test_unparseable_request_names_the_field(pb, server, make, message):
+    raw = server.channel.unary_stream("/pad.v1.PadService/GenerateAligned")  # bytes in, bytes out
+    with pytest.raises(grpc.RpcError) as error:
+        list(raw(make(pb), timeout=30))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    assert error.value.details().startswith(message), error.value.details()
+
+
 def test_limit_flags_must_fit_the_context(model_dir):
     with pytest.raises(RuntimeError, match=r"--max_prompt_tokens=5000: must be in \[1, --max_seq_len\)"):
         Server(model_dir, "--max_seq_len=4096", "--max_prompt_tokens=5000")
@@ -334,7 +364,8 @@ def test_an_unset_max_new_tokens_defaults_within_the_limit(pb, model_dir):
 
 
 def test_invalid_requests_are_counted(server):
-    assert server.metric("pad_requests_total", status="invalid_argument") >= len(INVALID), server.metrics_text()
+    assert server.metric("pad_requests_total", status="invalid_argument") >= len(INVALID) + len(UNPARSEABLE), \
+        server.metrics_text()
 
 
 # --- 6. Health, reflection and ListModels ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-// UTF-8 helpers shared by the tokenizer's encoder and decoders.
-#ifndef PAD_TOKENIZER_UTF8_H_
-#define PAD_TOKENIZER_UTF8_H_
+// UTF-8 helpers: the tokenizer's encoder and decoders, and the server's check of request strings.
+#ifndef PAD_UTF8_H_
+#define PAD_UTF8_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -130,4 +130,4 @@ inline bool IsWhiteSpace(char32_t c) {
 }  // namespace utf8
 }  // namespace pad
 
-#endif  // PAD_TOKENIZER_UTF8_H_
+#endif  // PAD_UTF8_H_
