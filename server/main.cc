@@ -42,6 +42,8 @@ ABSL_FLAG(int64_t, max_seq_len, 4096, "most tokens of one sequence, prompt and a
 ABSL_FLAG(int, max_prompt_tokens, 0, "longer prompts are refused; 0: 2048, or less to fit --max_seq_len");
 ABSL_FLAG(int, max_new_tokens, 0,
           "largest max_new_tokens a request may ask; 0: 2048, or less to fit --max_seq_len");
+ABSL_FLAG(int, max_request_bytes, 4 << 20,
+          "largest serialized request gRPC accepts; larger is RESOURCE_EXHAUSTED (gRPC's own message)");
 ABSL_FLAG(int, max_waiting, 64, "requests queued beyond the running batch; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, shutdown_grace_s, 30, "on SIGTERM, how long in-flight streams may run on");
 ABSL_FLAG(std::string, auth_token_file, "", "file holding the bearer token clients must send");
@@ -82,6 +84,7 @@ pad::EngineOptions EngineOptionsFromFlags() {
   if (absl::GetFlag(FLAGS_kv_slots) < 1) Die("--kv_slots: must be at least 1");
   if (max_seq_len < 2) Die("--max_seq_len: must be at least 2");
   if (absl::GetFlag(FLAGS_max_waiting) < 0) Die("--max_waiting: must be at least 0");
+  if (absl::GetFlag(FLAGS_max_request_bytes) < 1024) Die("--max_request_bytes: must be at least 1024");
   if (!(absl::GetFlag(FLAGS_shutdown_grace_s) >= 0)) Die("--shutdown_grace_s: must be at least 0");
   options.policy_dir = absl::GetFlag(FLAGS_policy);
   for (const std::string& entry : absl::GetFlag(FLAGS_reward_models)) {
@@ -198,8 +201,10 @@ int main(int argc, char** argv) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  pad::server::PadServiceImpl service(engine.get(), &metrics, &request_log, token);
+  pad::server::ServiceOptions service_options{token, absl::GetFlag(FLAGS_max_request_bytes)};
+  pad::server::PadServiceImpl service(engine.get(), &metrics, &request_log, service_options);
   grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(service_options.max_request_bytes);
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), CredentialsFromFlags(), &port);
   builder.RegisterService(&service);

@@ -289,11 +289,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
 }  // namespace
 
 bool PadServiceImpl::Authorized(const grpc::CallbackServerContext& context) const {
-  if (bearer_token_.empty()) return true;
+  if (options_.bearer_token.empty()) return true;
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) return false;
-  return ConstantTimeEquals(std::string(it->second.data(), it->second.size()), "Bearer " + bearer_token_);
+  return ConstantTimeEquals(std::string(it->second.data(), it->second.size()),
+                            "Bearer " + options_.bearer_token);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* PadServiceImpl::GenerateAligned(
@@ -332,6 +333,7 @@ grpc::ServerUnaryReactor* PadServiceImpl::ListModels(grpc::CallbackServerContext
   limits->set_max_principles(options.decoder.max_principles);
   limits->set_max_stop_strings(options.decoder.max_stop_strings);
   limits->set_max_sequence_tokens(static_cast<int32_t>(options.decoder.max_seq_len));
+  limits->set_max_request_bytes(options_.max_request_bytes);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

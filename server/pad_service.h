@@ -12,18 +12,24 @@
 
 namespace pad::server {
 
+struct ServiceOptions {
+  // When not empty, required as "authorization: Bearer <token>" on every call (compared in constant time).
+  std::string bearer_token;
+  // gRPC's receive limit, set by the server builder; reported in ListModels' limits.
+  int max_request_bytes = 4 << 20;
+};
+
 // One reactor per stream, one write in flight; no reaction runs the model or blocks on the engine.
 // `engine`, `metrics` and `log` (one JSON line per finished request) must outlive the service and the
-// engine's last event. `bearer_token`, when not empty, is required as "authorization: Bearer <token>" on
-// every call (compared in constant time).
+// engine's last event.
 //
 // GenerateAligned takes its request as bytes and parses it itself: gRPC's own parse failure answers
 // UNIMPLEMENTED with no message and is never counted, where a client needs INVALID_ARGUMENT naming the field.
 class PadServiceImpl final : public v1::PadService::WithRawCallbackMethod_GenerateAligned<
                                  v1::PadService::WithCallbackMethod_ListModels<v1::PadService::Service>> {
  public:
-  PadServiceImpl(Engine* engine, ServingMetrics* metrics, LogWriter* log, std::string bearer_token)
-      : engine_(engine), metrics_(metrics), log_(log), bearer_token_(std::move(bearer_token)) {}
+  PadServiceImpl(Engine* engine, ServingMetrics* metrics, LogWriter* log, ServiceOptions options)
+      : engine_(engine), metrics_(metrics), log_(log), options_(std::move(options)) {}
 
   // Reads a GenerateAlignedRequest, streams GenerateAlignedResponse messages.
   grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerateAligned(grpc::CallbackServerContext* context,
@@ -38,7 +44,7 @@ class PadServiceImpl final : public v1::PadService::WithRawCallbackMethod_Genera
   Engine* engine_;
   ServingMetrics* metrics_;
   LogWriter* log_;
-  const std::string bearer_token_;
+  const ServiceOptions options_;
 };
 
 }  // namespace pad::server

@@ -394,6 +394,7 @@ def test_list_models(pb, server, model_dir):
     assert [m.name for m in answer.reward_models] == ["default"]
     assert answer.reward_models[0].shares_policy_backbone
     assert answer.limits.max_prompt_tokens == 256
+    assert answer.limits.max_request_bytes == 4 << 20  # gRPC's default, now set explicitly
 
 
 # --- 7. Metrics: promtool accepts them, Prometheus scrapes them ---------------------------------------------------
@@ -451,7 +452,7 @@ def test_prometheus_scrapes_metrics(pb, server, tmp_path):
 # --- 4. A full queue answers RESOURCE_EXHAUSTED -------------------------------------------------------------------
 
 def test_queue_overflow(pb, model_dir):
-    s = Server(model_dir, "--kv_slots=2", "--max_waiting=1", "--shutdown_grace_s=5")
+    s = Server(model_dir, "--kv_slots=2", "--max_waiting=1", "--shutdown_grace_s=5", "--max_request_bytes=65536")
     try:
         stub = stub_of(pb, s.channel)
         calls, outcomes = [], [None] * 5
@@ -494,6 +495,13 @@ def test_queue_overflow(pb, model_dir):
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error.value.details().startswith("preference.principles: WEIGHTED composition of 3 principles "
                                                 "needs 4 KV cache slots"), error.value.details()
+        # Too large a request is RESOURCE_EXHAUSTED too, told apart from a full queue by its message.
+        limit = stub.ListModels(pb[0].ListModelsRequest(), timeout=30).limits.max_request_bytes
+        assert limit == 65536
+        with pytest.raises(grpc.RpcError) as error:
+            collect(stub.GenerateAligned(to_proto(pb, {"prompt": "word " * 20000, "mode": "vanilla"}), timeout=30))
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in error.value.details() and "queue" not in error.value.details()
     finally:
         s.stop_and_check()
 
