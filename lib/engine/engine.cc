@@ -12,6 +12,8 @@
 #include "absl/synchronization/mutex.h"
 #include "pad/chat_template.h"
 #include "pad/llama.h"
+#include "pad/pad_decoder.h"
+#include "pad/reward_model.h"
 #include "pad/status_macros.h"
 #include "pad/tokenizer.h"
 

@@ -1,4 +1,5 @@
-// The serving engine: one thread that owns the models and KV caches and runs continuous batching.
+// The serving engine: one thread that owns the models and KV caches and runs continuous batching. No
+// LibTorch in this header beyond c10's device and dtype types: the server builds without ATen's headers.
 #ifndef PAD_ENGINE_H_
 #define PAD_ENGINE_H_
 
@@ -12,9 +13,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "pad/alignment_request.h"
+#include "pad/decoder_types.h"
 #include "pad/model_options.h"
-#include "pad/pad_decoder.h"
-#include "pad/reward_model.h"
 
 namespace pad {
 

@@ -1,9 +1,11 @@
-// Where and in which precision a model runs.
+// Where and in which precision a model runs, and where a PRM's files are.
 #ifndef PAD_MODEL_OPTIONS_H_
 #define PAD_MODEL_OPTIONS_H_
 
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
+
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -21,6 +23,16 @@ struct ModelOptions {
 absl::StatusOr<c10::ScalarType> ParseDtype(absl::string_view name);
 // "cpu" | "cuda" | "cuda:N"; UNAVAILABLE when CUDA is asked for and absent.
 absl::StatusOr<c10::Device> ParseDevice(absl::string_view name);
+
+// Where a PRM's files are. Either a backbone plus a PEFT LoRA adapter, or a merged PRM directory alone.
+struct RewardModelSpec {
+  std::string name = "default";  // how requests choose it
+  std::string backbone_dir;      // Hugging Face model directory
+  std::string adapter_dir;       // PEFT LoRA directory; empty for a merged PRM
+  // value_head.safetensors (v_head.summary.weight [hidden, hidden], v_head.summary.bias [hidden]).
+  // Empty: <adapter_dir or backbone_dir>/value_head.safetensors if present, else the identity.
+  std::string value_head_path;
+};
 
 }  // namespace pad
 

@@ -14,16 +14,6 @@
 
 namespace pad {
 
-// Where a PRM's files are. Either a backbone plus a PEFT LoRA adapter, or a merged PRM directory alone.
-struct RewardModelSpec {
-  std::string name = "default";  // how requests choose it
-  std::string backbone_dir;      // Hugging Face model directory
-  std::string adapter_dir;       // PEFT LoRA directory; empty for a merged PRM
-  // value_head.safetensors (v_head.summary.weight [hidden, hidden], v_head.summary.bias [hidden]).
-  // Empty: <adapter_dir or backbone_dir>/value_head.safetensors if present, else the identity.
-  std::string value_head_path;
-};
-
 // z_r = lm_head(W_v h + b_v), h the backbone's final normed hidden state with the adapter applied. When the
 // backbone directory is the policy's own, the policy's weights are used (one copy in memory) and the
 // adapter applies only on this PRM's rows. Immutable after Load; its forwards run on the engine thread.
