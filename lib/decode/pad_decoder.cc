@@ -60,7 +60,8 @@ size_t HeldBackLength(const std::string& text, const std::vector<std::string>& s
 
 PadDecoder::~PadDecoder() = default;
 
-absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(LlamaModel* policy, const Tokenizer* tokenizer,
+absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(const LlamaModel* policy,
+                                                               const Tokenizer* tokenizer,
                                                                const ChatTemplate* chat_template,
                                                                std::vector<const RewardModel*> reward_models,
                                                                const DecoderOptions& options) {
@@ -393,8 +394,7 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
   std::vector<at::Tensor> hidden(caches_.size());  // per backbone: [rows, hidden]
   for (size_t b = 0; b < caches_.size(); ++b) {
     if (rows[b].empty()) continue;
-    PAD_ASSIGN_OR_RETURN(
-        hidden[b], const_cast<LlamaModel*>(caches_[b].first)->Forward(rows[b], caches_[b].second.get()));
+    PAD_ASSIGN_OR_RETURN(hidden[b], caches_[b].first->Forward(rows[b], caches_[b].second.get()));
   }
 
   at::Tensor scores, candidates, rewards, policy_logits;  // each [n, k_max] on the host

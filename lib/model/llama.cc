@@ -178,7 +178,7 @@ int64_t LlamaModel::parameter_bytes() const {
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const ForwardRow> rows, KvCache* cache,
-                                               bool all_positions) {
+                                               bool all_positions) const {
   if (rows.empty()) return absl::InvalidArgumentError("forward: no rows");
   std::vector<bool> seen(cache->max_slots(), false);
   for (size_t r = 0; r < rows.size(); ++r) {
@@ -210,7 +210,7 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const ForwardRow> rows
 }
 
 at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache,
-                                        bool all_positions) {
+                                        bool all_positions) const {
   const int64_t batch = static_cast<int64_t>(rows.size());
   int64_t steps = 0;  // longest row: rows are padded to it
   for (const ForwardRow& row : rows) steps = std::max<int64_t>(steps, row.tokens.size());

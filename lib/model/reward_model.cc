@@ -37,7 +37,7 @@ absl::Status CheckAdapterBase(const std::string& adapter_dir) {
 
 absl::StatusOr<std::unique_ptr<RewardModel>> RewardModel::Load(const RewardModelSpec& spec,
                                                                const ModelOptions& options,
-                                                               LlamaModel* policy) {
+                                                               const LlamaModel* policy) {
   if (spec.backbone_dir.empty()) return absl::InvalidArgumentError("reward model: backbone_dir is empty");
   std::unique_ptr<RewardModel> prm(new RewardModel());
   prm->name_ = spec.name;

@@ -31,8 +31,9 @@ struct ForwardRow {
 
 struct LlamaLayer;
 
-// The weights of one causal LM, resident on one device. Forward is called by one thread at a time (the
-// engine's); Logits and LogitsAt only read the weights. Errors, including LibTorch's, come back as Status.
+// The weights of one causal LM, resident on one device; immutable after loading, so every method is const
+// (Forward writes only the cache it is given, which one thread at a time owns). Errors, including LibTorch's,
+// come back as Status.
 class LlamaModel {
  public:
   // Loads <model_dir>/config.json and its safetensors weights.
@@ -48,7 +49,7 @@ class LlamaModel {
   // [rows, hidden] at each row's last token, or with `all_positions` [total tokens, hidden] in row order.
   // INVALID_ARGUMENT for a bad slot or token id; OUT_OF_RANGE when a slot would exceed max_seq_len.
   absl::StatusOr<at::Tensor> Forward(absl::Span<const ForwardRow> rows, KvCache* cache,
-                                     bool all_positions = false);
+                                     bool all_positions = false) const;
 
   // hidden [n, hidden] -> logits [n, vocab], float32.
   absl::StatusOr<at::Tensor> Logits(const at::Tensor& hidden) const;
@@ -63,7 +64,7 @@ class LlamaModel {
 
  private:
   LlamaModel(LlamaConfig config, ModelOptions options);
-  at::Tensor ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache, bool all_positions);
+  at::Tensor ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache, bool all_positions) const;
 
   LlamaConfig config_;
   ModelOptions options_;

@@ -39,7 +39,8 @@ class PadDecoder {
  public:
   // `policy`, `tokenizer`, `chat_template` and the reward models must outlive the decoder. The first
   // reward model is the default.
-  static absl::StatusOr<std::unique_ptr<PadDecoder>> Create(LlamaModel* policy, const Tokenizer* tokenizer,
+  static absl::StatusOr<std::unique_ptr<PadDecoder>> Create(const LlamaModel* policy,
+                                                            const Tokenizer* tokenizer,
                                                             const ChatTemplate* chat_template,
                                                             std::vector<const RewardModel*> reward_models,
                                                             const DecoderOptions& options);
@@ -74,7 +75,7 @@ class PadDecoder {
   void Finish(Sequence& sequence, TokenEvent* event, FinishReason reason);
   void Release(Sequence& sequence);
 
-  LlamaModel* policy_ = nullptr;
+  const LlamaModel* policy_ = nullptr;
   const Tokenizer* tokenizer_ = nullptr;
   const ChatTemplate* chat_template_ = nullptr;
   std::vector<const RewardModel*> reward_models_;

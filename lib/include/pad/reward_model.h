@@ -23,10 +23,11 @@ class RewardModel {
   // the reward model. Errors name the file and field: mismatched shapes, unknown target modules, an
   // adapter for another architecture.
   static absl::StatusOr<std::unique_ptr<RewardModel>> Load(const RewardModelSpec& spec,
-                                                           const ModelOptions& options, LlamaModel* policy);
+                                                           const ModelOptions& options,
+                                                           const LlamaModel* policy);
 
   const std::string& name() const { return name_; }
-  LlamaModel& backbone() const { return *backbone_; }
+  const LlamaModel& backbone() const { return *backbone_; }
   // Null for a merged PRM.
   const LoraAdapter* adapter() const { return adapter_.get(); }
   bool shares_policy_backbone() const { return owned_backbone_ == nullptr; }
@@ -43,7 +44,7 @@ class RewardModel {
 
   std::string name_;
   std::unique_ptr<LlamaModel> owned_backbone_;  // null when the policy's backbone is shared
-  LlamaModel* backbone_ = nullptr;
+  const LlamaModel* backbone_ = nullptr;
   std::unique_ptr<LoraAdapter> adapter_;
   at::Tensor v_weight_;  // [hidden, hidden], or undefined for the identity
   at::Tensor v_bias_;    // [hidden], or undefined
