@@ -15,7 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "pad/generator.h"
 #include "pad/llama.h"
-#include "tools/or_die.h"
+#include "pad/or_die.h"
 
 ABSL_FLAG(std::string, model, "models/SmolLM2-135M-Instruct", "Hugging Face model directory");
 ABSL_FLAG(std::string, dtypes, "float32,bfloat16", "comma-separated dtypes");

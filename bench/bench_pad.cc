@@ -15,9 +15,8 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "pad/pad_decoder.h"
-#include "pad/reward_model.h"
-#include "tools/or_die.h"
+#include "pad/model_set.h"
+#include "pad/or_die.h"
 
 ABSL_FLAG(std::string, model, "models/SmolLM2-135M-Instruct", "the policy (and PRM backbone)");
 ABSL_FLAG(std::string, prm_adapter, "", "PRM LoRA adapter directory (default: none, identity PRM)");
@@ -83,13 +82,11 @@ int main(int argc, char** argv) {
   options.dtype = pad::OrDie(pad::ParseDtype(absl::GetFlag(FLAGS_dtype)));
   options.device = pad::OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
   const std::string model_dir = absl::GetFlag(FLAGS_model);
-  auto tokenizer = pad::OrDie(pad::Tokenizer::FromFile(model_dir + "/tokenizer.json"));
-  auto chat = pad::OrDie(pad::ChatTemplate::FromModelDir(model_dir));
-  auto policy = pad::OrDie(pad::LlamaModel::Load(model_dir, options));
   pad::RewardModelSpec spec;
   spec.backbone_dir = model_dir;
   spec.adapter_dir = absl::GetFlag(FLAGS_prm_adapter);
-  auto prm = pad::OrDie(pad::RewardModel::Load(spec, options, policy.get()));
+  auto models = pad::OrDie(pad::ModelSet::Load(model_dir, {spec}, options));
+  const pad::Tokenizer* tokenizer = &models->tokenizer();
 
   std::vector<int> batches;
   for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ','))
@@ -98,8 +95,7 @@ int main(int argc, char** argv) {
   pad::DecoderOptions decoder_options;
   decoder_options.kv_slots = 4 * max_batch;  // WEIGHTED with 3 principles: 1 policy + 3 PRM rows each
   decoder_options.max_seq_len = absl::GetFlag(FLAGS_prompt_tokens) + 128 + absl::GetFlag(FLAGS_new_tokens);
-  auto decoder =
-      pad::OrDie(pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, {prm.get()}, decoder_options));
+  auto decoder = pad::OrDie(models->MakeDecoder(decoder_options));
 
   // An instruction of about --prompt_tokens tokens.
   const std::string sentence = "Describe how tides work and why there are two of them each day. ";

@@ -4,15 +4,15 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "pad/or_die.h"
+#include "pad/read_file.h"
 #include "pad/v1/pad.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "localhost:50051", "pad_server address");
@@ -39,24 +39,13 @@ ABSL_FLAG(bool, diagnostics, false, "print each token's reward and whether PAD c
 
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    std::cerr << "pad_client: cannot read " << path << "\n";
-    std::exit(2);
-  }
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 std::shared_ptr<grpc::ChannelCredentials> Credentials() {
   if (absl::GetFlag(FLAGS_tls_ca).empty()) return grpc::InsecureChannelCredentials();
   grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = ReadFile(absl::GetFlag(FLAGS_tls_ca));
+  ssl.pem_root_certs = pad::OrDie(pad::ReadFile(absl::GetFlag(FLAGS_tls_ca)));
   if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
-    ssl.pem_cert_chain = ReadFile(absl::GetFlag(FLAGS_tls_cert));
-    ssl.pem_private_key = ReadFile(absl::GetFlag(FLAGS_tls_key));
+    ssl.pem_cert_chain = pad::OrDie(pad::ReadFile(absl::GetFlag(FLAGS_tls_cert)));
+    ssl.pem_private_key = pad::OrDie(pad::ReadFile(absl::GetFlag(FLAGS_tls_key)));
   }
   return grpc::SslCredentials(ssl);
 }
@@ -127,9 +116,8 @@ int main(int argc, char** argv) {
   auto stub = pad::v1::PadService::NewStub(channel);
   grpc::ClientContext context;
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
-    context.AddMetadata(
-        "authorization",
-        "Bearer " + std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_token_file)))));
+    context.AddMetadata("authorization", "Bearer " + std::string(absl::StripAsciiWhitespace(pad::OrDie(
+                                                         pad::ReadFile(absl::GetFlag(FLAGS_token_file))))));
   }
   if (absl::GetFlag(FLAGS_deadline_s) > 0) {
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(

@@ -9,9 +9,7 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -23,6 +21,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "pad/engine.h"
+#include "pad/or_die.h"
+#include "pad/read_file.h"
 #include "server/http_endpoint.h"
 #include "server/log_writer.h"
 #include "server/metrics.h"
@@ -57,14 +57,6 @@ namespace {
 [[noreturn]] void Die(const std::string& message) {
   std::cerr << "pad_server: " << message << std::endl;
   std::exit(1);
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) Die("cannot read " + path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 // A limit of 0 is its default cut to fit --max_seq_len; one given must fit it. Checked before anything
@@ -157,10 +149,10 @@ std::shared_ptr<grpc::ServerCredentials> CredentialsFromFlags() {
     return grpc::InsecureServerCredentials();
   }
   grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back(
-      {ReadFile(absl::GetFlag(FLAGS_tls_key)), ReadFile(absl::GetFlag(FLAGS_tls_cert))});
+  ssl.pem_key_cert_pairs.push_back({pad::OrDie(pad::ReadFile(absl::GetFlag(FLAGS_tls_key))),
+                                    pad::OrDie(pad::ReadFile(absl::GetFlag(FLAGS_tls_cert)))});
   if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
-    ssl.pem_root_certs = ReadFile(absl::GetFlag(FLAGS_tls_client_ca));
+    ssl.pem_root_certs = pad::OrDie(pad::ReadFile(absl::GetFlag(FLAGS_tls_client_ca)));
     ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(ssl);
@@ -186,7 +178,8 @@ int main(int argc, char** argv) {
   engine_options.on_stats = [&metrics](const pad::EngineStats& stats) { metrics.UpdateEngine(stats); };
   std::string token;
   if (!absl::GetFlag(FLAGS_auth_token_file).empty()) {
-    token = std::string(absl::StripAsciiWhitespace(ReadFile(absl::GetFlag(FLAGS_auth_token_file))));
+    token = std::string(
+        absl::StripAsciiWhitespace(pad::OrDie(pad::ReadFile(absl::GetFlag(FLAGS_auth_token_file)))));
     if (token.empty()) Die("--auth_token_file is empty");
   }
 

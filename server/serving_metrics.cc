@@ -4,18 +4,10 @@
 #include <iostream>
 
 #include "absl/strings/ascii.h"
+#include "pad/or_die.h"
 
 namespace pad::server {
 namespace {
-
-template <typename T>
-T* OrDie(absl::StatusOr<T*> family) {
-  if (!family.ok()) {
-    std::cerr << "metrics registration: " << family.status() << std::endl;
-    std::abort();
-  }
-  return *family;
-}
 
 // Latency buckets from 1 ms to 2 min: CPU decoding of a small model and GPU decoding of 8B both fit.
 const std::vector<double> kSeconds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,

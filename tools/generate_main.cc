@@ -13,11 +13,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "pad/chat_template.h"
-#include "pad/pad_decoder.h"
-#include "pad/reward_model.h"
-#include "pad/tokenizer.h"
-#include "tools/or_die.h"
+#include "pad/model_set.h"
+#include "pad/or_die.h"
 
 ABSL_FLAG(std::string, model, "models/SmolLM2-135M-Instruct", "the policy: a Hugging Face model directory");
 ABSL_FLAG(std::string, prompt, "", "the user's message");
@@ -133,28 +130,22 @@ int main(int argc, char** argv) {
   pad::ModelOptions options;
   options.dtype = pad::OrDie(pad::ParseDtype(absl::GetFlag(FLAGS_dtype)));
   options.device = pad::OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
-  auto tokenizer = pad::OrDie(pad::Tokenizer::FromFile(model_dir + "/tokenizer.json"));
-  auto chat = pad::OrDie(pad::ChatTemplate::FromModelDir(model_dir));
-  auto policy = pad::OrDie(pad::LlamaModel::Load(model_dir, options));
-
   pad::AlignmentRequest request = RequestFromFlags();
-  const bool wants_prm = request.mode == pad::DecodingMode::kPad || absl::GetFlag(FLAGS_compare);
-  std::unique_ptr<pad::RewardModel> prm;
-  std::vector<const pad::RewardModel*> reward_models;
-  if (wants_prm) {
+  std::vector<pad::RewardModelSpec> reward_models;
+  if (request.mode == pad::DecodingMode::kPad || absl::GetFlag(FLAGS_compare)) {
     pad::RewardModelSpec spec;
     spec.backbone_dir =
         absl::GetFlag(FLAGS_prm_backbone).empty() ? model_dir : absl::GetFlag(FLAGS_prm_backbone);
     spec.adapter_dir = absl::GetFlag(FLAGS_prm_adapter);
     spec.value_head_path = absl::GetFlag(FLAGS_prm_value_head);
-    prm = pad::OrDie(pad::RewardModel::Load(spec, options, policy.get()));
-    reward_models.push_back(prm.get());
+    reward_models.push_back(spec);
   }
+  auto models = pad::OrDie(pad::ModelSet::Load(model_dir, reward_models, options));
   pad::DecoderOptions decoder_options;
   decoder_options.kv_slots = 1 + std::max<int64_t>(1, request.principles.size());
   decoder_options.max_seq_len = 2048 + request.max_new_tokens;
-  auto decoder = pad::OrDie(
-      pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, reward_models, decoder_options));
+  auto decoder = pad::OrDie(models->MakeDecoder(decoder_options));
+  const pad::Tokenizer& tokenizer = models->tokenizer();
 
   if (absl::GetFlag(FLAGS_compare)) {
     for (pad::DecodingMode mode : {pad::DecodingMode::kVanilla, pad::DecodingMode::kPad}) {
@@ -163,10 +154,10 @@ int main(int argc, char** argv) {
                         ? "\n== PAD (" + absl::StrJoin(request.principles, " and ") + ")"
                         : std::string("== vanilla"))
                 << " ==\n";
-      Answer(*decoder, *tokenizer, request);
+      Answer(*decoder, tokenizer, request);
     }
   } else {
-    Answer(*decoder, *tokenizer, request);
+    Answer(*decoder, tokenizer, request);
   }
   return 0;
 }

@@ -10,12 +10,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "pad/chat_template.h"
-#include "pad/llama.h"
-#include "pad/pad_decoder.h"
-#include "pad/reward_model.h"
+#include "pad/model_set.h"
 #include "pad/status_macros.h"
-#include "pad/tokenizer.h"
 
 namespace pad {
 
@@ -104,18 +100,9 @@ class Engine::Impl {
 
   absl::Status Load() {
     c10::InferenceMode inference;
-    PAD_ASSIGN_OR_RETURN(policy_, LlamaModel::Load(options_.policy_dir, options_.model));
-    PAD_ASSIGN_OR_RETURN(tokenizer_, Tokenizer::FromFile(options_.policy_dir + "/tokenizer.json"));
-    PAD_ASSIGN_OR_RETURN(ChatTemplate chat, ChatTemplate::FromModelDir(options_.policy_dir));
-    chat_template_ = std::make_unique<ChatTemplate>(std::move(chat));
-    std::vector<const RewardModel*> prms;
-    for (const RewardModelSpec& spec : options_.reward_models) {
-      PAD_ASSIGN_OR_RETURN(auto prm, RewardModel::Load(spec, options_.model, policy_.get()));
-      prms.push_back(prm.get());
-      reward_models_.push_back(std::move(prm));
-    }
-    PAD_ASSIGN_OR_RETURN(auto decoder, PadDecoder::Create(policy_.get(), tokenizer_.get(),
-                                                          chat_template_.get(), prms, options_.decoder));
+    PAD_ASSIGN_OR_RETURN(models_,
+                         ModelSet::Load(options_.policy_dir, options_.reward_models, options_.model));
+    PAD_ASSIGN_OR_RETURN(auto decoder, models_->MakeDecoder(options_.decoder));
     absl::MutexLock lock(&mu_);
     decoder_ = std::move(decoder);
     stats_.kv_slots_total = decoder_->slots_total();
@@ -254,6 +241,9 @@ class Engine::Impl {
 
   const EngineOptions options_;
   std::thread thread_;
+  // Loaded on the engine thread before decoder_ is set; declared first so that it outlives the decoder,
+  // which borrows the models.
+  std::unique_ptr<ModelSet> models_;
 
   mutable absl::Mutex mu_;
   bool load_done_ ABSL_GUARDED_BY(mu_) = false;
@@ -269,10 +259,6 @@ class Engine::Impl {
   std::unique_ptr<PadDecoder> decoder_;
 
   // Engine thread only.
-  std::unique_ptr<LlamaModel> policy_;
-  std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<ChatTemplate> chat_template_;
-  std::vector<std::unique_ptr<RewardModel>> reward_models_;
   std::map<uint64_t, Running> running_;  // by decoder sequence id
 };
 

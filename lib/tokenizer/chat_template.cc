@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "pad/read_file.h"
 #include "pad/status_macros.h"
 #include "pad/utf8.h"
 
@@ -282,14 +283,6 @@ std::string_view PythonStrip(std::string_view s) {
     s.remove_suffix(s.size() - start);
   }
   return s;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
 }
 
 }  // namespace

@@ -18,7 +18,7 @@
 #include "nlohmann/json.hpp"
 #include "pad/generator.h"
 #include "pad/llama.h"
-#include "tools/or_die.h"
+#include "pad/or_die.h"
 
 namespace {
 

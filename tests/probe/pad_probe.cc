@@ -27,8 +27,8 @@
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
 #include "pad/generator.h"
-#include "pad/pad_decoder.h"
-#include "tools/or_die.h"
+#include "pad/model_set.h"
+#include "pad/or_die.h"
 
 namespace {
 
@@ -182,38 +182,30 @@ int main() {
   pad::ModelOptions options;
   options.dtype = pad::OrDie(pad::ParseDtype(request.value("dtype", "float32")));
   const std::string policy_dir = request["policy"].get<std::string>();
-  auto policy = pad::OrDie(pad::LlamaModel::Load(policy_dir, options));
-  std::vector<std::unique_ptr<pad::RewardModel>> owned;
-  std::vector<const pad::RewardModel*> reward_models;
+  std::vector<pad::RewardModelSpec> specs;
   for (const Json& spec_json : request.value("reward_models", Json::array())) {
     pad::RewardModelSpec spec;
     spec.name = spec_json.value("name", "default");
     spec.backbone_dir = spec_json.value("backbone", policy_dir);
     spec.adapter_dir = spec_json.value("adapter", "");
     spec.value_head_path = spec_json.value("value_head", "");
-    owned.push_back(pad::OrDie(pad::RewardModel::Load(spec, options, policy.get())));
-    reward_models.push_back(owned.back().get());
+    specs.push_back(spec);
   }
+  auto models = pad::OrDie(pad::ModelSet::Load(policy_dir, specs, options));
   const std::string command = request.value("command", "generate");
   Json answer;
   if (command == "prm_logits") {
     const std::string name = request.value("reward_model", "default");
-    const pad::RewardModel* prm = nullptr;
-    for (const pad::RewardModel* candidate : reward_models) {
-      if (candidate->name() == name) prm = candidate;
-    }
+    const pad::RewardModel* prm = models->reward_model(name);
     if (prm == nullptr) Fail("no reward model named " + name);
     std::cout << PrmLogits(*prm, request).dump() << "\n";
     return 0;
   }
 
-  auto tokenizer = pad::OrDie(pad::Tokenizer::FromFile(policy_dir + "/tokenizer.json"));
-  auto chat = pad::OrDie(pad::ChatTemplate::FromModelDir(policy_dir));
   pad::DecoderOptions decoder_options;
   decoder_options.kv_slots = request.value("kv_slots", 24);
   decoder_options.max_seq_len = request.value("max_seq_len", 2560);
-  auto decoder = pad::OrDie(
-      pad::PadDecoder::Create(policy.get(), tokenizer.get(), &chat, reward_models, decoder_options));
+  auto decoder = pad::OrDie(models->MakeDecoder(decoder_options));
   if (command == "generate" || command == "prepare") {
     std::vector<pad::AlignmentRequest> requests;
     for (const Json& r : request["requests"]) requests.push_back(ParseRequest(r));

@@ -16,10 +16,13 @@ TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_lay
 
 
 @pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
+def backbone(tmp_path_factory, model_dir):
+    """A tiny random policy; SmolLM2's tokenizer makes it a whole model directory, as the probe loads one."""
     path = tmp_path_factory.mktemp("backbone")
     model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**TINY))
     model.save_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(model_dir / name, path / name)
     return path
 
 

@@ -1,6 +1,6 @@
 // For command-line programs: the value of an absl::StatusOr, or exit(1) with "<program>: <status>".
-#ifndef PAD_TOOLS_OR_DIE_H_
-#define PAD_TOOLS_OR_DIE_H_
+#ifndef PAD_OR_DIE_H_
+#define PAD_OR_DIE_H_
 
 #include <errno.h>  // program_invocation_short_name (glibc)
 
@@ -23,4 +23,4 @@ T OrDie(absl::StatusOr<T> value) {
 
 }  // namespace pad
 
-#endif  // PAD_TOOLS_OR_DIE_H_
+#endif  // PAD_OR_DIE_H_
