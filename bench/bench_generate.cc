@@ -1,8 +1,9 @@
-// bench_generate: greedy decoding throughput of our runtime on one model, as a table (or JSON lines).
+// bench_generate: greedy VANILLA decoding throughput of the server's decoding loop (PadDecoder) on one
+// model, as a table (or JSON lines).
 //
-// For each dtype and batch size: `batch` copies of a synthetic prompt of --prompt_tokens tokens are
-// prefilled together, then decoded for --new_tokens steps with no early stop. Reports time to first token
-// (the prefill) and decode tokens/s summed over the batch.
+// For each dtype and batch size: `batch` synthetic prompts of --prompt_tokens token ids are prefilled
+// together, then decoded for --new_tokens steps with no early stop. Reports time to first token (the
+// prefill) and decode tokens/s summed over the batch.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -13,8 +14,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "pad/generator.h"
-#include "pad/llama.h"
+#include "pad/model_set.h"
 #include "pad/or_die.h"
 
 ABSL_FLAG(std::string, model, "models/SmolLM2-135M-Instruct", "Hugging Face model directory");
@@ -43,25 +43,33 @@ int main(int argc, char** argv) {
     pad::ModelOptions options;
     options.dtype = pad::OrDie(pad::ParseDtype(dtype_name));
     options.device = pad::OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
-    auto model = pad::OrDie(pad::LlamaModel::Load(absl::GetFlag(FLAGS_model), options));
+    auto models = pad::OrDie(pad::ModelSet::Load(absl::GetFlag(FLAGS_model), {}, options));
     for (absl::string_view batch_text : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
       const int batch = std::stoi(std::string(batch_text));
-      pad::KvCacheOptions cache_options;
-      cache_options.max_slots = batch;
-      cache_options.max_seq_len = prompt_tokens + new_tokens;
-      auto cache = pad::OrDie(pad::KvCache::Create(model->config(), cache_options, options));
-      std::vector<pad::GenerationRequest> requests(batch);
+      pad::DecoderOptions decoder_options;
+      decoder_options.kv_slots = batch;
+      decoder_options.max_seq_len = prompt_tokens + new_tokens;
+      decoder_options.max_prompt_tokens = prompt_tokens;
+      auto decoder = pad::OrDie(models->MakeDecoder(decoder_options));
+      std::vector<pad::AlignmentRequest> requests(batch);
       for (int b = 0; b < batch; ++b) {
-        for (int t = 0; t < prompt_tokens; ++t) requests[b].prompt.push_back(100 + (t * 7 + b) % 1000);
-        requests[b].sampling.max_new_tokens = new_tokens;
+        for (int t = 0; t < prompt_tokens; ++t) requests[b].prompt_ids.push_back(100 + (t * 7 + b) % 1000);
+        requests[b].mode = pad::DecodingMode::kVanilla;
+        requests[b].max_new_tokens = new_tokens;
+        requests[b].ignore_eos = true;
       }
-      pad::OrDie(pad::Generate(*model, *cache, requests));  // warm-up
+      // Prefill (the first Step gives every request its first token), then decode to the end.
+      auto run = [&] {
+        for (const pad::AlignmentRequest& r : requests)
+          pad::OrDie(decoder->Add(pad::OrDie(decoder->Prepare(r))));
+        pad::OrDie(decoder->Step());
+        const auto first = std::chrono::steady_clock::now();
+        while (decoder->active() > 0) pad::OrDie(decoder->Step());
+        return first;
+      };
+      run();  // warm-up
       const auto start = std::chrono::steady_clock::now();
-      auto first = start;
-      int chosen = 0;
-      pad::OrDie(pad::Generate(*model, *cache, requests, [&](size_t, int32_t) {
-        if (++chosen == batch) first = std::chrono::steady_clock::now();
-      }));
+      const auto first = run();
       const auto end = std::chrono::steady_clock::now();
       const double ttft_ms = std::chrono::duration<double, std::milli>(first - start).count();
       const double decode_s = std::chrono::duration<double>(end - first).count();

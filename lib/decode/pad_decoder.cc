@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "pad/generator.h"
+#include "pad/sampling.h"
 #include "pad/status_macros.h"
 
 namespace pad {
@@ -107,8 +107,13 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
     request.max_new_tokens = std::min(o.default_max_new_tokens, o.max_new_tokens_limit);
   }
   const bool has_messages = !request.messages.empty(), has_prompt = !request.prompt.empty();
-  if (has_messages == has_prompt) {
-    return Invalid(has_prompt ? "messages" : "prompt", "exactly one of prompt and messages must be given");
+  const bool has_ids = !request.prompt_ids.empty();
+  if (has_messages + has_prompt + has_ids != 1) {
+    // Blame the first input given (prompt when none is), or else the second.
+    const char* field = has_ids && (has_prompt || has_messages) ? "prompt_ids"
+                        : has_prompt && has_messages            ? "messages"
+                                                                : "prompt";
+    return Invalid(field, "exactly one of prompt, messages and prompt_ids must be given");
   }
   const bool pad = request.mode == DecodingMode::kPad;
   const bool needs_principles = request.mode != DecodingMode::kVanilla;
@@ -194,6 +199,34 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
     }
   }
 
+  // A prompt of `n` tokens against the limits; `field` is what a too-long prompt blames.
+  auto check_length = [&](const std::string& field, int64_t n) -> absl::Status {
+    if (n > o.max_prompt_tokens) {
+      return Invalid(field, absl::StrCat(n, " tokens, more than the limit of ", o.max_prompt_tokens));
+    }
+    if (n + request.max_new_tokens > o.max_seq_len) {
+      return Invalid("max_new_tokens", absl::StrCat(n, " prompt tokens plus ", request.max_new_tokens,
+                                                    " new tokens exceed the context of ", o.max_seq_len));
+    }
+    return absl::OkStatus();
+  };
+  if (has_ids) {
+    if (request.mode != DecodingMode::kVanilla) {
+      return Invalid("prompt_ids",
+                     "only VANILLA mode takes token ids: the guideline text wraps a text prompt");
+    }
+    const int64_t vocab_size = policy_->config().vocab_size;
+    for (size_t i = 0; i < request.prompt_ids.size(); ++i) {
+      if (request.prompt_ids[i] < 0 || request.prompt_ids[i] >= vocab_size) {
+        return Invalid(absl::StrCat("prompt_ids[", i, "]"),
+                       absl::StrCat(request.prompt_ids[i], " is not in [0, ", vocab_size, ")"));
+      }
+    }
+    PAD_RETURN_IF_ERROR(check_length("prompt_ids", static_cast<int64_t>(request.prompt_ids.size())));
+    prepared.policy_ids = request.prompt_ids;
+    return prepared;
+  }
+
   // An unknown role is named before the search for a user message can miss it.
   PAD_RETURN_IF_ERROR(CheckMessageRoles(request.messages));
   // The instruction is the raw prompt, or the last user message that the guideline wraps.
@@ -220,24 +253,17 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
   // content: the instruction, or the guideline text that wraps it.
   auto tokenize = [&](const std::string& content) -> absl::StatusOr<std::vector<int32_t>> {
     PAD_ASSIGN_OR_RETURN(std::vector<int32_t> ids, encode(content));
-    if (static_cast<int>(ids.size()) > o.max_prompt_tokens) {
-      // The guideline's tokens count against the prompt: blame the principles when they are what overflows.
-      if (content != instruction) {
-        PAD_ASSIGN_OR_RETURN(std::vector<int32_t> bare, encode(instruction));
-        if (static_cast<int>(bare.size()) <= o.max_prompt_tokens) {
-          return Invalid("principles", absl::StrCat("the guideline text makes the prompt ", ids.size(),
-                                                    " tokens (", bare.size(), " without it), more than the ",
-                                                    "limit of ", o.max_prompt_tokens));
-        }
+    // The guideline's tokens count against the prompt: blame the principles when they are what overflows.
+    if (static_cast<int>(ids.size()) > o.max_prompt_tokens && content != instruction) {
+      PAD_ASSIGN_OR_RETURN(std::vector<int32_t> bare, encode(instruction));
+      if (static_cast<int>(bare.size()) <= o.max_prompt_tokens) {
+        return Invalid(
+            "principles",
+            absl::StrCat("the guideline text makes the prompt ", ids.size(), " tokens (", bare.size(),
+                         " without it), more than the limit of ", o.max_prompt_tokens));
       }
-      return Invalid(field,
-                     absl::StrCat(ids.size(), " tokens, more than the limit of ", o.max_prompt_tokens));
     }
-    if (static_cast<int64_t>(ids.size()) + request.max_new_tokens > o.max_seq_len) {
-      return Invalid("max_new_tokens",
-                     absl::StrCat(ids.size(), " prompt tokens plus ", request.max_new_tokens,
-                                  " new tokens exceed the context of ", o.max_seq_len));
-    }
+    PAD_RETURN_IF_ERROR(check_length(field, static_cast<int64_t>(ids.size())));
     return ids;
   };
   const bool policy_guided =

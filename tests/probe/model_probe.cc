@@ -5,9 +5,6 @@
 //     All-position logits of every sequence, run as one batch, written to PATH as float32 in sequence
 //     order. With "prefill", each sequence's first N tokens go in as one prefill and the rest one decode
 //     step at a time. Answers {"rows": [len, ...], "vocab": V}.
-//   {"command": "generate", "model": DIR, "dtype": ..., "prompts": [[ids...], ...],
-//    "max_new_tokens": N, "batched": true|false, "stop": bool}
-//     Greedy tokens per prompt, all prompts in one batch or one at a time. Answers {"tokens": [[...], ...]}.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -16,7 +13,6 @@
 #include <iterator>
 
 #include "nlohmann/json.hpp"
-#include "pad/generator.h"
 #include "pad/llama.h"
 #include "pad/or_die.h"
 
@@ -72,27 +68,6 @@ Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
   return answer;
 }
 
-Json Generate(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
-  std::vector<pad::GenerationRequest> requests;
-  for (const auto& prompt : request["prompts"]) {
-    pad::GenerationRequest r;
-    r.prompt = prompt.get<std::vector<int32_t>>();
-    r.sampling.max_new_tokens = request.value("max_new_tokens", 64);
-    if (request.value("stop", false)) r.sampling.stop_token_ids = model.config().eos_token_ids;
-    requests.push_back(std::move(r));
-  }
-  Json answer;
-  if (request.value("batched", true)) {
-    for (const auto& result : pad::OrDie(pad::Generate(model, cache, requests)))
-      answer["tokens"].push_back(result.tokens);
-  } else {
-    for (const auto& r : requests) {
-      answer["tokens"].push_back(pad::OrDie(pad::Generate(model, cache, {r}))[0].tokens);
-    }
-  }
-  return answer;
-}
-
 }  // namespace
 
 int main() {
@@ -111,8 +86,6 @@ int main() {
   Json answer;
   if (command == "logits") {
     answer = Logits(*model, *cache, request);
-  } else if (command == "generate") {
-    answer = Generate(*model, *cache, request);
   } else {
     Fail("unknown command " + command);
   }

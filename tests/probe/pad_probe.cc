@@ -26,9 +26,9 @@
 
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
-#include "pad/generator.h"
 #include "pad/model_set.h"
 #include "pad/or_die.h"
+#include "pad/sampling.h"
 
 namespace {
 
@@ -53,6 +53,7 @@ double Number(const Json& value) {
 pad::AlignmentRequest ParseRequest(const Json& j) {
   pad::AlignmentRequest r;
   r.prompt = j.value("prompt", "");
+  r.prompt_ids = j.value("prompt_ids", std::vector<int32_t>{});
   for (const Json& m : j.value("messages", Json::array())) r.messages.push_back({m["role"], m["content"]});
   const std::string mode = j.value("mode", "pad");
   r.mode = mode == "vanilla"             ? pad::DecodingMode::kVanilla

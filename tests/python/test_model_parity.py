@@ -1,6 +1,7 @@
 """Our Llama runtime against transformers: logits (fp32, bf16), KV-cache decoding, greedy generation.
 
-The model side runs through build/tests/model_probe; transformers is the reference. Prompts are encoded
+The model side runs through build/tests/model_probe, and generation through the server's own decoding loop
+(build/tests/pad_probe); transformers is the reference. Prompts are encoded
 with the `tokenizers` library so that these tests are independent of our tokenizer.
 """
 import json
@@ -147,6 +148,13 @@ def reference_answers(smol_fp32, chat_prompts):
 
 @pytest.mark.parametrize("batched", [False, True])
 def test_smollm2_greedy_generation(model_dir, chat_prompts, reference_answers, batched):
-    answer = run_probe({"command": "generate", "model": str(model_dir), "dtype": "float32",
-                        "prompts": chat_prompts, "max_new_tokens": 64, "batched": batched, "stop": True})
-    assert answer["tokens"] == reference_answers
+    """The server's own decoding loop (PadDecoder, VANILLA on token ids) against transformers' generate()."""
+    requests = [{"mode": "vanilla", "prompt_ids": prompt, "max_new_tokens": 64, "temperature": 0.0}
+                for prompt in chat_prompts]
+    request = {"command": "generate", "policy": str(model_dir), "dtype": "float32", "requests": requests,
+               "batched": batched}
+    result = subprocess.run([probe("pad_probe")], input=json.dumps(request), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout)["results"]
+    assert [a["tokens"] for a in answers] == reference_answers

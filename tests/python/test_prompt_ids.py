@@ -88,3 +88,19 @@ def test_prompt_ids_are_apply_chat_template(family, model_dir, request):
         assert all(r["policy_ids"][:2] == [bos, tokenizer.convert_tokens_to_ids("<|start_header_id|>")]
                    for r in results[:-1])
         assert results[-1]["policy_ids"][:1] == [bos] and results[-1]["policy_ids"].count(bos) == 1
+
+
+def test_token_id_prompts_go_in_unchanged(model_dir):
+    """prompt_ids (VANILLA only) reach the policy as given; PAD, out-of-vocabulary ids and a second prompt are
+    refused naming the field."""
+    ids = [1, 9690, 198, 3681, 17]
+    results = prepared(model_dir, [
+        {"prompt_ids": ids, "mode": "vanilla", "max_new_tokens": 1},
+        {"prompt_ids": ids, "mode": "pad", "principles": ["concise"], "max_new_tokens": 1},
+        {"prompt_ids": [1, 49152], "mode": "vanilla", "max_new_tokens": 1},
+        {"prompt_ids": ids, "prompt": "Hi", "mode": "vanilla", "max_new_tokens": 1},
+    ])
+    assert results[0]["policy_ids"] == ids and results[0]["prm_ids"] == []
+    assert results[1]["error"]["message"].startswith("prompt_ids: only VANILLA mode takes token ids")
+    assert results[2]["error"]["message"] == "prompt_ids[1]: 49152 is not in [0, 49152)"
+    assert results[3]["error"]["message"].startswith("prompt_ids: exactly one of prompt, messages and prompt_ids")

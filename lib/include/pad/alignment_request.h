@@ -25,9 +25,11 @@ enum class FinishReason { kStop, kLength, kCancelled };
 
 struct AlignmentRequest {
   // Exactly one of: chat messages (rendered by the policy's chat template; the guideline wraps the last
-  // user message) or a raw prompt (tokenized as it is).
+  // user message), a raw prompt (tokenized as it is), or a prompt already tokenized (VANILLA only: the
+  // guideline wraps text).
   std::vector<ChatMessage> messages;
   std::string prompt;
+  std::vector<int32_t> prompt_ids;
 
   DecodingMode mode = DecodingMode::kPad;
   std::vector<std::string> principles;  // free text; PAD and PREFERENCE_PROMPT need at least one
@@ -46,7 +48,7 @@ struct AlignmentRequest {
   bool diagnostics = false;       // per token: candidates, their policy logits, rewards and scores
 };
 
-// The guideline text of DESIGN.md §1 for `principles` (joined with " and ") and instruction `x`.
+// The guideline text of docs/design.md §1 for `principles` (joined with " and ") and instruction `x`.
 std::string GuidelineText(const std::vector<std::string>& principles, const std::string& instruction);
 
 }  // namespace pad
