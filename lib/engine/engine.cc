@@ -17,7 +17,8 @@ namespace pad {
 
 class Engine::Impl {
  public:
-  explicit Impl(EngineOptions options) : options_(std::move(options)) {}
+  Impl(EngineOptions options, DecoderFactory make_decoder)
+      : options_(std::move(options)), make_decoder_(std::move(make_decoder)) {}
 
   void StartThread() {
     thread_ = std::thread([this] { Run(); });
@@ -30,7 +31,7 @@ class Engine::Impl {
   }
 
   absl::StatusOr<uint64_t> Submit(const AlignmentRequest& request, EventSink sink) {
-    const PadDecoder* decoder = nullptr;
+    const BatchDecoder* decoder = nullptr;
     {
       absl::MutexLock lock(&mu_);
       if (!load_done_) return absl::UnavailableError("the models are not loaded yet");
@@ -100,9 +101,14 @@ class Engine::Impl {
 
   absl::Status Load() {
     c10::InferenceMode inference;
-    PAD_ASSIGN_OR_RETURN(models_,
-                         ModelSet::Load(options_.policy_dir, options_.reward_models, options_.model));
-    PAD_ASSIGN_OR_RETURN(auto decoder, models_->MakeDecoder(options_.decoder));
+    std::unique_ptr<BatchDecoder> decoder;
+    if (make_decoder_) {
+      PAD_ASSIGN_OR_RETURN(decoder, make_decoder_());
+    } else {
+      PAD_ASSIGN_OR_RETURN(models_,
+                           ModelSet::Load(options_.policy_dir, options_.reward_models, options_.model));
+      PAD_ASSIGN_OR_RETURN(decoder, models_->MakeDecoder(options_.decoder));
+    }
     absl::MutexLock lock(&mu_);
     decoder_ = std::move(decoder);
     stats_.kv_slots_total = decoder_->slots_total();
@@ -152,7 +158,7 @@ class Engine::Impl {
     if (!status.ok()) return;
 
     while (true) {
-      std::vector<Waiting> admitted, dropped;
+      std::vector<Waiting> dropped;
       std::set<uint64_t> cancelled;
       bool deadline_passed = false;
       {
@@ -167,11 +173,6 @@ class Engine::Impl {
           } else {
             ++it;
           }
-        }
-        // First come, first served: the head of the queue waits for room rather than being overtaken.
-        while (!waiting_.empty() && decoder_->CanAdd(waiting_.front().prepared)) {
-          admitted.push_back(std::move(waiting_.front()));
-          waiting_.pop_front();
         }
       }
       const absl::Time now = absl::Now();
@@ -188,14 +189,22 @@ class Engine::Impl {
           ++it;
         }
       }
-      for (Waiting& w : admitted) {
-        const int64_t prompt_tokens = static_cast<int64_t>(w.prepared.policy_ids.size());
-        absl::StatusOr<uint64_t> sequence = decoder_->Add(std::move(w.prepared));
-        if (!sequence.ok()) {  // CanAdd said yes on this thread; only a bug gets here
-          Fail(std::move(w.sink), sequence.status(), Usage{0, 0, now - w.submitted, {}}, &out);
-          continue;
+      {
+        // First come, first served: the head of the queue waits for room rather than being overtaken. Each
+        // admitted request takes its slots at once, so the next CanAdd sees them gone (and the slots of the
+        // cancelled ones, freed above, are already free).
+        absl::MutexLock lock(&mu_);
+        while (!waiting_.empty() && decoder_->CanAdd(waiting_.front().prepared)) {
+          Waiting w = std::move(waiting_.front());
+          waiting_.pop_front();
+          const int64_t prompt_tokens = static_cast<int64_t>(w.prepared.policy_ids.size());
+          absl::StatusOr<uint64_t> sequence = decoder_->Add(std::move(w.prepared));
+          if (!sequence.ok()) {  // CanAdd said yes on this thread; only a bug gets here
+            Fail(std::move(w.sink), sequence.status(), Usage{0, 0, now - w.submitted, {}}, &out);
+            continue;
+          }
+          running_[*sequence] = Running{w.id, std::move(w.sink), w.submitted, now, prompt_tokens, 0};
         }
-        running_[*sequence] = Running{w.id, std::move(w.sink), w.submitted, now, prompt_tokens, 0};
       }
 
       int64_t batch = static_cast<int64_t>(decoder_->active());
@@ -240,6 +249,7 @@ class Engine::Impl {
   }
 
   const EngineOptions options_;
+  const DecoderFactory make_decoder_;  // null: load options_' models
   std::thread thread_;
   // Loaded on the engine thread before decoder_ is set; declared first so that it outlives the decoder,
   // which borrows the models.
@@ -256,14 +266,18 @@ class Engine::Impl {
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
   // Set once under mu_ when loading ends; afterwards Prepare is called from any thread, the rest of the
   // decoder only on the engine thread.
-  std::unique_ptr<PadDecoder> decoder_;
+  std::unique_ptr<BatchDecoder> decoder_;
 
   // Engine thread only.
   std::map<uint64_t, Running> running_;  // by decoder sequence id
 };
 
 std::unique_ptr<Engine> Engine::Start(EngineOptions options) {
-  auto impl = std::make_unique<Impl>(std::move(options));
+  return StartWithDecoder(std::move(options), nullptr);
+}
+
+std::unique_ptr<Engine> Engine::StartWithDecoder(EngineOptions options, DecoderFactory make_decoder) {
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(make_decoder));
   impl->StartThread();
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }

@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "pad/alignment_request.h"
-#include "pad/decoder_types.h"
+#include "pad/batch_decoder.h"
 #include "pad/model_options.h"
 
 namespace pad {
@@ -75,7 +75,13 @@ struct EngineStats {
 // finish up to `grace`, cancels the rest and joins the thread.
 class Engine {
  public:
+  // Loads options.policy_dir and options.reward_models on the engine thread.
   static std::unique_ptr<Engine> Start(EngineOptions options);
+  // Schedules the decoder that `make_decoder` returns, called on the engine thread in place of loading
+  // models (its error is the load error). options.decoder still gives the limits; the model fields are
+  // not read. The scheduler's tests run a fake decoder this way.
+  using DecoderFactory = std::function<absl::StatusOr<std::unique_ptr<BatchDecoder>>()>;
+  static std::unique_ptr<Engine> StartWithDecoder(EngineOptions options, DecoderFactory make_decoder);
   ~Engine();  // Shutdown(absl::ZeroDuration()) if not yet shut down
 
   // Blocks until the models are loaded or failed to; returns the load error.

@@ -11,8 +11,8 @@
 
 #include "absl/status/statusor.h"
 #include "pad/alignment_request.h"
+#include "pad/batch_decoder.h"
 #include "pad/chat_template.h"
-#include "pad/decoder_types.h"
 #include "pad/kv_cache.h"
 #include "pad/llama.h"
 #include "pad/reward_model.h"
@@ -20,22 +20,9 @@
 
 namespace pad {
 
-// A request checked and tokenized, ready to take cache slots.
-struct PreparedRequest {
-  AlignmentRequest request;
-  std::vector<int32_t> policy_ids;
-  struct PrmRow {
-    std::vector<int32_t> ids;
-    double weight = 1.0;
-  };
-  std::vector<PrmRow> prm_rows;  // empty unless PAD
-  const RewardModel* reward_model = nullptr;
-};
-
-// Owns the KV caches of the policy and of every PRM whose backbone is not the policy's. Prepare may be
-// called from any thread (it only reads); Add, Step and Remove from one thread at a time (the engine's).
-// A sequence's result does not depend on the other sequences in its batch.
-class PadDecoder {
+// PAD (and VANILLA and PREFERENCE_PROMPT) decoding on LibTorch models. Owns the KV caches of the policy and
+// of every PRM whose backbone is not the policy's.
+class PadDecoder final : public BatchDecoder {
  public:
   // `policy`, `tokenizer`, `chat_template` and the reward models must outlive the decoder. The first
   // reward model is the default.
@@ -44,27 +31,18 @@ class PadDecoder {
                                                             const ChatTemplate* chat_template,
                                                             std::vector<const RewardModel*> reward_models,
                                                             const DecoderOptions& options);
-  ~PadDecoder();
+  ~PadDecoder() override;
 
-  // Checks every field (INVALID_ARGUMENT naming it) and tokenizes the policy's and the PRM rows' contexts.
-  absl::StatusOr<PreparedRequest> Prepare(const AlignmentRequest& request) const;
-  // Whether Add would find cache slots for `prepared` now.
-  bool CanAdd(const PreparedRequest& prepared) const;
-  // Takes the cache slots (RESOURCE_EXHAUSTED when they are not free) and returns the sequence's id. Its
-  // prefill runs in the next Step.
-  absl::StatusOr<uint64_t> Add(PreparedRequest prepared);
-  // One iteration: prefill of the sequences added since the last Step, one decode step for the others;
-  // exactly one event per active sequence. Finished sequences release their slots before returning.
-  // On error every active sequence is dropped (their slots freed) and the error returned.
-  absl::StatusOr<std::vector<TokenEvent>> Step();
-  // Drops a sequence now (cancel) and frees its slots; unknown ids are ignored.
-  void Remove(uint64_t sequence);
+  absl::StatusOr<PreparedRequest> Prepare(const AlignmentRequest& request) const override;
+  bool CanAdd(const PreparedRequest& prepared) const override;
+  absl::StatusOr<uint64_t> Add(PreparedRequest prepared) override;
+  absl::StatusOr<std::vector<TokenEvent>> Step() override;
+  void Remove(uint64_t sequence) override;
 
-  size_t active() const { return sequences_.size(); }
-  int64_t slots_in_use() const;
-  // Slots in every cache allocated: one cache per distinct backbone, so a PRM on the policy's adds none.
-  int64_t slots_total() const;
-  int64_t kv_tokens_in_use() const;
+  size_t active() const override { return sequences_.size(); }
+  int64_t slots_in_use() const override;
+  int64_t slots_total() const override;
+  int64_t kv_tokens_in_use() const override;
   const DecoderOptions& options() const { return options_; }
 
  private:

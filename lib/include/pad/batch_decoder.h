@@ -1,0 +1,92 @@
+// The decoder as the engine sees it, without LibTorch: its limits, prepared requests, per-token events,
+// and the BatchDecoder interface that PadDecoder implements (and the scheduler's tests fake). The engine's
+// public API, and so the server, needs only this.
+#ifndef PAD_BATCH_DECODER_H_
+#define PAD_BATCH_DECODER_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "pad/alignment_request.h"
+
+namespace pad {
+
+class RewardModel;
+
+struct DecoderOptions {
+  int64_t kv_slots = 16;         // cache slots per backbone; a request takes 1 + its PRM rows
+  int64_t max_seq_len = 4096;    // prompt plus generated tokens of one sequence
+  int max_prompt_tokens = 2048;  // longer prompts are refused, never truncated
+  int max_new_tokens_limit = 4096;
+  int default_max_new_tokens = 128;  // for requests that leave it at 0; capped by the limit
+  int max_top_k = 1024;
+  int max_principles = 8;
+  int max_stop_strings = 8;
+};
+
+// What a researcher tuning beta needs about one chosen token.
+struct TokenDiagnostics {
+  std::vector<int32_t> candidates;  // the policy's top k, best first
+  std::vector<float> policy_logits;
+  std::vector<float> rewards;  // r(a); zero outside PAD
+  std::vector<float> scores;   // z_b(a) + beta * r(a)
+};
+
+// One sequence's progress in one step.
+struct TokenEvent {
+  uint64_t sequence = 0;
+  int32_t token = 0;
+  std::string text;                 // whole UTF-8; may be empty (held for a character or a stop string)
+  float reward = 0.0f;              // r of the chosen token (PAD), else 0
+  bool changed_top_choice = false;  // PAD picked other than the policy's argmax
+  std::optional<TokenDiagnostics> diagnostics;
+  bool finished = false;
+  FinishReason finish_reason = FinishReason::kLength;
+};
+
+// A request checked and tokenized, ready to take cache slots.
+struct PreparedRequest {
+  AlignmentRequest request;
+  std::vector<int32_t> policy_ids;
+  struct PrmRow {
+    std::vector<int32_t> ids;
+    double weight = 1.0;
+  };
+  std::vector<PrmRow> prm_rows;  // empty unless PAD
+  const RewardModel* reward_model = nullptr;
+};
+
+// Runs many sequences together, one token each per Step, in a fixed pool of KV cache slots. Prepare may be
+// called from any thread (it only reads); the rest from one thread at a time (the engine's). A sequence's
+// result does not depend on the other sequences in its batch.
+class BatchDecoder {
+ public:
+  virtual ~BatchDecoder() = default;
+
+  // Checks every field (INVALID_ARGUMENT naming it) and tokenizes the policy's and the PRM rows' contexts.
+  virtual absl::StatusOr<PreparedRequest> Prepare(const AlignmentRequest& request) const = 0;
+  // Whether Add would find cache slots for `prepared` now.
+  virtual bool CanAdd(const PreparedRequest& prepared) const = 0;
+  // Takes the cache slots (RESOURCE_EXHAUSTED when they are not free) and returns the sequence's id. Its
+  // prefill runs in the next Step.
+  virtual absl::StatusOr<uint64_t> Add(PreparedRequest prepared) = 0;
+  // One iteration: prefill of the sequences added since the last Step, one decode step for the others;
+  // exactly one event per active sequence. Finished sequences release their slots before returning.
+  // On error every active sequence is dropped (their slots freed) and the error returned.
+  virtual absl::StatusOr<std::vector<TokenEvent>> Step() = 0;
+  // Drops a sequence now (cancel) and frees its slots; unknown ids are ignored.
+  virtual void Remove(uint64_t sequence) = 0;
+
+  virtual size_t active() const = 0;
+  virtual int64_t slots_in_use() const = 0;
+  // Slots in every cache allocated: one cache per distinct backbone, so a PRM on the policy's adds none.
+  virtual int64_t slots_total() const = 0;
+  virtual int64_t kv_tokens_in_use() const = 0;
+};
+
+}  // namespace pad
+
+#endif  // PAD_BATCH_DECODER_H_
