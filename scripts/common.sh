@@ -14,7 +14,7 @@ PAD_APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git unzip ca-certificates
   python3 python3-venv
   libabsl-dev nlohmann-json3-dev libpcre2-dev
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus openssl
   wordnet-base dict-gcide dict-devil

@@ -6,6 +6,8 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -140,6 +142,31 @@ class Readiness {
   grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
+enum class Pem { kPrivateKey, kCertificates };
+
+// The contents of a --tls_* file, parsed with OpenSSL (what gRPC uses) so that a bad file is named here
+// instead of gRPC failing to listen.
+std::string ReadPem(const std::string& flag, const std::string& path, Pem kind) {
+  std::string pem = pad::OrDie(pad::ReadFile(path));
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())),
+                                                BIO_free);
+  bool parsed = false;
+  if (kind == Pem::kPrivateKey) {
+    EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
+    parsed = key != nullptr;
+    EVP_PKEY_free(key);
+  } else {
+    X509* certificate = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr);
+    parsed = certificate != nullptr;
+    X509_free(certificate);
+  }
+  if (!parsed) {
+    Die(absl::StrCat("--", flag, "=", path, ": not a PEM ",
+                     kind == Pem::kPrivateKey ? "private key" : "certificate"));
+  }
+  return pem;
+}
+
 std::shared_ptr<grpc::ServerCredentials> CredentialsFromFlags() {
   if (absl::GetFlag(FLAGS_tls_cert).empty() != absl::GetFlag(FLAGS_tls_key).empty()) {
     Die("--tls_cert and --tls_key go together");
@@ -149,10 +176,10 @@ std::shared_ptr<grpc::ServerCredentials> CredentialsFromFlags() {
     return grpc::InsecureServerCredentials();
   }
   grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({pad::OrDie(pad::ReadFile(absl::GetFlag(FLAGS_tls_key))),
-                                    pad::OrDie(pad::ReadFile(absl::GetFlag(FLAGS_tls_cert)))});
+  ssl.pem_key_cert_pairs.push_back({ReadPem("tls_key", absl::GetFlag(FLAGS_tls_key), Pem::kPrivateKey),
+                                    ReadPem("tls_cert", absl::GetFlag(FLAGS_tls_cert), Pem::kCertificates)});
   if (!absl::GetFlag(FLAGS_tls_client_ca).empty()) {
-    ssl.pem_root_certs = pad::OrDie(pad::ReadFile(absl::GetFlag(FLAGS_tls_client_ca)));
+    ssl.pem_root_certs = ReadPem("tls_client_ca", absl::GetFlag(FLAGS_tls_client_ca), Pem::kCertificates);
     ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(ssl);
@@ -183,7 +210,8 @@ int main(int argc, char** argv) {
     if (token.empty()) Die("--auth_token_file is empty");
   }
 
-  // The ports first: failing to bind them must not leave an engine thread behind.
+  // Files and ports first: a bad one must not leave an engine thread behind.
+  const std::shared_ptr<grpc::ServerCredentials> credentials = CredentialsFromFlags();
   Readiness readiness;
   pad::server::HttpEndpointOptions http_options;
   http_options.listen_address = absl::GetFlag(FLAGS_metrics_listen);
@@ -199,7 +227,7 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(service_options.max_request_bytes);
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), CredentialsFromFlags(), &port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), credentials, &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {

@@ -1,0 +1,178 @@
+"""pad_server at start-up, black-box: a missing, truncated or mismatched file, an unreadable TLS key or a port
+in use ends the process with a non-zero code and one line naming the file or address, and it never reports
+ready. Also mutual TLS: a client certificate from the configured CA is served, any other is refused."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+from server_fixture import SERVER, Server, free_port, load_stubs
+
+
+def start_and_fail(model_dir, *flags, timeout=120):
+    """Runs pad_server expecting it to fail; (exit code, its output, whether /readyz ever answered 200)."""
+    metrics_port = free_port()
+    args = [str(SERVER), f"--policy={model_dir}", f"--listen=127.0.0.1:{free_port()}",
+            f"--metrics_listen=127.0.0.1:{metrics_port}", *flags]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ready, deadline = False, time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=1) as r:
+                ready |= r.status == 200
+        except OSError:
+            pass
+        time.sleep(0.05)
+    if process.poll() is None:
+        process.kill()
+    output = process.communicate()[0]
+    return process.returncode, output, ready
+
+
+def error_lines(output):
+    return [line for line in output.splitlines() if "pad_server:" in line and not line.startswith(
+        ("pad_server: gRPC on", "pad_server: signal", "pad_server: stopped"))]
+
+
+def assert_fails_naming(model_dir, flags, named):
+    code, output, ready = start_and_fail(model_dir, *flags)
+    assert code not in (0, None), output
+    assert not ready, output
+    lines = error_lines(output)
+    assert len(lines) == 1 and named in lines[0], output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def truncated_model(model_dir, tmp_path_factory):
+    """SmolLM2 with its weights cut short: the header promises more bytes than the file has."""
+    out = tmp_path_factory.mktemp("truncated")
+    for name in os.listdir(model_dir):
+        if name != "model.safetensors":
+            os.symlink(model_dir / name, out / name)
+    with open(model_dir / "model.safetensors", "rb") as src, open(out / "model.safetensors", "wb") as dst:
+        dst.write(src.read(4 << 20))
+    return out
+
+
+def test_missing_policy(model_dir, tmp_path):
+    line = assert_fails_naming(tmp_path / "nothing", [], str(tmp_path / "nothing" / "config.json"))
+    assert "loading failed" in line
+
+
+def test_truncated_weights(truncated_model):
+    assert_fails_naming(truncated_model, [], str(truncated_model / "model.safetensors"))
+
+
+def test_mismatched_adapter(model_dir, tmp_path):
+    """A LoRA adapter for another model's shapes names the adapter file and the tensor."""
+    import peft
+    import transformers
+    config = transformers.LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2)
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    peft.get_peft_model(transformers.LlamaForCausalLM(config), lora).save_pretrained(tmp_path / "adapter")
+    line = assert_fails_naming(model_dir, [f"--reward_models=bad={model_dir}:{tmp_path / 'adapter'}"],
+                               str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert "shape" in line
+
+
+def test_unreadable_tls_key(model_dir, pki, tmp_path):
+    cert, _ = pki["server"]
+    assert_fails_naming(model_dir, [f"--tls_cert={cert}", f"--tls_key={tmp_path / 'missing.pem'}"],
+                        str(tmp_path / "missing.pem"))
+
+
+def test_tls_key_that_is_not_a_key(model_dir, pki, tmp_path):
+    cert, _ = pki["server"]
+    garbage = tmp_path / "key.pem"
+    garbage.write_text("not a key\n")
+    assert_fails_naming(model_dir, [f"--tls_cert={cert}", f"--tls_key={garbage}"], str(garbage))
+
+
+@pytest.mark.parametrize("which", ["listen", "metrics_listen"])
+def test_port_in_use(model_dir, which):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        assert_fails_naming(model_dir, [f"--{which}={address}"], address)
+
+
+# --- Mutual TLS -----------------------------------------------------------------------------------------------
+
+def openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def make_ca(directory, name):
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-days", "1",
+            "-keyout", str(directory / f"{name}.key"), "-out", str(directory / f"{name}.pem"))
+    return directory / f"{name}.pem", directory / f"{name}.key"
+
+
+def make_signed(directory, name, ca, ca_key, extensions=""):
+    key, csr, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.pem"
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr))
+    ext = directory / f"{name}.ext"
+    ext.write_text(extensions)
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "1", "-out", str(cert), "-extfile", str(ext))
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    assert shutil.which("openssl"), "openssl is missing"
+    d = tmp_path_factory.mktemp("pki")
+    ca, ca_key = make_ca(d, "ca")
+    other_ca, other_key = make_ca(d, "other-ca")
+    server = make_signed(d, "server", ca, ca_key, "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    client = make_signed(d, "client", ca, ca_key)
+    stranger = make_signed(d, "stranger", other_ca, other_key)
+    return {"ca": ca, "server": server, "client": client, "stranger": stranger}
+
+
+@pytest.fixture(scope="module")
+def mtls_server(model_dir, pki):
+    (cert, key), (client_cert, client_key) = pki["server"], pki["client"]
+    credentials = grpc.ssl_channel_credentials(root_certificates=pki["ca"].read_bytes(),
+                                               private_key=client_key.read_bytes(),
+                                               certificate_chain=client_cert.read_bytes())
+    s = Server(model_dir, f"--tls_cert={cert}", f"--tls_key={key}", f"--tls_client_ca={pki['ca']}",
+               credentials=credentials)
+    yield s
+    s.stop_and_check()
+
+
+@pytest.fixture(scope="module")
+def pb(tmp_path_factory):
+    return load_stubs(tmp_path_factory.mktemp("stubs"))
+
+
+def list_models(pb, address, credentials):
+    with grpc.secure_channel(address, credentials) as channel:
+        return pb[1].PadServiceStub(channel).ListModels(pb[0].ListModelsRequest(), timeout=10)
+
+
+def test_mtls_serves_a_client_of_the_ca(pb, mtls_server, pki):
+    cert, key = pki["client"]
+    credentials = grpc.ssl_channel_credentials(pki["ca"].read_bytes(), key.read_bytes(), cert.read_bytes())
+    assert list_models(pb, mtls_server.address, credentials).policy
+
+
+@pytest.mark.parametrize("client", ["stranger", None], ids=["other_ca", "no_certificate"])
+def test_mtls_refuses_other_clients(pb, mtls_server, pki, client):
+    if client is None:
+        credentials = grpc.ssl_channel_credentials(pki["ca"].read_bytes())
+    else:
+        cert, key = pki[client]
+        credentials = grpc.ssl_channel_credentials(pki["ca"].read_bytes(), key.read_bytes(), cert.read_bytes())
+    with pytest.raises(grpc.RpcError) as error:
+        list_models(pb, mtls_server.address, credentials)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
