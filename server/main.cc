@@ -221,6 +221,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<pad::Engine> engine = pad::Engine::Start(engine_options);
 
   grpc::EnableDefaultHealthCheckService(true);
+  // Health (for kubelet probes) and reflection (the public schema) need no bearer token.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   pad::server::ServiceOptions service_options{token, absl::GetFlag(FLAGS_max_request_bytes)};
   pad::server::PadServiceImpl service(engine.get(), &metrics, &request_log, service_options);

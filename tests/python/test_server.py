@@ -535,6 +535,16 @@ def test_auth_refuses_without_token(pb, auth_server, metadata):
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_health_and_reflection_need_no_token(auth_server):
+    """Kubelet probes call health without a token; reflection tells only the public schema. (libgrpc++'s
+    reflection plugin registers itself when linked, so it cannot be switched off by a flag.)"""
+    assert auth_server.health() == health_pb2.HealthCheckResponse.SERVING
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    answers = list(reflection_pb2_grpc.ServerReflectionStub(auth_server.channel).ServerReflectionInfo(
+        iter([request]), timeout=10))
+    assert "pad.v1.PadService" in {s.name for s in answers[0].list_services_response.service}
+
+
 def test_auth_accepts_token(pb, auth_server):
     metadata = (("authorization", f"Bearer {TOKEN}"),)
     stub = stub_of(pb, auth_server.channel)
