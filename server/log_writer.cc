@@ -7,7 +7,8 @@
 
 namespace pad::server {
 
-LogWriter::LogWriter(int fd, size_t capacity) : fd_(fd), capacity_(capacity), thread_([this] { Run(); }) {}
+LogWriter::LogWriter(int fd, size_t capacity, Counter* dropped_counter)
+    : fd_(fd), capacity_(capacity), dropped_counter_(dropped_counter), thread_([this] { Run(); }) {}
 
 LogWriter::~LogWriter() {
   {
@@ -21,6 +22,7 @@ void LogWriter::Write(std::string line) {
   absl::MutexLock lock(&mu_);
   if (lines_.size() >= capacity_) {
     ++dropped_;
+    if (dropped_counter_ != nullptr) dropped_counter_->Increment();
     return;
   }
   line.push_back('\n');

@@ -8,15 +8,16 @@
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "server/metrics.h"
 
 namespace pad::server {
 
 // The engine thread logs every finished request; a stalled stderr (a full pipe, a slow log collector) must
 // not stall decoding. Write() only queues. When the queue holds `capacity` lines, new ones are dropped and
-// counted: losing log lines beats losing throughput.
+// counted (in `dropped_counter` too, when given): losing log lines beats losing throughput.
 class LogWriter {
  public:
-  explicit LogWriter(int fd = 2, size_t capacity = 4096);
+  explicit LogWriter(int fd = 2, size_t capacity = 4096, Counter* dropped_counter = nullptr);
   ~LogWriter();  // writes what is queued, then stops
   LogWriter(const LogWriter&) = delete;
   LogWriter& operator=(const LogWriter&) = delete;
@@ -29,6 +30,7 @@ class LogWriter {
 
   const int fd_;
   const size_t capacity_;
+  Counter* const dropped_counter_;
   mutable absl::Mutex mu_;
   std::deque<std::string> lines_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -3,6 +3,7 @@
 // Flags convert once into EngineOptions and ServerOptions; --flagfile=FILE reads them from a file (a
 // Kubernetes ConfigMap). SIGTERM or SIGINT: stop admitting, let streams finish for --shutdown_grace_s,
 // exit 0.
+#include <google/protobuf/stubs/logging.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -48,6 +49,8 @@ ABSL_FLAG(int, max_request_bytes, 4 << 20,
           "largest serialized request gRPC accepts; larger is RESOURCE_EXHAUSTED (gRPC's own message)");
 ABSL_FLAG(int, max_waiting, 64, "requests queued beyond the running batch; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, shutdown_grace_s, 30, "on SIGTERM, how long in-flight streams may run on");
+ABSL_FLAG(int, log_queue_lines, 4096,
+          "request log lines held for a slow stderr reader; more are dropped (pad_log_lines_dropped_total)");
 ABSL_FLAG(std::string, auth_token_file, "", "file holding the bearer token clients must send");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain; with --tls_key, serve TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key");
@@ -190,6 +193,9 @@ std::shared_ptr<grpc::ServerCredentials> CredentialsFromFlags() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves personalized alignment at decoding time (PAD) over gRPC.");
   absl::ParseCommandLine(argc, argv);
+  // Protobuf logs every string that is not UTF-8; the client is told which field (ParseRequest), and a
+  // client sending many would otherwise fill the log.
+  google::protobuf::SetLogHandler(nullptr);
 
   // Every thread started from here on inherits the blocked signals; one thread waits for them.
   sigset_t signals;
@@ -198,9 +204,11 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  pad::server::LogWriter request_log;  // outlives the engine, whose last events log
   pad::server::MetricsRegistry registry;
   pad::server::ServingMetrics metrics(&registry);
+  if (absl::GetFlag(FLAGS_log_queue_lines) < 1) Die("--log_queue_lines: must be at least 1");
+  // Outlives the engine, whose last events log.
+  pad::server::LogWriter request_log(2, absl::GetFlag(FLAGS_log_queue_lines), metrics.log_lines_dropped());
   pad::EngineOptions engine_options = EngineOptionsFromFlags();
   engine_options.on_stats = [&metrics](const pad::EngineStats& stats) { metrics.UpdateEngine(stats); };
   std::string token;

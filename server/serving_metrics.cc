@@ -45,6 +45,9 @@ ServingMetrics::ServingMetrics(MetricsRegistry* r) {
   kv_slots_total_ = &OrDie(r->AddGauge("pad_kv_cache_slots", "KV cache slots in all caches."))->Get();
   kv_tokens_ = &OrDie(r->AddGauge("pad_kv_cache_tokens", "Tokens held in the KV caches."))->Get();
   ready_ = &OrDie(r->AddGauge("pad_ready", "1 when the models are loaded and requests are admitted."))->Get();
+  log_lines_dropped_ = &OrDie(r->AddCounter("pad_log_lines_dropped_total",
+                                            "Request log lines dropped because stderr's reader fell behind."))
+                            ->Get();
 }
 
 void ServingMetrics::RecordRejected(absl::string_view mode, const absl::Status& status) {

@@ -26,6 +26,8 @@ class ServingMetrics {
                       absl::Duration total);
   // Gauges from the engine's latest iteration.
   void UpdateEngine(const EngineStats& stats);
+  // Request log lines dropped because the log's reader fell behind (LogWriter counts into it).
+  Counter* log_lines_dropped() const { return log_lines_dropped_; }
 
  private:
   Family<Counter>* requests_;
@@ -45,6 +47,7 @@ class ServingMetrics {
   Gauge* kv_slots_total_;
   Gauge* kv_tokens_;
   Gauge* ready_;
+  Counter* log_lines_dropped_;
 };
 
 }  // namespace pad::server

@@ -228,9 +228,9 @@ def test_every_cancelled_stream_is_counted_once(pb, server):
 
 def test_a_stalled_log_pipe_does_not_stall_decoding(pb, model_dir):
     """Every finished request logs a line; when nobody reads the server's stderr (a pipe holds 64 KiB, about
-    280 lines), decoding must go on and the lines beyond the queue are dropped."""
+    280 lines), decoding must go on and the lines beyond the queue are dropped, and counted."""
     read_end, write_end = os.pipe()
-    s = Server(model_dir, "--kv_slots=8", output=write_end)
+    s = Server(model_dir, "--kv_slots=8", "--log_queue_lines=16", output=write_end)
     os.close(write_end)
     try:
         stub = stub_of(pb, s.channel)
@@ -243,6 +243,7 @@ def test_a_stalled_log_pipe_does_not_stall_decoding(pb, model_dir):
         assert not pending, f"{len(pending)} of {n} requests did not finish in 120 s"
         assert all(f.result().usage.generated_tokens == 1 for f in futures)
         assert s.metric("pad_requests_total", status="ok") == n
+        assert s.metric("pad_log_lines_dropped_total") >= 50, "the pipe and the queue hold ~300 of 400 lines"
     finally:
         drain = threading.Thread(target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")])
         drain.start()  # lets the server write its last lines and exit
