@@ -69,3 +69,21 @@ def test_training_selects_by_source():
     picked = train_prm.select(pairs, None, {"a", "c"}, 0, seed=0)
     assert sorted(p["prompt"] for p in picked) == ["0", "2", "3"]
     assert len(train_prm.select(pairs, {"concise"}, None, 2, seed=0)) == 2
+
+
+def test_benign_onpolicy_requests_are_not_evaluation_prompts():
+    def key(prompt):
+        return " ".join(build_data.words(prompt.lower()))
+
+    evaluation = {key(p) for p in build_data.BENIGN_EVAL}
+    written = {key(p) for p, _ in build_data.BENIGN_TRAIN}
+    requests = [key(p) for p in build_data.BENIGN_ONPOLICY]
+    assert len(set(requests)) == len(requests)
+    assert not evaluation & set(requests) and not written & set(requests)
+
+
+def test_capability_refusals_count_as_refusals():
+    """The benign pairs' rejected "as a chatbot I'm not equipped" answers are refusals by the training rule."""
+    rng = random.Random(0)
+    for _ in range(50):
+        assert build_data.policy_refuses(build_data.capability_refusal(rng))
