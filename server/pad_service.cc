@@ -169,8 +169,10 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
 
   // What the engine thread and the reactions share.
   struct Shared {
+    explicit Shared(GenerateReactor* r) : reactor(r) {}
+
     absl::Mutex mu;
-    GenerateReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+    GenerateReactor* reactor ABSL_GUARDED_BY(mu);  // null once the stream is done
     uint64_t id ABSL_GUARDED_BY(mu) = 0;
     bool cancelled ABSL_GUARDED_BY(mu) = false;
     bool writing ABSL_GUARDED_BY(mu) = false;
@@ -274,11 +276,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   Engine* engine_;
   ServingMetrics* metrics_;
   LogWriter* log_;
-  std::shared_ptr<Shared> shared_ = [this] {
-    auto shared = std::make_shared<Shared>();
-    shared->reactor = this;
-    return shared;
-  }();
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>(this);
   v1::GenerateAlignedResponse response_;  // the message being written (one write in flight)
   grpc::ByteBuffer wire_;                 // response_ serialized, what gRPC writes
   grpc::Status error_;                    // why the stream failed, for kFail

