@@ -3,6 +3,7 @@
 // hold the engine at any point. engine_test.cc runs the same engine on the real model.
 #include <gtest/gtest.h>
 
+#include <list>
 #include <map>
 #include <memory>
 #include <thread>
@@ -180,6 +181,10 @@ class SchedulerTest : public ::testing::Test {
     engine_.reset();
   }
 
+  // Outlives the engine, which may still deliver events (a cancel at shutdown) after a test's last check.
+  Stream& NewStream() { return streams_.emplace_back(); }
+
+  std::list<Stream> streams_;
   FakeDecoder* fake_ = nullptr;  // owned by the engine
   std::unique_ptr<Engine> engine_;
 };
@@ -187,7 +192,7 @@ class SchedulerTest : public ::testing::Test {
 TEST_F(SchedulerTest, TokensThenOneFinishedEventWithUsage) {
   Start(4, 4);
   fake_->AllowAll();
-  Stream stream;
+  Stream& stream = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(3), stream.Sink()).ok());
   const EngineEvent end = stream.End();
   EXPECT_EQ(end.kind, EngineEvent::Kind::kFinished);
@@ -199,7 +204,9 @@ TEST_F(SchedulerTest, TokensThenOneFinishedEventWithUsage) {
 
 TEST_F(SchedulerTest, TheHeadOfTheQueueIsNotOvertaken) {
   Start(3, 4);
-  Stream running, big, small;
+  Stream& running = NewStream();
+  Stream& big = NewStream();
+  Stream& small = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(2), running.Sink()).ok());  // 1 slot
   ASSERT_TRUE(engine_->Submit(Ask(1, 2), big.Sink()).ok());   // 3 slots: waits for `running`
   ASSERT_TRUE(engine_->Submit(Ask(1), small.Sink()).ok());    // 1 slot would fit, but is behind
@@ -213,7 +220,10 @@ TEST_F(SchedulerTest, TheHeadOfTheQueueIsNotOvertaken) {
 
 TEST_F(SchedulerTest, AFullQueueIsResourceExhausted) {
   Start(1, 2);
-  Stream a, b, c, d;
+  Stream& a = NewStream();
+  Stream& b = NewStream();
+  Stream& c = NewStream();
+  Stream& d = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(5), a.Sink()).ok());
   WaitForStats([](const EngineStats& s) { return s.waiting == 0; });  // admitted; its first step waits
   ASSERT_TRUE(engine_->Submit(Ask(5), b.Sink()).ok());
@@ -227,14 +237,15 @@ TEST_F(SchedulerTest, AFullQueueIsResourceExhausted) {
 
 TEST_F(SchedulerTest, AnInvalidRequestIsRefusedAtSubmitAndNeverQueued) {
   Start(1, 2);
-  Stream stream;
+  Stream& stream = NewStream();
   EXPECT_EQ(engine_->Submit(Ask(0), stream.Sink()).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine_->Stats().waiting, 0);
 }
 
 TEST_F(SchedulerTest, CancelFreesSlotsWithinOneStep) {
   Start(2, 4);
-  Stream running, waiting;
+  Stream& running = NewStream();
+  Stream& waiting = NewStream();
   const uint64_t first = *engine_->Submit(Ask(100), running.Sink());
   fake_->AllowSteps(2);
   WaitForStats([](const EngineStats& s) { return s.running == 1 && s.kv_slots_in_use == 1; });
@@ -254,7 +265,8 @@ TEST_F(SchedulerTest, CancelFreesSlotsWithinOneStep) {
 
 TEST_F(SchedulerTest, AFailedStepEndsEveryRunningStreamAndTheEngineServesOn) {
   Start(4, 4);
-  Stream a, b;
+  Stream& a = NewStream();
+  Stream& b = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(10), a.Sink()).ok());
   WaitForStats([](const EngineStats& s) { return s.waiting == 0; });  // `a` is in its first step
   ASSERT_TRUE(engine_->Submit(Ask(10), b.Sink()).ok());
@@ -268,28 +280,30 @@ TEST_F(SchedulerTest, AFailedStepEndsEveryRunningStreamAndTheEngineServesOn) {
     EXPECT_EQ(end.error.message(), "device lost");
   }
   fake_->AllowAll();
-  Stream after;
+  Stream& after = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(2), after.Sink()).ok());
   EXPECT_EQ(after.End().kind, EngineEvent::Kind::kFinished);
 }
 
 TEST_F(SchedulerTest, DrainFinishesWithinGraceAndRefusesNew) {
   Start(1, 4);
-  Stream running, queued;
+  Stream& running = NewStream();
+  Stream& queued = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(3), running.Sink()).ok());
   ASSERT_TRUE(engine_->Submit(Ask(3), queued.Sink()).ok());
   fake_->AllowAll();
   engine_->Shutdown(absl::Seconds(60));  // returns once both finished
   EXPECT_EQ(running.End().finish_reason, FinishReason::kLength);
   EXPECT_EQ(queued.End().finish_reason, FinishReason::kLength);
-  Stream late;
+  Stream& late = NewStream();
   EXPECT_EQ(engine_->Submit(Ask(1), late.Sink()).status().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(engine_->Stats().draining);
 }
 
 TEST_F(SchedulerTest, DrainPastGraceCancelsWhatIsLeft) {
   Start(1, 4);
-  Stream running, queued;
+  Stream& running = NewStream();
+  Stream& queued = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(1000), running.Sink()).ok());
   ASSERT_TRUE(engine_->Submit(Ask(3), queued.Sink()).ok());
   // Shutdown waits for the engine thread, which is inside a step until the steps are let go.
@@ -310,7 +324,7 @@ TEST_F(SchedulerTest, AFailedLoadIsReportedAndRefusesRequests) {
     return absl::NotFoundError("weights: cannot open");
   });
   EXPECT_EQ(engine_->WaitUntilReady().message(), "weights: cannot open");
-  Stream stream;
+  Stream& stream = NewStream();
   const absl::Status refused = engine_->Submit(Ask(1), stream.Sink()).status();
   EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(refused.message(), "the models failed to load: weights: cannot open");
