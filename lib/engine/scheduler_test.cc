@@ -29,7 +29,10 @@ class FakeDecoder final : public BatchDecoder {
     allowed_ += n;
   }
   // Every step runs at once from now on.
-  void AllowAll() { AllowSteps(1 << 30); }
+  void AllowAll() {
+    absl::MutexLock lock(&mu_);
+    unlimited_ = true;
+  }
   // The next step fails with `error`.
   void FailNextStep(absl::Status error) {
     absl::MutexLock lock(&mu_);
@@ -60,9 +63,9 @@ class FakeDecoder final : public BatchDecoder {
   absl::StatusOr<std::vector<TokenEvent>> Step() override {
     {
       absl::MutexLock lock(&mu_);
-      auto may_run = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return allowed_ > 0; };
+      auto may_run = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return unlimited_ || allowed_ > 0; };
       mu_.Await(absl::Condition(&may_run));
-      --allowed_;
+      if (!unlimited_) --allowed_;
       ++taken_;
       if (!fail_next_.ok()) {
         sequences_.clear();
@@ -104,6 +107,7 @@ class FakeDecoder final : public BatchDecoder {
   uint64_t next_id_ = 1;
   mutable absl::Mutex mu_;
   int allowed_ ABSL_GUARDED_BY(mu_) = 0;
+  bool unlimited_ ABSL_GUARDED_BY(mu_) = false;
   int taken_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status fail_next_ ABSL_GUARDED_BY(mu_);
 };

@@ -214,6 +214,8 @@ absl::StatusOr<std::unique_ptr<TokenizerImpl>> TokenizerImpl::Parse(std::string_
     root = Json::parse(text);
   } catch (const Json::parse_error& e) {
     return absl::InvalidArgumentError(absl::StrCat("invalid JSON at byte ", e.byte));
+  } catch (const Json::exception& e) {  // e.g. a number too large for a double (found by fuzzing)
+    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", e.what()));
   }
   if (!root.is_object()) return absl::InvalidArgumentError("expected a JSON object");
   auto impl = std::make_unique<TokenizerImpl>();

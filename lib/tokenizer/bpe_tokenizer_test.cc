@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -218,6 +219,12 @@ TEST(TokenizerLoad, BadJson) {
   EXPECT_EQ(tokenizer.status(), absl::InvalidArgumentError("tokenizer.json: invalid JSON at byte 3"));
   tokenizer = Tokenizer::FromJson("[1, 2]");
   EXPECT_EQ(tokenizer.status(), absl::InvalidArgumentError("tokenizer.json: expected a JSON object"));
+  // A number no double holds: nlohmann throws out_of_range, not parse_error (found by fuzzing; it ended
+  // the process).
+  tokenizer = Tokenizer::FromJson(R"({"version": 5E555})");
+  EXPECT_EQ(tokenizer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StartsWith(tokenizer.status().message(), "tokenizer.json: invalid JSON: "))
+      << tokenizer.status();
 }
 
 TEST(TokenizerLoad, MissingFile) {
