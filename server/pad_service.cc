@@ -189,9 +189,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
         if (reactor == nullptr || done) return;
         pending.push_back(std::move(event));
         action = Next();
+        // Nothing to start: a write in flight will take the event, and its completion may end the stream
+        // and delete the reactor the moment the lock is released (UBSan caught a call on a dead one).
+        if (action == Action::kNone) return;
         target = reactor;
       }
-      // Until it is finished the stream cannot end, so `target` lives through the call.
+      // The stream cannot end before the write or finish decided above is started, so `target` lives.
       target->Perform(action);
     }
 
