@@ -8,6 +8,7 @@
 
 #include "pad/tokenizer.h"
 #include "pad/utf8.h"
+#include "tests/fuzz/smollm2.h"
 
 namespace {
 
@@ -16,11 +17,7 @@ const pad::Tokenizer* tokenizer = nullptr;
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
-  const char* path = std::getenv("PAD_FUZZ_TOKENIZER");
-  auto loaded =
-      pad::Tokenizer::FromFile(path != nullptr ? path : "models/SmolLM2-135M-Instruct/tokenizer.json");
-  if (!loaded.ok()) std::abort();
-  tokenizer = loaded->release();
+  tokenizer = SmolLM2Tokenizer();
   return 0;
 }
 
