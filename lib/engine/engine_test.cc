@@ -3,39 +3,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
+#include "engine/test_stream.h"
 
 namespace pad {
 namespace {
 
 constexpr char kModel[] = "models/SmolLM2-135M-Instruct";  // tests run from the project root
-
-// Collects one stream's events; Wait blocks until the last one.
-class Collector {
- public:
-  EventSink Sink() {
-    return [this](EngineEvent event) {
-      absl::MutexLock lock(&mu_);
-      events_.push_back(std::move(event));
-    };
-  }
-  std::vector<EngineEvent> Wait() {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(this, &Collector::Done));
-    return events_;
-  }
-  void WaitForTokens(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return events_.size() >= n; };
-    mu_.Await(absl::Condition(&enough));
-  }
-
- private:
-  bool Done() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty() && events_.back().last(); }
-  absl::Mutex mu_;
-  std::vector<EngineEvent> events_ ABSL_GUARDED_BY(mu_);
-};
 
 EngineOptions SmallEngine() {
   EngineOptions options;
@@ -61,7 +34,7 @@ TEST(Engine, UnavailableUntilLoadedAndReportsLoadError) {
   EngineOptions options = SmallEngine();
   options.policy_dir = "/nonexistent";
   auto engine = Engine::Start(options);
-  Collector collector;
+  TestStream collector;
   auto id = engine->Submit(Ask(4), collector.Sink());
   EXPECT_EQ(id.status().code(), absl::StatusCode::kUnavailable);
   const absl::Status load = engine->WaitUntilReady();
@@ -77,7 +50,7 @@ TEST(Engine, UnavailableUntilLoadedAndReportsLoadError) {
 TEST(Engine, StreamsTokensThenUsage) {
   auto engine = Engine::Start(SmallEngine());
   ASSERT_TRUE(engine->WaitUntilReady().ok());
-  Collector collector;
+  TestStream collector;
   ASSERT_TRUE(engine->Submit(Ask(6, DecodingMode::kPad), collector.Sink()).ok());
   const std::vector<EngineEvent> events = collector.Wait();
   ASSERT_EQ(events.size(), 7u);  // six tokens, then the end
@@ -99,7 +72,7 @@ TEST(Engine, InvalidRequestIsRefusedAtSubmit) {
   ASSERT_TRUE(engine->WaitUntilReady().ok());
   AlignmentRequest request = Ask(4);
   request.top_k = 0;
-  Collector collector;
+  TestStream collector;
   auto id = engine->Submit(request, collector.Sink());
   EXPECT_EQ(id.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(id.status().message(), "top_k: 0 is not in [1, 1024]");
@@ -108,10 +81,10 @@ TEST(Engine, InvalidRequestIsRefusedAtSubmit) {
 TEST(Engine, CancelFreesTheSlotsWithinAStep) {
   auto engine = Engine::Start(SmallEngine());
   ASSERT_TRUE(engine->WaitUntilReady().ok());
-  Collector collector;
+  TestStream collector;
   auto id = engine->Submit(Ask(400, DecodingMode::kPad), collector.Sink());
   ASSERT_TRUE(id.ok());
-  collector.WaitForTokens(2);
+  collector.WaitForEvents(2);
   engine->Cancel(*id);
   const std::vector<EngineEvent> events = collector.Wait();
   EXPECT_LT(events.size(), 400u);
@@ -130,7 +103,7 @@ TEST(Engine, FullQueueIsResourceExhaustedThenRecovers) {
   options.max_waiting = 1;
   auto engine = Engine::Start(options);
   ASSERT_TRUE(engine->WaitUntilReady().ok());
-  Collector a, b, c;
+  TestStream a, b, c;
   std::vector<absl::StatusOr<uint64_t>> ids = {engine->Submit(Ask(60), a.Sink()),
                                                engine->Submit(Ask(60), b.Sink()),
                                                engine->Submit(Ask(60), c.Sink())};
@@ -149,7 +122,7 @@ TEST(Engine, FullQueueIsResourceExhaustedThenRecovers) {
   if (ids[0].ok()) a.Wait();
   if (ids[1].ok()) b.Wait();
   if (ids[2].ok()) c.Wait();
-  Collector after;
+  TestStream after;
   ASSERT_TRUE(engine->Submit(Ask(3), after.Sink()).ok());
   EXPECT_EQ(after.Wait().back().finish_reason, FinishReason::kLength);
 }
@@ -157,14 +130,14 @@ TEST(Engine, FullQueueIsResourceExhaustedThenRecovers) {
 TEST(Engine, ShutdownFinishesInFlightAndRefusesNew) {
   auto engine = Engine::Start(SmallEngine());
   ASSERT_TRUE(engine->WaitUntilReady().ok());
-  Collector collector;
+  TestStream collector;
   ASSERT_TRUE(engine->Submit(Ask(12), collector.Sink()).ok());
-  collector.WaitForTokens(1);
+  collector.WaitForEvents(1);
   engine->Shutdown(absl::Seconds(120));
   const std::vector<EngineEvent> events = collector.Wait();
   EXPECT_EQ(events.size(), 13u);  // twelve tokens, then the end
   EXPECT_EQ(events.back().finish_reason, FinishReason::kLength);
-  Collector late;
+  TestStream late;
   EXPECT_EQ(engine->Submit(Ask(3), late.Sink()).status().code(), absl::StatusCode::kUnavailable);
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "engine/test_stream.h"
 #include "pad/engine.h"
 
 namespace pad {
@@ -112,40 +113,6 @@ class FakeDecoder final : public BatchDecoder {
   absl::Status fail_next_ ABSL_GUARDED_BY(mu_);
 };
 
-// One stream's events.
-class Stream {
- public:
-  EventSink Sink() {
-    return [this](EngineEvent event) {
-      absl::MutexLock lock(&mu_);
-      events_.push_back(std::move(event));
-    };
-  }
-  size_t tokens() const {
-    absl::MutexLock lock(&mu_);
-    size_t n = 0;
-    for (const EngineEvent& e : events_) n += e.kind == EngineEvent::Kind::kToken;
-    return n;
-  }
-  // Waits for the end; checks the stream's shape: tokens, then exactly one finished or error event.
-  EngineEvent End() {
-    absl::MutexLock lock(&mu_);
-    auto ended = [this]()
-                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !events_.empty() && events_.back().last(); };
-    mu_.Await(absl::Condition(&ended));
-    for (size_t i = 0; i + 1 < events_.size(); ++i) EXPECT_EQ(events_[i].kind, EngineEvent::Kind::kToken);
-    return events_.back();
-  }
-  bool ended() const {
-    absl::MutexLock lock(&mu_);
-    return !events_.empty() && events_.back().last();
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  std::vector<EngineEvent> events_ ABSL_GUARDED_BY(mu_);
-};
-
 class SchedulerTest : public ::testing::Test {
  protected:
   void Start(int64_t slots, int max_waiting) {
@@ -186,9 +153,9 @@ class SchedulerTest : public ::testing::Test {
   }
 
   // Outlives the engine, which may still deliver events (a cancel at shutdown) after a test's last check.
-  Stream& NewStream() { return streams_.emplace_back(); }
+  TestStream& NewStream() { return streams_.emplace_back(); }
 
-  std::list<Stream> streams_;
+  std::list<TestStream> streams_;
   FakeDecoder* fake_ = nullptr;  // owned by the engine
   std::unique_ptr<Engine> engine_;
 };
@@ -196,7 +163,7 @@ class SchedulerTest : public ::testing::Test {
 TEST_F(SchedulerTest, TokensThenOneFinishedEventWithUsage) {
   Start(4, 4);
   fake_->AllowAll();
-  Stream& stream = NewStream();
+  TestStream& stream = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(3), stream.Sink()).ok());
   const EngineEvent end = stream.End();
   EXPECT_EQ(end.kind, EngineEvent::Kind::kFinished);
@@ -208,9 +175,9 @@ TEST_F(SchedulerTest, TokensThenOneFinishedEventWithUsage) {
 
 TEST_F(SchedulerTest, TheHeadOfTheQueueIsNotOvertaken) {
   Start(3, 4);
-  Stream& running = NewStream();
-  Stream& big = NewStream();
-  Stream& small = NewStream();
+  TestStream& running = NewStream();
+  TestStream& big = NewStream();
+  TestStream& small = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(2), running.Sink()).ok());  // 1 slot
   ASSERT_TRUE(engine_->Submit(Ask(1, 2), big.Sink()).ok());   // 3 slots: waits for `running`
   ASSERT_TRUE(engine_->Submit(Ask(1), small.Sink()).ok());    // 1 slot would fit, but is behind
@@ -224,10 +191,10 @@ TEST_F(SchedulerTest, TheHeadOfTheQueueIsNotOvertaken) {
 
 TEST_F(SchedulerTest, AFullQueueIsResourceExhausted) {
   Start(1, 2);
-  Stream& a = NewStream();
-  Stream& b = NewStream();
-  Stream& c = NewStream();
-  Stream& d = NewStream();
+  TestStream& a = NewStream();
+  TestStream& b = NewStream();
+  TestStream& c = NewStream();
+  TestStream& d = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(5), a.Sink()).ok());
   WaitForStats([](const EngineStats& s) { return s.waiting == 0; });  // admitted; its first step waits
   ASSERT_TRUE(engine_->Submit(Ask(5), b.Sink()).ok());
@@ -241,15 +208,15 @@ TEST_F(SchedulerTest, AFullQueueIsResourceExhausted) {
 
 TEST_F(SchedulerTest, AnInvalidRequestIsRefusedAtSubmitAndNeverQueued) {
   Start(1, 2);
-  Stream& stream = NewStream();
+  TestStream& stream = NewStream();
   EXPECT_EQ(engine_->Submit(Ask(0), stream.Sink()).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine_->Stats().waiting, 0);
 }
 
 TEST_F(SchedulerTest, CancelFreesSlotsWithinOneStep) {
   Start(2, 4);
-  Stream& running = NewStream();
-  Stream& waiting = NewStream();
+  TestStream& running = NewStream();
+  TestStream& waiting = NewStream();
   const uint64_t first = *engine_->Submit(Ask(100), running.Sink());
   fake_->AllowSteps(2);
   WaitForStats([](const EngineStats& s) { return s.running == 1 && s.kv_slots_in_use == 1; });
@@ -269,8 +236,8 @@ TEST_F(SchedulerTest, CancelFreesSlotsWithinOneStep) {
 
 TEST_F(SchedulerTest, AFailedStepEndsEveryRunningStreamAndTheEngineServesOn) {
   Start(4, 4);
-  Stream& a = NewStream();
-  Stream& b = NewStream();
+  TestStream& a = NewStream();
+  TestStream& b = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(10), a.Sink()).ok());
   WaitForStats([](const EngineStats& s) { return s.waiting == 0; });  // `a` is in its first step
   ASSERT_TRUE(engine_->Submit(Ask(10), b.Sink()).ok());
@@ -278,36 +245,36 @@ TEST_F(SchedulerTest, AFailedStepEndsEveryRunningStreamAndTheEngineServesOn) {
   WaitForStats([](const EngineStats& s) { return s.waiting == 0; });  // `b` joined; both in the next step
   fake_->FailNextStep(absl::InternalError("device lost"));
   fake_->AllowSteps(1);
-  for (Stream* s : {&a, &b}) {
+  for (TestStream* s : {&a, &b}) {
     const EngineEvent end = s->End();
     EXPECT_EQ(end.kind, EngineEvent::Kind::kError);
     EXPECT_EQ(end.error.message(), "device lost");
   }
   fake_->AllowAll();
-  Stream& after = NewStream();
+  TestStream& after = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(2), after.Sink()).ok());
   EXPECT_EQ(after.End().kind, EngineEvent::Kind::kFinished);
 }
 
 TEST_F(SchedulerTest, DrainFinishesWithinGraceAndRefusesNew) {
   Start(1, 4);
-  Stream& running = NewStream();
-  Stream& queued = NewStream();
+  TestStream& running = NewStream();
+  TestStream& queued = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(3), running.Sink()).ok());
   ASSERT_TRUE(engine_->Submit(Ask(3), queued.Sink()).ok());
   fake_->AllowAll();
   engine_->Shutdown(absl::Seconds(60));  // returns once both finished
   EXPECT_EQ(running.End().finish_reason, FinishReason::kLength);
   EXPECT_EQ(queued.End().finish_reason, FinishReason::kLength);
-  Stream& late = NewStream();
+  TestStream& late = NewStream();
   EXPECT_EQ(engine_->Submit(Ask(1), late.Sink()).status().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(engine_->Stats().draining);
 }
 
 TEST_F(SchedulerTest, DrainPastGraceCancelsWhatIsLeft) {
   Start(1, 4);
-  Stream& running = NewStream();
-  Stream& queued = NewStream();
+  TestStream& running = NewStream();
+  TestStream& queued = NewStream();
   ASSERT_TRUE(engine_->Submit(Ask(1000), running.Sink()).ok());
   ASSERT_TRUE(engine_->Submit(Ask(3), queued.Sink()).ok());
   // Shutdown waits for the engine thread, which is inside a step until the steps are let go.
@@ -328,7 +295,7 @@ TEST_F(SchedulerTest, AFailedLoadIsReportedAndRefusesRequests) {
     return absl::NotFoundError("weights: cannot open");
   });
   EXPECT_EQ(engine_->WaitUntilReady().message(), "weights: cannot open");
-  Stream& stream = NewStream();
+  TestStream& stream = NewStream();
   const absl::Status refused = engine_->Submit(Ask(1), stream.Sink()).status();
   EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(refused.message(), "the models failed to load: weights: cannot open");
