@@ -76,12 +76,12 @@ class Server:
             raise RuntimeError(f"{binary} is not built; run ./scripts/test.sh")
         from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415  (grpcio-health-checking)
         self._health_pb2, self._health_grpc = health_pb2, health_pb2_grpc
-        self.port, self.metrics_port = _free_port(), _free_port()
+        self.port, self.http_port = _free_port(), _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [str(binary), *DEFAULT_FLAGS, f"--listen={self.address}",
-             f"--metrics_listen=127.0.0.1:{self.metrics_port}", *flags],
+             f"--http_listen=127.0.0.1:{self.http_port}", *flags],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd, env=dict(os.environ, **(env or {})))
         self.channel = grpc.insecure_channel(self.address)
         _, pad_pb2_grpc = load_stubs()

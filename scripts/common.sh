@@ -13,7 +13,7 @@ PAD_DEMO_PRM="$PAD_ROOT/prm/SmolLM2-135M-PAD-demo"
 PAD_APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git unzip ca-certificates
   python3 python3-venv
-  libabsl-dev nlohmann-json3-dev libpcre2-dev
+  libabsl-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus openssl clang libclang-rt-14-dev

@@ -15,5 +15,5 @@ cat >&2 <<MSG
   Ctrl-C (SIGINT) or SIGTERM drains the streams in flight and stops.
 
 MSG
-exec "$PAD_BUILD/server/pad_server" --policy="$PAD_MODEL" --listen=0.0.0.0:50051 --metrics_listen=0.0.0.0:9090 \
+exec "$PAD_BUILD/server/pad_server" --policy="$PAD_MODEL" --listen=0.0.0.0:50051 --http_listen=0.0.0.0:9090 \
   --kv_slots=16 --max_seq_len=4096 --reward_models="smollm2-demo=:$PAD_DEMO_PRM,identity" "$@"

@@ -26,7 +26,7 @@
 #include "pad/engine.h"
 #include "pad/or_die.h"
 #include "pad/read_file.h"
-#include "server/http_endpoint.h"
+#include "server/http_server.h"
 #include "server/log_writer.h"
 #include "server/metrics.h"
 #include "server/pad_service.h"
@@ -37,7 +37,11 @@ ABSL_FLAG(std::vector<std::string>, reward_models, {"default"},
           "PRMs, comma-separated, each NAME[=BACKBONE_DIR[:ADAPTER_DIR[:VALUE_HEAD]]]; a bare NAME or an "
           "empty BACKBONE_DIR means the policy's own backbone (shared in memory); the first is the default");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address");
-ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090", "HTTP address of /metrics, /healthz and /readyz");
+ABSL_FLAG(std::string, http_listen, "0.0.0.0:9090",
+          "HTTP address of /metrics, /healthz, /readyz and the OpenAI-compatible /v1 API");
+ABSL_FLAG(int, http_threads, 0,
+          "HTTP workers, one per open connection; 0: --kv_slots + --max_waiting + 8, a worker for every "
+          "request the engine can hold and for the probes");
 ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
 ABSL_FLAG(int64_t, kv_slots, 16, "KV cache slots per backbone (a PAD request takes 1 + its PRM rows)");
@@ -221,10 +225,16 @@ int main(int argc, char** argv) {
   // Files and ports first: a bad one must not leave an engine thread behind.
   const std::shared_ptr<grpc::ServerCredentials> credentials = CredentialsFromFlags();
   Readiness readiness;
-  pad::server::HttpEndpointOptions http_options;
-  http_options.listen_address = absl::GetFlag(FLAGS_metrics_listen);
-  auto http =
-      pad::server::HttpEndpoint::Start(http_options, &registry, [&readiness] { return readiness.serving(); });
+  pad::server::HttpServerOptions http_options;
+  http_options.listen_address = absl::GetFlag(FLAGS_http_listen);
+  http_options.num_threads = absl::GetFlag(FLAGS_http_threads);
+  if (http_options.num_threads < 0) Die("--http_threads: must be at least 0");
+  if (http_options.num_threads == 0) {
+    http_options.num_threads =
+        static_cast<int>(engine_options.decoder.kv_slots) + engine_options.max_waiting + 8;
+  }
+  auto http = pad::server::HttpServer::Start(
+      http_options, pad::server::ProbeRoutes(&registry, [&readiness] { return readiness.serving(); }));
   if (!http.ok()) Die(std::string(http.status().message()));
   std::unique_ptr<pad::Engine> engine = pad::Engine::Start(engine_options);
 
@@ -245,7 +255,7 @@ int main(int argc, char** argv) {
   }
   readiness.SetHealth(server->GetHealthCheckService());  // NOT_SERVING until the models are loaded
   std::cerr << "pad_server: gRPC on " << absl::GetFlag(FLAGS_listen) << " (port " << port << "), metrics on "
-            << absl::GetFlag(FLAGS_metrics_listen) << "; loading " << engine_options.policy_dir << std::endl;
+            << absl::GetFlag(FLAGS_http_listen) << "; loading " << engine_options.policy_dir << std::endl;
 
   std::thread ready_waiter([&] {
     const absl::Status loaded = engine->WaitUntilReady();

@@ -35,19 +35,19 @@ def load_stubs(out_dir):
 
 
 class Server:
-    """One pad_server process: gRPC on `port`, HTTP (/metrics, /healthz, /readyz) on `metrics_port`."""
+    """One pad_server process: gRPC on `port`, HTTP (/metrics, /healthz, /readyz) on `http_port`."""
 
     def __init__(self, model_dir, *flags, credentials=None, ready_timeout=60, output=None):
         """`output`: where stdout and stderr go (a file descriptor); by default a temporary file, logs()."""
         if not SERVER.exists():
             raise RuntimeError(f"{SERVER} is not built; run ./scripts/test.sh")
         self.port = free_port()
-        self.metrics_port = free_port()
+        self.http_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [str(SERVER), f"--policy={model_dir}", f"--listen={self.address}",
-             f"--metrics_listen=127.0.0.1:{self.metrics_port}", *flags],
+             f"--http_listen=127.0.0.1:{self.http_port}", *flags],
             stdout=self.log if output is None else output, stderr=subprocess.STDOUT)
         self.credentials = credentials
         self.channel = self.new_channel()
@@ -84,7 +84,7 @@ class Server:
     def http(self, path):
         """(status, body) of GET path on the metrics port."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()

@@ -424,7 +424,7 @@ def test_prometheus_scrapes_metrics(pb, server, tmp_path):
     assert shutil.which("prometheus"), "prometheus is missing (apt-get install prometheus)"
     config = tmp_path / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: pad\n"
-                      f"    static_configs:\n      - targets: ['127.0.0.1:{server.metrics_port}']\n")
+                      f"    static_configs:\n      - targets: ['127.0.0.1:{server.http_port}']\n")
     port = free_port()
     log = open(tmp_path / "prometheus.log", "w")
     prometheus = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",

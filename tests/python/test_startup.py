@@ -16,14 +16,14 @@ from server_fixture import SERVER, Server, free_port, load_stubs
 
 def start_and_fail(model_dir, *flags, timeout=120):
     """Runs pad_server expecting it to fail; (exit code, its output, whether /readyz ever answered 200)."""
-    metrics_port = free_port()
+    http_port = free_port()
     args = [str(SERVER), f"--policy={model_dir}", f"--listen=127.0.0.1:{free_port()}",
-            f"--metrics_listen=127.0.0.1:{metrics_port}", *flags]
+            f"--http_listen=127.0.0.1:{http_port}", *flags]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ready, deadline = False, time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=1) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1) as r:
                 ready |= r.status == 200
         except OSError:
             pass
@@ -95,7 +95,7 @@ def test_tls_key_that_is_not_a_key(model_dir, pki, tmp_path):
     assert_fails_naming(model_dir, [f"--tls_cert={cert}", f"--tls_key={garbage}"], str(garbage))
 
 
-@pytest.mark.parametrize("which", ["listen", "metrics_listen"])
+@pytest.mark.parametrize("which", ["listen", "http_listen"])
 def test_port_in_use(model_dir, which):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -1,4 +1,4 @@
-#include "server/http_endpoint.h"
+#include "server/http_server.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -17,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "server/metrics.h"
 
@@ -29,12 +31,9 @@ struct HttpResponse {
   std::string body;
 };
 
-// One HTTP/1.1 request over a fresh loopback connection, read until the server closes it. On a transport
-// or parse failure `status` stays 0 and `body` says what went wrong.
-HttpResponse Fetch(int port, absl::string_view method, absl::string_view path) {
-  HttpResponse response;
+int Connect(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return {0, {}, "socket failed"};
+  if (fd < 0) return -1;
   timeval timeout = {5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   sockaddr_in address = {};
@@ -43,10 +42,20 @@ HttpResponse Fetch(int port, absl::string_view method, absl::string_view path) {
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
     close(fd);
-    return {0, {}, "connect failed"};
+    return -1;
   }
-  const std::string request =
-      absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  return fd;
+}
+
+// One HTTP/1.1 request over a fresh loopback connection, read until the server closes it. On a transport
+// or parse failure `status` stays 0 and `body` says what went wrong.
+HttpResponse Fetch(int port, absl::string_view method, absl::string_view path, absl::string_view body = "") {
+  HttpResponse response;
+  const int fd = Connect(port);
+  if (fd < 0) return {0, {}, "connect failed"};
+  const std::string request = absl::StrCat(
+      method, " ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
+      method == "POST" ? absl::StrCat("Content-Length: ", body.size(), "\r\n") : "", "\r\n", body);
   if (send(fd, request.data(), request.size(), 0) != static_cast<ssize_t>(request.size())) {
     close(fd);
     return {0, {}, "send failed"};
@@ -78,19 +87,21 @@ HttpResponse Fetch(int port, absl::string_view method, absl::string_view path) {
 }
 
 // One endpoint for the suite.
-class HttpEndpointTest : public ::testing::Test {
+class HttpServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     registry_ = new MetricsRegistry;
     requests_ = *registry_->AddCounter("pad_requests_total", "Requests.", {"status"});
     requests_->WithLabels({"ok"}).Increment(2);
     ready_ = new std::atomic<bool>(false);
-    HttpEndpointOptions options;
+    HttpServerOptions options;
     options.listen_address = "127.0.0.1:0";
-    absl::StatusOr<std::unique_ptr<HttpEndpoint>> endpoint =
-        HttpEndpoint::Start(options, registry_, [] { return ready_->load(); });
-    ASSERT_TRUE(endpoint.ok()) << endpoint.status();
-    endpoint_ = endpoint->release();
+    options.num_threads = 6;
+    options.max_body_bytes = 1000;
+    absl::StatusOr<std::unique_ptr<HttpServer>> server =
+        HttpServer::Start(options, ProbeRoutes(registry_, [] { return ready_->load(); }));
+    ASSERT_TRUE(server.ok()) << server.status();
+    endpoint_ = server->release();
   }
 
   static void TearDownTestSuite() {
@@ -104,15 +115,15 @@ class HttpEndpointTest : public ::testing::Test {
   static MetricsRegistry* registry_;
   static Family<Counter>* requests_;
   static std::atomic<bool>* ready_;
-  static HttpEndpoint* endpoint_;
+  static HttpServer* endpoint_;
 };
 
-MetricsRegistry* HttpEndpointTest::registry_ = nullptr;
-Family<Counter>* HttpEndpointTest::requests_ = nullptr;
-std::atomic<bool>* HttpEndpointTest::ready_ = nullptr;
-HttpEndpoint* HttpEndpointTest::endpoint_ = nullptr;
+MetricsRegistry* HttpServerTest::registry_ = nullptr;
+Family<Counter>* HttpServerTest::requests_ = nullptr;
+std::atomic<bool>* HttpServerTest::ready_ = nullptr;
+HttpServer* HttpServerTest::endpoint_ = nullptr;
 
-TEST_F(HttpEndpointTest, MetricsServesTheRegistry) {
+TEST_F(HttpServerTest, MetricsServesTheRegistry) {
   HttpResponse response = Fetch(endpoint_->port(), "GET", "/metrics");
   EXPECT_EQ(response.status, 200) << response.body;
   EXPECT_EQ(response.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
@@ -132,7 +143,7 @@ TEST_F(HttpEndpointTest, MetricsServesTheRegistry) {
             "pad_requests_total{status=\"ok\"} 2\n");
 }
 
-TEST_F(HttpEndpointTest, HeadSendsHeadersOnly) {
+TEST_F(HttpServerTest, HeadSendsHeadersOnly) {
   HttpResponse response = Fetch(endpoint_->port(), "HEAD", "/metrics");
   EXPECT_EQ(response.status, 200) << response.body;
   EXPECT_EQ(response.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
@@ -140,14 +151,14 @@ TEST_F(HttpEndpointTest, HeadSendsHeadersOnly) {
   EXPECT_EQ(response.body, "");
 }
 
-TEST_F(HttpEndpointTest, HealthzIsOkWhileRunning) {
+TEST_F(HttpServerTest, HealthzIsOkWhileRunning) {
   HttpResponse response = Fetch(endpoint_->port(), "GET", "/healthz");
   EXPECT_EQ(response.status, 200) << response.body;
   EXPECT_EQ(response.headers["content-type"], "text/plain; charset=utf-8");
   EXPECT_EQ(response.body, "ok");
 }
 
-TEST_F(HttpEndpointTest, ReadyzFollowsTheCallback) {
+TEST_F(HttpServerTest, ReadyzFollowsTheCallback) {
   HttpResponse response = Fetch(endpoint_->port(), "GET", "/readyz");
   EXPECT_EQ(response.status, 503) << response.body;
   EXPECT_EQ(response.headers["content-type"], "text/plain; charset=utf-8");
@@ -162,10 +173,10 @@ TEST_F(HttpEndpointTest, ReadyzFollowsTheCallback) {
   EXPECT_EQ(Fetch(endpoint_->port(), "GET", "/readyz").status, 503);
 }
 
-TEST_F(HttpEndpointTest, OtherPathsAndMethodsAreRefused) {
+TEST_F(HttpServerTest, OtherPathsAndMethodsAreRefused) {
   HttpResponse response = Fetch(endpoint_->port(), "GET", "/metrics/extra");
   EXPECT_EQ(response.status, 404) << response.body;
-  EXPECT_EQ(response.body, "not found");
+  EXPECT_EQ(response.body, "not found\n");
   EXPECT_EQ(Fetch(endpoint_->port(), "GET", "/").status, 404);
   EXPECT_EQ(Fetch(endpoint_->port(), "GET", "/other").status, 404);
 
@@ -175,50 +186,71 @@ TEST_F(HttpEndpointTest, OtherPathsAndMethodsAreRefused) {
   EXPECT_EQ(response.body, "only GET and HEAD");
 }
 
-TEST_F(HttpEndpointTest, PortInUseIsUnavailableNamingTheAddress) {
-  HttpEndpointOptions options;
+TEST_F(HttpServerTest, LargeBodiesAreRefused) {
+  HttpResponse response = Fetch(endpoint_->port(), "POST", "/metrics", std::string(1001, 'x'));
+  EXPECT_EQ(response.status, 413) << response.body;
+  EXPECT_EQ(response.body, "request body too large\n");
+}
+
+// A kubelet probe has 1 s: clients that connect and send nothing hold a worker each until the read
+// timeout (5 s), so while workers remain the probe must not wait.
+TEST_F(HttpServerTest, SilentClientsDoNotDelayProbes) {
+  std::vector<int> silent;
+  for (int i = 0; i < 4; ++i) silent.push_back(Connect(endpoint_->port()));
+  const absl::Time start = absl::Now();
+  HttpResponse response = Fetch(endpoint_->port(), "GET", "/healthz");
+  EXPECT_EQ(response.status, 200) << response.body;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1));
+  for (int fd : silent) close(fd);
+}
+
+TEST_F(HttpServerTest, PortInUseIsUnavailableNamingTheAddress) {
+  HttpServerOptions options;
   options.listen_address = absl::StrCat("127.0.0.1:", endpoint_->port());
-  absl::StatusOr<std::unique_ptr<HttpEndpoint>> second =
-      HttpEndpoint::Start(options, registry_, [] { return true; });
+  absl::StatusOr<std::unique_ptr<HttpServer>> second =
+      HttpServer::Start(options, ProbeRoutes(registry_, [] { return true; }));
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   const std::string address = absl::StrCat("127.0.0.1:", endpoint_->port());
   EXPECT_EQ(second.status().message(),
             absl::StrCat("cannot serve HTTP on ", address, ": Address already in use"));
-  // The first endpoint is unharmed.
+  // The first server is unharmed.
   EXPECT_EQ(Fetch(endpoint_->port(), "GET", "/healthz").status, 200);
 }
 
-TEST(HttpEndpoint, DestructorStopsListening) {
+TEST(HttpServer, DestructorStopsListening) {
   MetricsRegistry registry;
-  HttpEndpointOptions options;
+  HttpServerOptions options;
   options.listen_address = "127.0.0.1:0";
-  absl::StatusOr<std::unique_ptr<HttpEndpoint>> endpoint =
-      HttpEndpoint::Start(options, &registry, [] { return true; });
-  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
-  const int port = (*endpoint)->port();
+  absl::StatusOr<std::unique_ptr<HttpServer>> server =
+      HttpServer::Start(options, ProbeRoutes(&registry, [] { return true; }));
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
   ASSERT_EQ(Fetch(port, "GET", "/healthz").status, 200);
-  endpoint->reset();
+  server->reset();
   HttpResponse response = Fetch(port, "GET", "/healthz");
   EXPECT_EQ(response.status, 0);
   EXPECT_EQ(response.body, "connect failed");
 }
 
-TEST(HttpEndpoint, RejectsBadOptions) {
-  MetricsRegistry registry;
-  HttpEndpointOptions options;
+TEST(HttpServer, RejectsBadOptions) {
+  const HttpRoutes none = [](httplib::Server&) {};
+  HttpServerOptions options;
   options.listen_address = "127.0.0.1:0";
   options.num_threads = 0;
-  EXPECT_EQ(HttpEndpoint::Start(options, &registry, [] { return true; }).status(),
+  EXPECT_EQ(HttpServer::Start(options, none).status(),
             absl::InvalidArgumentError("num_threads: 0 is not >= 1"));
   options.num_threads = 1;
-  EXPECT_EQ(HttpEndpoint::Start(options, &registry, nullptr).status(),
-            absl::InvalidArgumentError("ready: must not be empty"));
-  EXPECT_EQ(HttpEndpoint::Start(options, nullptr, [] { return true; }).status(),
-            absl::InvalidArgumentError("registry: must not be null"));
+  options.write_timeout = absl::ZeroDuration();
+  EXPECT_EQ(HttpServer::Start(options, none).status(),
+            absl::InvalidArgumentError("write_timeout: 0 is not a finite time of at least 1 ms"));
+  options.write_timeout = absl::Seconds(1);
   options.listen_address = "";
-  EXPECT_EQ(HttpEndpoint::Start(options, &registry, [] { return true; }).status(),
+  EXPECT_EQ(HttpServer::Start(options, none).status(),
             absl::InvalidArgumentError("listen_address: must not be empty"));
+  options.listen_address = "localhost:80";
+  EXPECT_EQ(HttpServer::Start(options, none).status(),
+            absl::InvalidArgumentError("listen_address: \"localhost\" is not an IPv4 address"));
 }
 
 }  // namespace

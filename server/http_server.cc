@@ -1,0 +1,164 @@
+#include "server/http_server.h"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace pad::server {
+namespace {
+
+constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
+constexpr char kTextContentType[] = "text/plain; charset=utf-8";
+
+// cpp-httplib takes whole seconds and microseconds.
+template <typename Setter>
+void SetTimeout(absl::Duration timeout, Setter set) {
+  const int64_t micros = absl::ToInt64Microseconds(timeout);
+  set(static_cast<time_t>(micros / 1000000), static_cast<time_t>(micros % 1000000));
+}
+
+// The text of the statuses cpp-httplib sends on its own.
+std::string ErrorText(int status) {
+  switch (status) {
+    case 400:
+      return "bad request";
+    case 404:
+      return "not found";
+    case 413:
+      return "request body too large";
+    case 414:
+      return "request target too long";
+    default:
+      return absl::StrCat("HTTP status ", status);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
+                                                              const HttpRoutes& routes) {
+  if (options.listen_address.empty()) return absl::InvalidArgumentError("listen_address: must not be empty");
+  if (options.num_threads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("num_threads: ", options.num_threads, " is not >= 1"));
+  }
+  for (const auto& [name, timeout] :
+       {std::pair{"read_timeout", options.read_timeout}, std::pair{"write_timeout", options.write_timeout},
+        std::pair{"idle_timeout", options.idle_timeout}}) {
+    if (timeout < absl::Milliseconds(1) || timeout == absl::InfiniteDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": ", absl::FormatDuration(timeout), " is not a finite time of at least 1 ms"));
+    }
+  }
+  if (options.max_body_bytes < 1) return absl::InvalidArgumentError("max_body_bytes: must be at least 1");
+
+  const std::string& address = options.listen_address;
+  const size_t colon = address.rfind(':');
+  const std::string host = colon == std::string::npos ? "0.0.0.0" : address.substr(0, colon);
+  int port = 0;
+  if (!absl::SimpleAtoi(colon == std::string::npos ? address : address.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("listen_address: \"", address, "\" is not host:port"));
+  }
+  in_addr parsed;
+  if (::inet_pton(AF_INET, host.c_str(), &parsed) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("listen_address: \"", host, "\" is not an IPv4 address"));
+  }
+
+  std::unique_ptr<HttpServer> http(new HttpServer);
+  httplib::Server& server = http->server_;
+  const size_t threads = static_cast<size_t>(options.num_threads);
+  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  SetTimeout(options.read_timeout, [&](time_t s, time_t us) { server.set_read_timeout(s, us); });
+  SetTimeout(options.write_timeout, [&](time_t s, time_t us) { server.set_write_timeout(s, us); });
+  server.set_keep_alive_timeout(
+      std::max<time_t>(1, static_cast<time_t>(absl::ToInt64Seconds(options.idle_timeout))));
+  server.set_keep_alive_max_count(1000);
+  server.set_payload_max_length(options.max_body_bytes);
+  // A handler's own error body stands; cpp-httplib's bare statuses (404, 413, 400) get a line of text.
+  server.set_error_handler(
+      httplib::Server::HandlerWithResponse([](const httplib::Request&, httplib::Response& response) {
+        if (!response.body.empty()) {
+          return httplib::Server::HandlerResponse::Unhandled;
+        }
+        response.set_content(absl::StrCat(ErrorText(response.status), "\n"), kTextContentType);
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  // Handlers report failures as statuses; an exception is a bug, answered 500 instead of ending the process.
+  server.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& response, std::exception_ptr error) {
+        std::string what = "unknown exception";
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        response.status = 500;
+        response.set_content(absl::StrCat("internal error: ", what, "\n"), kTextContentType);
+      });
+  // cpp-httplib's default adds SO_REUSEPORT, which lets a second server bind the same port and take half
+  // of its connections: a port in use must be an error instead.
+  server.set_socket_options([](int socket) {
+    const int yes = 1;
+    ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  routes(server);
+
+  errno = 0;
+  const bool bound = port == 0 ? (port = server.bind_to_any_port(host)) > 0 : server.bind_to_port(host, port);
+  if (!bound) {
+    return absl::UnavailableError(absl::StrCat("cannot serve HTTP on ", address, ": ",
+                                               errno != 0 ? std::strerror(errno) : "bind failed"));
+  }
+  http->port_ = port;
+  http->thread_ = std::thread([raw = http.get()] { raw->server_.listen_after_bind(); });
+  // stop() does nothing until the accept loop runs, so a destructor right after Start would wait forever.
+  while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return http;
+}
+
+HttpServer::~HttpServer() {
+  server_.stop();  // closes the listening socket; workers finish their requests and are joined
+  if (thread_.joinable()) thread_.join();
+}
+
+HttpRoutes ProbeRoutes(const MetricsRegistry* registry, std::function<bool()> ready) {
+  return [registry, ready = std::move(ready)](httplib::Server& server) {
+    server.Get("/metrics", [registry](const httplib::Request&, httplib::Response& response) {
+      response.set_header("Cache-Control", "no-store");
+      response.set_content(registry->Render(), kMetricsContentType);
+    });
+    server.Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
+      response.set_header("Cache-Control", "no-store");
+      response.set_content("ok", kTextContentType);
+    });
+    server.Get("/readyz", [ready](const httplib::Request&, httplib::Response& response) {
+      response.set_header("Cache-Control", "no-store");
+      const bool is_ready = ready();
+      response.status = is_ready ? 200 : 503;
+      response.set_content(is_ready ? "ready" : "not ready", kTextContentType);
+    });
+    const httplib::Server::Handler only_get = [](const httplib::Request&, httplib::Response& response) {
+      response.status = 405;
+      response.set_header("Allow", "GET, HEAD");
+      response.set_content("only GET and HEAD", kTextContentType);
+    };
+    for (const char* path : {"/metrics", "/healthz", "/readyz"}) {
+      server.Post(path, only_get);
+      server.Put(path, only_get);
+      server.Patch(path, only_get);
+      server.Delete(path, only_get);
+    }
+  };
+}
+
+}  // namespace pad::server
