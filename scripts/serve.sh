@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up (idempotent), then serves SmolLM2 over gRPC with PAD. The default PRM is the demo PRM trained
+# Sets up (idempotent), then serves SmolLM2 with PAD over gRPC and the OpenAI-compatible HTTP API. The default PRM is the demo PRM trained
 # by scripts/train_demo_prm.sh (prm/SmolLM2-135M-PAD-demo: LoRA + value head over the policy's own
 # backbone, one copy of the weights); "identity" (the bare backbone, every reward 0) stays available by
 # name. Extra arguments go to pad_server (a later --reward_models replaces these).
@@ -7,11 +7,14 @@ source "$(dirname "$0")/common.sh"
 setup_all
 cat >&2 <<MSG
 
-  pad_server: gRPC on localhost:50051, metrics on http://localhost:9090/metrics
+  pad_server: gRPC on localhost:50051; HTTP on localhost:9090: the OpenAI-compatible API at
+  http://localhost:9090/v1 (docs/api.md), metrics at /metrics
   Try, from another terminal:
     $PAD_BUILD/client/pad_client --server=localhost:50051 --prompt="Tell me about owls" --principles=humor
     $PAD_BUILD/client/pad_client --server=localhost:50051 --prompt="Tell me about owls" --mode=vanilla
     $PAD_BUILD/client/pad_client --server=localhost:50051 --prompt="Define owl." --principles=concise
+    curl -sN localhost:9090/v1/chat/completions -d '{"model": "SmolLM2-135M-Instruct", "stream": true,
+      "messages": [{"role": "user", "content": "Define owl."}], "pad": {"principles": ["concise"]}}'
   Ctrl-C (SIGINT) or SIGTERM drains the streams in flight and stops.
 
 MSG

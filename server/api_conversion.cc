@@ -8,18 +8,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "pad/utf8.h"
+#include "server/field_names.h"
 
 namespace pad::server {
 namespace {
 
-// libpad's field names and where they live in GenerateAlignedRequest. An indexed field ("principles[2]")
-// keeps its index ("preference.principles[2].text").
-struct FieldPath {
-  const char* path;
-  const char* indexed_suffix;  // appended after "[i]"
-};
-const std::map<std::string, FieldPath>& FieldPaths() {
-  static const auto* paths = new std::map<std::string, FieldPath>{
+// libpad's field names and where they live in GenerateAlignedRequest.
+const FieldPaths& ProtoPaths() {
+  static const auto* paths = new FieldPaths{
       {"prompt", {"prompt", ""}},
       {"messages", {"messages", ""}},
       {"principles", {"preference.principles", ".text"}},
@@ -33,25 +29,6 @@ const std::map<std::string, FieldPath>& FieldPaths() {
       {"stop", {"decoding.stop", ""}},
   };
   return *paths;
-}
-
-std::string ProtoFieldMessage(absl::string_view message) {
-  const size_t colon = message.find(": ");
-  if (colon == absl::string_view::npos) return std::string(message);
-  const absl::string_view field = message.substr(0, colon);
-  const size_t bracket = field.find('[');
-  const std::string name(field.substr(0, bracket));
-  auto it = FieldPaths().find(name);
-  if (it == FieldPaths().end()) return std::string(message);  // already a proto path (messages[0].role)
-  std::string path = it->second.path;
-  if (bracket != absl::string_view::npos) {
-    const absl::string_view index = field.substr(bracket);  // "[2]" or "[2].role"
-    const size_t close = index.find(']');
-    absl::StrAppend(
-        &path, index.substr(0, close + 1),
-        close + 1 < index.size() ? index.substr(close + 1) : absl::string_view(it->second.indexed_suffix));
-  }
-  return absl::StrCat(path, message.substr(colon));
 }
 
 // The path of the first string field in `bytes`, the wire format of a `type` message, that is not UTF-8
@@ -170,7 +147,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
     case absl::StatusCode::kOk:
       return grpc::Status::OK;
     case absl::StatusCode::kInvalidArgument:
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, ProtoFieldMessage(message));
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, RenameField(message, ProtoPaths()));
     case absl::StatusCode::kResourceExhausted:
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, message);
     case absl::StatusCode::kUnavailable:

@@ -29,6 +29,7 @@
 #include "server/http_server.h"
 #include "server/log_writer.h"
 #include "server/metrics.h"
+#include "server/openai_api.h"
 #include "server/pad_service.h"
 #include "server/serving_metrics.h"
 
@@ -39,6 +40,9 @@ ABSL_FLAG(std::vector<std::string>, reward_models, {"default"},
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address");
 ABSL_FLAG(std::string, http_listen, "0.0.0.0:9090",
           "HTTP address of /metrics, /healthz, /readyz and the OpenAI-compatible /v1 API");
+ABSL_FLAG(
+    std::string, served_model_name, "",
+    "the model name OpenAI clients send and GET /v1/models lists; empty: the --policy directory's name");
 ABSL_FLAG(int, http_threads, 0,
           "HTTP workers, one per open connection; 0: --kv_slots + --max_waiting + 8, a worker for every "
           "request the engine can hold and for the probes");
@@ -50,7 +54,8 @@ ABSL_FLAG(int, max_prompt_tokens, 0, "longer prompts are refused; 0: 2048, or le
 ABSL_FLAG(int, max_new_tokens, 0,
           "largest max_new_tokens a request may ask; 0: 2048, or less to fit --max_seq_len");
 ABSL_FLAG(int, max_request_bytes, 4 << 20,
-          "largest serialized request gRPC accepts; larger is RESOURCE_EXHAUSTED (gRPC's own message)");
+          "largest request accepted: a serialized gRPC request (larger is RESOURCE_EXHAUSTED, gRPC's own "
+          "message) or an HTTP body (larger is 413)");
 ABSL_FLAG(int, max_waiting, 64, "requests queued beyond the running batch; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, shutdown_grace_s, 30, "on SIGTERM, how long in-flight streams may run on");
 ABSL_FLAG(int, log_queue_lines, 4096,
@@ -149,6 +154,26 @@ class Readiness {
   grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
+pad::server::HttpServerOptions HttpOptionsFromFlags(const pad::EngineOptions& engine_options) {
+  pad::server::HttpServerOptions options;
+  options.listen_address = absl::GetFlag(FLAGS_http_listen);
+  options.num_threads = absl::GetFlag(FLAGS_http_threads);
+  if (options.num_threads < 0) Die("--http_threads: must be at least 0");
+  if (options.num_threads == 0) {
+    options.num_threads = static_cast<int>(engine_options.decoder.kv_slots) + engine_options.max_waiting + 8;
+  }
+  options.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_request_bytes));
+  return options;
+}
+
+// --served_model_name, or the policy directory's last component ("SmolLM2-135M-Instruct").
+std::string ServedModelName(const std::string& policy_dir) {
+  if (!absl::GetFlag(FLAGS_served_model_name).empty()) return absl::GetFlag(FLAGS_served_model_name);
+  const absl::string_view dir = absl::StripSuffix(policy_dir, "/");
+  const size_t slash = dir.rfind('/');
+  return std::string(slash == absl::string_view::npos ? dir : dir.substr(slash + 1));
+}
+
 enum class Pem { kPrivateKey, kCertificates };
 
 // The contents of a --tls_* file, parsed with OpenSSL (what gRPC uses) so that a bad file is named here
@@ -222,21 +247,25 @@ int main(int argc, char** argv) {
     if (token.empty()) Die("--auth_token_file is empty");
   }
 
-  // Files and ports first: a bad one must not leave an engine thread behind.
+  // Files first: a bad one must not leave an engine thread behind.
   const std::shared_ptr<grpc::ServerCredentials> credentials = CredentialsFromFlags();
+  const pad::server::HttpServerOptions http_options = HttpOptionsFromFlags(engine_options);
+  pad::server::OpenAiApiOptions openai_options{ServedModelName(engine_options.policy_dir), token};
   Readiness readiness;
-  pad::server::HttpServerOptions http_options;
-  http_options.listen_address = absl::GetFlag(FLAGS_http_listen);
-  http_options.num_threads = absl::GetFlag(FLAGS_http_threads);
-  if (http_options.num_threads < 0) Die("--http_threads: must be at least 0");
-  if (http_options.num_threads == 0) {
-    http_options.num_threads =
-        static_cast<int>(engine_options.decoder.kv_slots) + engine_options.max_waiting + 8;
-  }
-  auto http = pad::server::HttpServer::Start(
-      http_options, pad::server::ProbeRoutes(&registry, [&readiness] { return readiness.serving(); }));
-  if (!http.ok()) Die(std::string(http.status().message()));
   std::unique_ptr<pad::Engine> engine = pad::Engine::Start(engine_options);
+  // A port that cannot be served ends the process, said at once; the engine, maybe still loading, stops
+  // before exit.
+  const auto fail = [&engine](const std::string& message) {
+    std::cerr << "pad_server: " << message << std::endl;
+    engine.reset();
+    std::exit(1);
+  };
+
+  auto http = pad::server::HttpServer::Start(http_options, [&](httplib::Server& server) {
+    pad::server::ProbeRoutes(&registry, [&readiness] { return readiness.serving(); })(server);
+    pad::server::OpenAiRoutes(engine.get(), &metrics, &request_log, openai_options)(server);
+  });
+  if (!http.ok()) fail(std::string(http.status().message()));
 
   grpc::EnableDefaultHealthCheckService(true);
   // Health (for kubelet probes) and reflection (the public schema) need no bearer token.
@@ -249,10 +278,7 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), credentials, &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    engine.reset();
-    Die("cannot listen on " + absl::GetFlag(FLAGS_listen));
-  }
+  if (server == nullptr || port == 0) fail("cannot listen on " + absl::GetFlag(FLAGS_listen));
   readiness.SetHealth(server->GetHealthCheckService());  // NOT_SERVING until the models are loaded
   std::cerr << "pad_server: gRPC on " << absl::GetFlag(FLAGS_listen) << " (port " << port << "), metrics on "
             << absl::GetFlag(FLAGS_http_listen) << "; loading " << engine_options.policy_dir << std::endl;

@@ -12,18 +12,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/api_conversion.h"
+#include "server/request_account.h"
 
 namespace pad::server {
 namespace {
-
-// Reads all of `given` whatever its content, so the time taken tells nothing but the length.
-bool ConstantTimeEquals(absl::string_view given, absl::string_view expected) {
-  unsigned char diff = given.size() != expected.size();
-  for (size_t i = 0; i < given.size(); ++i) {
-    diff |= static_cast<unsigned char>(given[i] ^ (i < expected.size() ? expected[i] : 0));
-  }
-  return diff == 0;
-}
 
 std::string Flatten(const grpc::ByteBuffer& buffer) {
   std::vector<grpc::Slice> slices;
@@ -35,74 +27,6 @@ std::string Flatten(const grpc::ByteBuffer& buffer) {
 }
 
 absl::Status Unauthenticated() { return absl::UnauthenticatedError("a valid bearer token is required"); }
-
-const char* ModeLabel(DecodingMode mode) {
-  switch (mode) {
-    case DecodingMode::kPad:
-      return "pad";
-    case DecodingMode::kVanilla:
-      return "vanilla";
-    case DecodingMode::kPreferencePrompt:
-      return "preference_prompt";
-  }
-  return "unknown";
-}
-
-// Metrics and the log line of one request, from its engine events. Every event reaches it, also after the
-// stream has ended, so each request's finish is recorded exactly once, whichever of the client and the
-// engine ended it first.
-class RequestAccount {
- public:
-  RequestAccount(ServingMetrics* metrics, LogWriter* log, std::string mode)
-      : metrics_(metrics), log_(log), mode_(std::move(mode)) {}
-
-  void Observe(const EngineEvent& event) {
-    const absl::Time now = absl::Now();
-    switch (event.kind) {
-      case EngineEvent::Kind::kToken: {
-        const bool first = last_token_ == absl::InfinitePast();
-        metrics_->RecordToken(mode_, first ? now - started_ : now - last_token_, first, event.token.reward,
-                              event.token.changed_top_choice);
-        if (first) first_token_ = now;
-        last_token_ = now;
-        return;
-      }
-      case EngineEvent::Kind::kFinished: {
-        const FinishReason reason = event.finish_reason;
-        metrics_->RecordFinished(mode_, reason == FinishReason::kCancelled ? "cancelled" : "ok", event.usage,
-                                 now - started_);
-        Log(reason == FinishReason::kStop     ? "stop"
-            : reason == FinishReason::kLength ? "length"
-                                              : "cancelled",
-            event.usage, now);
-        return;
-      }
-      case EngineEvent::Kind::kError:
-        metrics_->RecordFinished(mode_, "error", Usage{}, now - started_);
-        Log("error", event.usage, now);
-        return;
-    }
-  }
-
- private:
-  // One JSON line per request, for the log pipeline.
-  void Log(const char* finish, const Usage& usage, absl::Time now) const {
-    log_->Write(absl::StrFormat(
-        R"({"time":"%s","event":"request","mode":"%s","finish":"%s","prompt_tokens":%d,)"
-        R"("generated_tokens":%d,"queue_s":%.4f,"ttft_s":%.4f,"total_s":%.4f})",
-        absl::FormatTime(absl::RFC3339_full, now, absl::UTCTimeZone()), mode_, finish, usage.prompt_tokens,
-        usage.generated_tokens, absl::ToDoubleSeconds(usage.queue_time),
-        first_token_ == absl::InfinitePast() ? -1.0 : absl::ToDoubleSeconds(first_token_ - started_),
-        absl::ToDoubleSeconds(now - started_)));
-  }
-
-  ServingMetrics* metrics_;
-  LogWriter* log_;
-  std::string mode_;
-  const absl::Time started_ = absl::Now();
-  absl::Time last_token_ = absl::InfinitePast();
-  absl::Time first_token_ = absl::InfinitePast();
-};
 
 // Streams one request's events to its client. The engine thread pushes events; gRPC's threads run the
 // reactions. Deleted in OnDone; events that arrive after it are still recorded (RequestAccount), not written.
@@ -120,7 +44,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     mode_ = ModeLabel(request->mode);
     {
       absl::MutexLock lock(&shared_->mu);
-      shared_->account.emplace(metrics_, log_, mode_);
+      shared_->account.emplace(metrics_, log_, "grpc", mode_);
     }
     // The sink holds the shared state, not the reactor, so it is safe after the stream ends.
     std::shared_ptr<Shared> shared = shared_;
@@ -245,7 +169,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
   }
 
   void Reject(const absl::Status& status, const std::string& mode) {
-    metrics_->RecordRejected(mode, status);
+    metrics_->RecordRejected("grpc", mode, status);
     Finish(ToGrpcStatus(status));
   }
 
@@ -294,15 +218,14 @@ bool PadServiceImpl::Authorized(const grpc::CallbackServerContext& context) cons
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) return false;
-  return ConstantTimeEquals(std::string(it->second.data(), it->second.size()),
-                            "Bearer " + options_.bearer_token);
+  return BearerTokenMatches(absl::string_view(it->second.data(), it->second.size()), options_.bearer_token);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* PadServiceImpl::GenerateAligned(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   auto* reactor = new GenerateReactor(engine_, metrics_, log_);
   if (!Authorized(*context)) {
-    metrics_->RecordRejected("unknown", Unauthenticated());
+    metrics_->RecordRejected("grpc", "unknown", Unauthenticated());
     reactor->Finish(ToGrpcStatus(Unauthenticated()));
     return reactor;
   }

@@ -17,8 +17,9 @@ const std::vector<double> kSeconds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 
 ServingMetrics::ServingMetrics(MetricsRegistry* r) {
   const std::vector<std::string> mode = {"mode"};
-  requests_ = OrDie(
-      r->AddCounter("pad_requests_total", "Requests by decoding mode and final status.", {"mode", "status"}));
+  requests_ =
+      OrDie(r->AddCounter("pad_requests_total", "Requests by front door, decoding mode and final status.",
+                          {"protocol", "mode", "status"}));
   time_to_first_token_ = OrDie(r->AddHistogram("pad_time_to_first_token_seconds",
                                                "From the call's start to its first token.", kSeconds, mode));
   inter_token_latency_ = OrDie(r->AddHistogram("pad_inter_token_latency_seconds",
@@ -50,8 +51,10 @@ ServingMetrics::ServingMetrics(MetricsRegistry* r) {
                             ->Get();
 }
 
-void ServingMetrics::RecordRejected(absl::string_view mode, const absl::Status& status) {
-  requests_->WithLabels({mode, absl::AsciiStrToLower(absl::StatusCodeToString(status.code()))}).Increment();
+void ServingMetrics::RecordRejected(absl::string_view protocol, absl::string_view mode,
+                                    const absl::Status& status) {
+  requests_->WithLabels({protocol, mode, absl::AsciiStrToLower(absl::StatusCodeToString(status.code()))})
+      .Increment();
 }
 
 void ServingMetrics::RecordToken(absl::string_view mode, absl::Duration since_previous, bool first,
@@ -66,9 +69,9 @@ void ServingMetrics::RecordToken(absl::string_view mode, absl::Duration since_pr
   }
 }
 
-void ServingMetrics::RecordFinished(absl::string_view mode, absl::string_view status, const Usage& usage,
-                                    absl::Duration total) {
-  requests_->WithLabels({mode, status}).Increment();
+void ServingMetrics::RecordFinished(absl::string_view protocol, absl::string_view mode,
+                                    absl::string_view status, const Usage& usage, absl::Duration total) {
+  requests_->WithLabels({protocol, mode, status}).Increment();
   request_duration_->WithLabels({mode}).Observe(absl::ToDoubleSeconds(total));
   queue_time_->Observe(absl::ToDoubleSeconds(usage.queue_time));
   prompt_tokens_->WithLabels({mode}).Increment(static_cast<double>(usage.prompt_tokens));

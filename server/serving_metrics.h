@@ -16,14 +16,15 @@ class ServingMetrics {
  public:
   explicit ServingMetrics(MetricsRegistry* registry);
 
-  // A request refused before it ran (bad input, full queue, not ready, unauthenticated).
-  void RecordRejected(absl::string_view mode, const absl::Status& status);
+  // A request refused before it ran (bad input, full queue, not ready, unauthenticated). `protocol` is the
+  // front door: "grpc" or "http".
+  void RecordRejected(absl::string_view protocol, absl::string_view mode, const absl::Status& status);
   // A token streamed: the time since the previous one (or since the call began, for the first).
   void RecordToken(absl::string_view mode, absl::Duration since_previous, bool first, float reward,
                    bool changed_top_choice);
   // The end of an admitted request: status "ok", "cancelled" or "error".
-  void RecordFinished(absl::string_view mode, absl::string_view status, const Usage& usage,
-                      absl::Duration total);
+  void RecordFinished(absl::string_view protocol, absl::string_view mode, absl::string_view status,
+                      const Usage& usage, absl::Duration total);
   // Gauges from the engine's latest iteration.
   void UpdateEngine(const EngineStats& stats);
   // Request log lines dropped because the log's reader fell behind (LogWriter counts into it).

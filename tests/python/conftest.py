@@ -22,3 +22,10 @@ def model_dir():
     if not (MODEL / "config.json").exists():
         pytest.fail(f"{MODEL} is missing; run ./scripts/setup.sh")
     return MODEL
+
+
+@pytest.fixture(scope="session")
+def pb(tmp_path_factory):
+    """(pad_pb2, pad_pb2_grpc), generated from proto/pad/v1/pad.proto."""
+    from server_fixture import load_stubs  # noqa: E402  (server_fixture imports this module)
+    return load_stubs(tmp_path_factory.mktemp("stubs"))

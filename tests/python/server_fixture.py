@@ -34,11 +34,57 @@ def load_stubs(out_dir):
     return pad_pb2, pad_pb2_grpc
 
 
+# --- pad.v1 requests in pad_probe's JSON form -------------------------------------------------------------------
+
+def stub_of(pb, channel):
+    return pb[1].PadServiceStub(channel)
+
+
+def to_proto(pb, spec):
+    """The GenerateAlignedRequest for a request in pad_probe's JSON form."""
+    pad_pb2 = pb[0]
+    modes = {"pad": pad_pb2.DECODING_MODE_PAD, "vanilla": pad_pb2.DECODING_MODE_VANILLA,
+             "preference_prompt": pad_pb2.DECODING_MODE_PREFERENCE_PROMPT}
+    weights = spec.get("weights", [])
+    principles = [pad_pb2.Principle(text=t, weight=weights[i]) if i < len(weights) else pad_pb2.Principle(text=t)
+                  for i, t in enumerate(spec.get("principles", []))]
+    preference = pad_pb2.Preference(
+        principles=principles, reward_model=spec.get("reward_model", ""),
+        composition=(pad_pb2.COMPOSITION_WEIGHTED if spec.get("composition") == "weighted"
+                     else pad_pb2.COMPOSITION_PROMPT))
+    if "policy_sees_guideline" in spec:
+        preference.policy_sees_guideline = spec["policy_sees_guideline"]
+    decoding = pad_pb2.DecodingParams(mode=modes[spec.get("mode", "pad")], temperature=spec.get("temperature", 0.0),
+                                      seed=spec.get("seed", 0), stop=spec.get("stop", []),
+                                      ignore_eos=spec.get("ignore_eos", False))
+    for field in ("top_k", "beta", "max_new_tokens"):
+        if field in spec:
+            setattr(decoding, field, spec[field])
+    return pad_pb2.GenerateAlignedRequest(
+        prompt=spec.get("prompt", ""),
+        messages=[pad_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in spec.get("messages", [])],
+        preference=preference, decoding=decoding)
+
+
+def collect(responses):
+    """(text, final, number of messages) of a finished stream."""
+    text, final, count = "", None, 0
+    for message in responses:
+        count += 1
+        assert final is None, "a message after the final one"
+        text += message.text
+        if message.HasField("final"):
+            final = message.final
+    return text, final, count
+
+
+
 class Server:
     """One pad_server process: gRPC on `port`, HTTP (/metrics, /healthz, /readyz) on `http_port`."""
 
-    def __init__(self, model_dir, *flags, credentials=None, ready_timeout=60, output=None):
-        """`output`: where stdout and stderr go (a file descriptor); by default a temporary file, logs()."""
+    def __init__(self, model_dir, *flags, credentials=None, ready_timeout=60, output=None, metadata=None):
+        """`output`: where stdout and stderr go (a file descriptor); by default a temporary file, logs().
+        `metadata`: what gRPC calls must send (a bearer token), kept for the tests as `self.metadata`."""
         if not SERVER.exists():
             raise RuntimeError(f"{SERVER} is not built; run ./scripts/test.sh")
         self.port = free_port()
@@ -50,6 +96,7 @@ class Server:
              f"--http_listen=127.0.0.1:{self.http_port}", *flags],
             stdout=self.log if output is None else output, stderr=subprocess.STDOUT)
         self.credentials = credentials
+        self.metadata = metadata
         self.channel = self.new_channel()
         self.wait_serving(ready_timeout)
 

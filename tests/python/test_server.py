@@ -17,15 +17,9 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from conftest import probe
-from server_fixture import Server, free_port, load_stubs, wait_for
+from server_fixture import Server, collect, free_port, stub_of, to_proto, wait_for
 
 QUESTION = [{"role": "user", "content": "What is a good way to spend a rainy afternoon?"}]
-
-
-@pytest.fixture(scope="session")
-def pb(tmp_path_factory):
-    """(pad_pb2, pad_pb2_grpc), generated from proto/pad/v1/pad.proto."""
-    return load_stubs(tmp_path_factory.mktemp("stubs"))
 
 
 @pytest.fixture(scope="module")
@@ -34,36 +28,6 @@ def server(model_dir):
     s = Server(model_dir, "--kv_slots=40", "--max_prompt_tokens=256", "--shutdown_grace_s=10")
     yield s
     s.stop_and_check()
-
-
-def stub_of(pb, channel):
-    return pb[1].PadServiceStub(channel)
-
-
-def to_proto(pb, spec):
-    """The GenerateAlignedRequest for a request in pad_probe's JSON form."""
-    pad_pb2 = pb[0]
-    modes = {"pad": pad_pb2.DECODING_MODE_PAD, "vanilla": pad_pb2.DECODING_MODE_VANILLA,
-             "preference_prompt": pad_pb2.DECODING_MODE_PREFERENCE_PROMPT}
-    weights = spec.get("weights", [])
-    principles = [pad_pb2.Principle(text=t, weight=weights[i]) if i < len(weights) else pad_pb2.Principle(text=t)
-                  for i, t in enumerate(spec.get("principles", []))]
-    preference = pad_pb2.Preference(
-        principles=principles, reward_model=spec.get("reward_model", ""),
-        composition=(pad_pb2.COMPOSITION_WEIGHTED if spec.get("composition") == "weighted"
-                     else pad_pb2.COMPOSITION_PROMPT))
-    if "policy_sees_guideline" in spec:
-        preference.policy_sees_guideline = spec["policy_sees_guideline"]
-    decoding = pad_pb2.DecodingParams(mode=modes[spec.get("mode", "pad")], temperature=spec.get("temperature", 0.0),
-                                      seed=spec.get("seed", 0), stop=spec.get("stop", []),
-                                      ignore_eos=spec.get("ignore_eos", False))
-    for field in ("top_k", "beta", "max_new_tokens"):
-        if field in spec:
-            setattr(decoding, field, spec[field])
-    return pad_pb2.GenerateAlignedRequest(
-        prompt=spec.get("prompt", ""),
-        messages=[pad_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in spec.get("messages", [])],
-        preference=preference, decoding=decoding)
 
 
 def library_results(model_dir, specs):
@@ -77,18 +41,6 @@ def library_results(model_dir, specs):
     for r in results:
         assert "error" not in r, r
     return results
-
-
-def collect(responses):
-    """(text, final, number of messages) of a finished stream."""
-    text, final, count = "", None, 0
-    for message in responses:
-        count += 1
-        assert final is None, "a message after the final one"
-        text += message.text
-        if message.HasField("final"):
-            final = message.final
-    return text, final, count
 
 
 def generate(pb, channel, spec, **kwargs):
