@@ -7,8 +7,8 @@ source "$(dirname "$0")/common.sh"
 setup_all
 cat >&2 <<MSG
 
-  pad_server: gRPC on localhost:50051; HTTP on localhost:9090: the OpenAI-compatible API at
-  http://localhost:9090/v1 (docs/api.md), metrics at /metrics
+  pad_server: gRPC on localhost:50051; HTTP on localhost:9090: the web chat at http://localhost:9090/,
+  the OpenAI-compatible API at http://localhost:9090/v1 (docs/api.md), metrics at /metrics
   Try, from another terminal:
     $PAD_BUILD/client/pad_client --server=localhost:50051 --prompt="Tell me about owls" --principles=humor
     $PAD_BUILD/client/pad_client --server=localhost:50051 --prompt="Tell me about owls" --mode=vanilla

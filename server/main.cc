@@ -32,6 +32,7 @@
 #include "server/openai_api.h"
 #include "server/pad_service.h"
 #include "server/serving_metrics.h"
+#include "server/web_chat.h"
 
 ABSL_FLAG(std::string, policy, "models/SmolLM2-135M-Instruct", "the policy: a Hugging Face model directory");
 ABSL_FLAG(std::vector<std::string>, reward_models, {"default"},
@@ -39,7 +40,7 @@ ABSL_FLAG(std::vector<std::string>, reward_models, {"default"},
           "empty BACKBONE_DIR means the policy's own backbone (shared in memory); the first is the default");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address");
 ABSL_FLAG(std::string, http_listen, "0.0.0.0:9090",
-          "HTTP address of /metrics, /healthz, /readyz and the OpenAI-compatible /v1 API");
+          "HTTP address of the web chat (/), the OpenAI-compatible API (/v1), /metrics, /healthz, /readyz");
 ABSL_FLAG(
     std::string, served_model_name, "",
     "the model name OpenAI clients send and GET /v1/models lists; empty: the --policy directory's name");
@@ -264,6 +265,7 @@ int main(int argc, char** argv) {
   auto http = pad::server::HttpServer::Start(http_options, [&](httplib::Server& server) {
     pad::server::ProbeRoutes(&registry, [&readiness] { return readiness.serving(); })(server);
     pad::server::OpenAiRoutes(engine.get(), &metrics, &request_log, openai_options)(server);
+    pad::server::WebChatRoutes()(server);
   });
   if (!http.ok()) fail(std::string(http.status().message()));
 

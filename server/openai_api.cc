@@ -281,6 +281,7 @@ json TokenJson(const TokenEvent& token) {
               {"changed_top_choice", token.changed_top_choice}};
   if (token.diagnostics) {
     out["candidates"] = token.diagnostics->candidates;
+    out["candidate_texts"] = token.diagnostics->candidate_texts;
     out["policy_logits"] = token.diagnostics->policy_logits;
     out["rewards"] = token.diagnostics->rewards;
     out["scores"] = token.diagnostics->scores;

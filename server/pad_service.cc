@@ -196,6 +196,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
                                         token.diagnostics->policy_logits.end());
         d->mutable_rewards()->Add(token.diagnostics->rewards.begin(), token.diagnostics->rewards.end());
         d->mutable_scores()->Add(token.diagnostics->scores.begin(), token.diagnostics->scores.end());
+        d->mutable_candidate_texts()->Add(token.diagnostics->candidate_texts.begin(),
+                                          token.diagnostics->candidate_texts.end());
       }
     }
   }

@@ -493,6 +493,7 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
       TokenDiagnostics d;
       for (int64_t j = 0; j < ks[i]; ++j) {
         d.candidates.push_back(static_cast<int32_t>(candidates.data_ptr<int64_t>()[i * k_max + j]));
+        d.candidate_texts.push_back(tokenizer_->Decode({d.candidates.back()}, /*skip_special_tokens=*/false));
         d.policy_logits.push_back(policy_logits.data_ptr<float>()[i * k_max + j]);
         d.rewards.push_back(rewards.data_ptr<float>()[i * k_max + j]);
         d.scores.push_back(score_row[j]);

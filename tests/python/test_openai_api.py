@@ -124,6 +124,9 @@ def test_diagnostics_show_pad_at_work(server):
         best = max(range(10), key=lambda i: t["scores"][i])
         assert t["candidates"][best] == t["id"]
         assert t["changed_top_choice"] == (t["id"] != t["candidates"][0])
+        assert len(t["candidate_texts"]) == 10
+        if t["text"]:  # a whole character: the text streamed is the chosen candidate's
+            assert t["candidate_texts"][t["candidates"].index(t["id"])] == t["text"]
     assert any(t["changed_top_choice"] for t in tokens)
     whole = client_of(server).chat.completions.create(
         model=MODEL, messages=QUESTION, max_tokens=32, temperature=0,
