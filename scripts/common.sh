@@ -24,7 +24,10 @@ log() { printf '\033[1m[pad] %s\033[0m\n' "$*" >&2; }
 
 ensure_apt_packages() {
   local missing=()
-  for package in "${PAD_APT_PACKAGES[@]}"; do
+  local packages=("${PAD_APT_PACKAGES[@]}")
+  # The deploy tests render the manifests with kubectl: Debian's (kubernetes-client) unless one is there.
+  command -v kubectl >/dev/null || packages+=(kubernetes-client)
+  for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
       missing+=("$package")
   done

@@ -7,46 +7,13 @@
 
 #include <string>
 
-#include "absl/status/status.h"
-#include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
-#include "pad/alignment_request.h"
 #include "pad/engine.h"
 #include "server/http_server.h"
 #include "server/log_writer.h"
+#include "server/openai_request.h"
 #include "server/serving_metrics.h"
 
 namespace pad::server {
-
-// A checked POST /v1/chat/completions body.
-struct ChatCompletionRequest {
-  AlignmentRequest request;
-  bool stream = false;
-  bool include_usage = false;  // stream_options.include_usage: a last chunk with the token counts
-  // Which field the client limited the answer with, to name it in errors: "max_tokens" or
-  // "max_completion_tokens".
-  std::string max_tokens_field = "max_tokens";
-  bool seeded = false;  // `seed` was given; otherwise the server draws one
-};
-
-// Parses and checks a request body. INVALID_ARGUMENT names the field as the client wrote it ("pad.top_k",
-// "messages[1].content", "n"); NOT_FOUND when `model` is not `served_model`. Unsupported OpenAI features
-// (tools, logprobs, n > 1, top_p < 1, penalties) and unknown fields are errors, never ignored. libpad's
-// own checks run at submission; their messages are renamed by ToOpenAiMessage.
-absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(absl::string_view body,
-                                                                 absl::string_view served_model);
-
-// A libpad status message with libpad's field renamed to the OpenAI request's ("top_k: ..." becomes
-// "pad.top_k: ...").
-std::string ToOpenAiMessage(absl::string_view message, const ChatCompletionRequest& request);
-
-// An error as OpenAI's clients read it: the HTTP status and {"error": {"message", "type", "param",
-// "code"}}. `param` is the field the message names, if any.
-struct OpenAiError {
-  int http_status = 500;
-  std::string body;
-};
-OpenAiError ToOpenAiError(const absl::Status& status);
 
 struct OpenAiApiOptions {
   std::string model_name;    // the `model` clients name, listed by GET /v1/models

@@ -57,7 +57,7 @@ def test_assets_are_served_and_load_nothing_from_elsewhere(server):
         with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=10) as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith(content_type)
-            assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+            assert response.headers["Content-Security-Policy"] == "default-src 'self'"
             body = response.read().decode()
         assert body == (ROOT / "web" / ("index.html" if path == "/" else path[1:])).read_text()
         assert not re.search(r"(src|href)=\"(https?:)?//", body) and "url(http" not in body, path
@@ -69,6 +69,8 @@ def test_compare_and_token_view(server, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # A Content-Security-Policy violation (an inline style, a load from elsewhere) is a console error.
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     page.goto(page_url(server, prompt="Tell me about owls", principles="humorous", compare=1, tokens=1,
                        max_tokens=24, temperature=0, autorun=1))
     page.wait_for_selector("body[data-state=done]", timeout=60000)

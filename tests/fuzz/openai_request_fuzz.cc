@@ -1,0 +1,19 @@
+// A POST /v1/chat/completions body, as any HTTP client can send it: parsed into libpad's request or refused
+// as INVALID_ARGUMENT / NOT_FOUND naming the field, with the error rendered as OpenAI's JSON; never a crash
+// or an exception (nlohmann throws on mistyped access).
+#include <cstdint>
+
+#include "server/openai_request.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  auto request = pad::server::ParseChatCompletionRequest(
+      absl::string_view(reinterpret_cast<const char*>(data), size), "SmolLM2-135M-Instruct");
+  if (request.ok()) {
+    (void)pad::server::ToOpenAiMessage("top_k: 0 is not in [1, 1024]", *request);
+    return 0;
+  }
+  const absl::StatusCode code = request.status().code();
+  if (code != absl::StatusCode::kInvalidArgument && code != absl::StatusCode::kNotFound) __builtin_trap();
+  if (pad::server::ToOpenAiError(request.status()).body.empty()) __builtin_trap();
+  return 0;
+}
