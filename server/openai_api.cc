@@ -26,19 +26,17 @@ constexpr char kJson[] = "application/json";
 // Text for JSON output; strings here are valid UTF-8, but a bad byte must not throw.
 std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-std::string NewCompletionId() {
-  static std::mutex mu;
-  static std::mt19937_64 random(std::random_device{}());
-  std::lock_guard<std::mutex> lock(mu);
-  return absl::StrCat("chatcmpl-", absl::Hex(random(), absl::kZeroPad16),
-                      absl::Hex(random(), absl::kZeroPad16));
-}
-
-uint64_t NewSeed() {
+// Completion ids, and the seeds of requests that give none, from any worker thread.
+uint64_t Random64() {
   static std::mutex mu;
   static std::mt19937_64 random(std::random_device{}());
   std::lock_guard<std::mutex> lock(mu);
   return random();
+}
+
+std::string NewCompletionId() {
+  return absl::StrCat("chatcmpl-", absl::Hex(Random64(), absl::kZeroPad16),
+                      absl::Hex(Random64(), absl::kZeroPad16));
 }
 
 const char* FinishReasonText(FinishReason reason) {
@@ -223,7 +221,7 @@ class OpenAiHandlers {
     absl::StatusOr<ChatCompletionRequest> parsed =
         ParseChatCompletionRequest(http_request.body, options_.model_name);
     if (!parsed.ok()) return reject(parsed.status(), "unknown");
-    if (!parsed->seeded) parsed->request.seed = NewSeed();
+    if (!parsed->seeded) parsed->request.seed = Random64();
     const std::string mode = ModeLabel(parsed->request.mode);
 
     auto queue = std::make_shared<EventQueue>(RequestAccount(metrics_, log_, "http", mode));
