@@ -1258,9 +1258,11 @@ def build_onpolicy(args, train, heldout, out_dir):
               "harmful": ("harmless", ("advbench-template", "pyrit-manyshot")),
               "benign": ("harmless", ("wordnet-benign", "handwritten-benign"))}
     counts = {"concise": args.onpolicy_concise, "harmful": args.onpolicy_harmful, "benign": args.onpolicy_benign}
-    # With --benign_howto, the answerless benign requests come first, split like the rest: a tenth held out.
-    howto = list(BENIGN_ONPOLICY) if args.benign_howto else []
+    # With --benign_howto N, N of the answerless benign requests (drawn at random) come first, split like the
+    # rest: a tenth held out.
+    howto = list(BENIGN_ONPOLICY)
     sub_rng(args.seed, "benign-onpolicy").shuffle(howto)
+    howto = howto[:args.benign_howto]
     n_held = round(len(howto) * args.heldout_fraction)
     extra = {("benign", "train"): howto[n_held:], ("benign", "heldout"): howto[:n_held]}
     plan = []  # (group, split, principle, prompt)
@@ -1351,10 +1353,10 @@ def parse_args(argv):
                         help="concise training prompts answered by the policy (0: no on-policy concise)")
     parser.add_argument("--onpolicy_harmful", type=int, default=150, help="harmful training prompts, likewise")
     parser.add_argument("--onpolicy_benign", type=int, default=80, help="benign training prompts, likewise")
-    # Tried for over-refusal, off by default: together they fixed it (0 of 16 benign refused) but the PRM
-    # then refused 8% of harmful requests instead of 75% (train/README.md, "What we tried").
-    parser.add_argument("--benign_howto", action="store_true",
-                        help="on-policy benign pairs also for BENIGN_ONPOLICY's 138 requests, first")
+    # Tried for over-refusal, off by default: each trades harmful refusals for benign answers
+    # (train/README.md, "What we tried").
+    parser.add_argument("--benign_howto", type=int, default=0, metavar="N",
+                        help="on-policy benign pairs first for N of BENIGN_ONPOLICY's 138 requests (0: none)")
     parser.add_argument("--capability_refusals", action="store_true",
                         help="half the benign pairs' generated refusals in the policy's 'as a chatbot' way")
     parser.add_argument("--onpolicy_samples", type=int, default=3, help="policy samples per on-policy prompt")
