@@ -186,7 +186,7 @@ def test_runtime_image_has_every_library_pad_server_loads(dockerfile):
     installed = runtime_packages(dockerfile)
     closure = subprocess.run(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts",
                               "--no-breaks", "--no-replaces", "--no-enhances", *installed],
-                             capture_output=True, text=True, check=True).stdout
+                             capture_output=True, text=True).stdout  # a package apt does not know just adds nothing
     available = set(installed) | {line.strip().split(":")[-1].strip() for line in closure.splitlines()}
     assert needed <= available, needed - available
 

@@ -29,7 +29,7 @@ struct DecoderOptions {
 
 // What a researcher tuning beta needs about one chosen token.
 struct TokenDiagnostics {
-  std::vector<int32_t> candidates;  // the policy's top k, best first
+  std::vector<int32_t> candidates;           // the policy's top k, best first
   std::vector<std::string> candidate_texts;  // each candidate alone, decoded (a partial character is U+FFFD)
   std::vector<float> policy_logits;
   std::vector<float> rewards;  // r(a); zero outside PAD
