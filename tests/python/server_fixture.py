@@ -156,6 +156,13 @@ class Server:
                 found = True
         return total if found else 0.0
 
+    def assert_idle_soon(self, timeout=1.0):
+        """Asserts that within `timeout` no request runs and no KV slot is held."""
+        def idle():
+            return self.metric("pad_requests_running") == 0 and self.metric("pad_kv_cache_slots_used") == 0
+        assert wait_for(idle, timeout), (f"running={self.metric('pad_requests_running')} "
+                                         f"slots_used={self.metric('pad_kv_cache_slots_used')}")
+
     def terminate(self):
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -258,12 +258,6 @@ def test_sse_wire_format(server):
 
 # --- Disconnects, overload, metrics ----------------------------------------------------------------------------
 
-def assert_idle_soon(server, timeout=1.0):
-    def idle():
-        return server.metric("pad_requests_running") == 0 and server.metric("pad_kv_cache_slots_used") == 0
-    assert wait_for(idle, timeout), (server.metric("pad_requests_running"), server.metric("pad_kv_cache_slots_used"))
-
-
 def test_disconnect_mid_stream_frees_the_slot(server):
     cancelled = server.metric("pad_requests_total", protocol="http", status="cancelled")
     stream = client_of(server).chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=400,
@@ -272,7 +266,7 @@ def test_disconnect_mid_stream_frees_the_slot(server):
         next(stream)
     assert server.metric("pad_requests_running") == 1 and server.metric("pad_kv_cache_slots_used") == 2
     stream.close()
-    assert_idle_soon(server)
+    server.assert_idle_soon()
     assert wait_for(lambda: server.metric("pad_requests_total", protocol="http", status="cancelled")
                     == cancelled + 1, 2)
 
@@ -284,7 +278,7 @@ def test_disconnect_while_waiting_for_a_whole_answer(server):
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
         assert wait_for(lambda: server.metric("pad_requests_running") == 1, 5)
-    assert_idle_soon(server)
+    server.assert_idle_soon()
 
 
 def test_queue_full_is_429_and_draining_is_503(model_dir):

@@ -134,13 +134,6 @@ def test_concurrent_streams_equal_alone(pb, server, model_dir):
 
 # --- 3. Cancellation and deadlines free the request's slots -----------------------------------------------------
 
-def assert_idle_soon(server, timeout=1.0):
-    def idle():
-        return (server.metric("pad_requests_running") == 0 and server.metric("pad_kv_cache_slots_used") == 0)
-    assert wait_for(idle, timeout), (f"running={server.metric('pad_requests_running')} "
-                                     f"slots_used={server.metric('pad_kv_cache_slots_used')}")
-
-
 def test_cancel_mid_stream_frees_slots(pb, server):
     responses = stub_of(pb, server.channel).GenerateAligned(
         to_proto(pb, spec("pad", max_new_tokens=400, principles=["humor"])), timeout=120)
@@ -153,7 +146,7 @@ def test_cancel_mid_stream_frees_slots(pb, server):
     with pytest.raises(grpc.RpcError) as error:
         collect(responses)
     assert error.value.code() == grpc.StatusCode.CANCELLED
-    assert_idle_soon(server)
+    server.assert_idle_soon()
     text, final, _ = generate(pb, server.channel, spec("vanilla", max_new_tokens=4), timeout=60)
     assert final.usage.generated_tokens == 4 and text
 
@@ -172,7 +165,7 @@ def test_every_cancelled_stream_is_counted_once(pb, server):
         responses = stub.GenerateAligned(to_proto(pb, spec("vanilla", max_new_tokens=400)), timeout=120)
         next(responses)
         responses.cancel()
-    assert_idle_soon(server, timeout=5)
+    server.assert_idle_soon(timeout=5)
     assert wait_for(lambda: totals()["cancelled"] - before["cancelled"] == n, 5), (before, totals())
     after = totals()
     assert (after["ok"], after["error"]) == (before["ok"], before["error"])
@@ -212,7 +205,7 @@ def test_deadline_frees_slots(pb, server):
         generate(pb, server.channel, spec("pad", max_new_tokens=400, principles=["humor"]), timeout=1.0)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - began < 3
-    assert_idle_soon(server)
+    server.assert_idle_soon()
     text, final, _ = generate(pb, server.channel, spec("vanilla", max_new_tokens=4), timeout=60)
     assert final.usage.generated_tokens == 4 and text
 
@@ -441,7 +434,7 @@ def test_queue_overflow(pb, model_dir):
         assert 2 <= len(exhausted) <= 4, outcomes
         assert all(o[2].startswith("the queue is full") for o in exhausted), outcomes
         assert s.metric("pad_requests_total", status="resource_exhausted") == len(exhausted)
-        assert_idle_soon(s, timeout=2.0)
+        s.assert_idle_soon(timeout=2.0)
         assert s.metric("pad_requests_waiting") == 0
         text, final, _ = generate(pb, s.channel, spec("vanilla", max_new_tokens=4), timeout=60)
         assert final.finish_reason == pb[0].FINISH_REASON_LENGTH and text
