@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "pad/safetensors.h"
 #include "pad/status_macros.h"
 
 namespace pad {
@@ -103,14 +104,14 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
                                                              const ModelOptions& options) {
   PAD_ASSIGN_OR_RETURN(LlamaConfig config, LlamaConfig::FromModelDir(model_dir));
   PAD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint, Checkpoint::OpenDir(model_dir));
-  PAD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, FromCheckpoint(config, *checkpoint, options));
+  PAD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, FromTensors(config, *checkpoint, options));
   model->dir_ = model_dir;
   return model;
 }
 
-absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const LlamaConfig& config,
-                                                                       const Checkpoint& checkpoint,
-                                                                       const ModelOptions& options) {
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromTensors(const LlamaConfig& config,
+                                                                    const TensorSource& tensors,
+                                                                    const ModelOptions& options) {
   std::unique_ptr<LlamaModel> model(new LlamaModel(config, options));
   const auto to = at::TensorOptions().dtype(options.dtype).device(options.device);
   const int64_t hidden = config.hidden_size, head_dim = config.head_dim;
@@ -119,7 +120,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
   const int64_t inter = config.intermediate_size;
 
   auto load = [&](const std::string& name, std::vector<int64_t> shape) {
-    return checkpoint.Load(name, shape, to);
+    return tensors.Load(name, shape, to);
   };
   PAD_ASSIGN_OR_RETURN(model->embed_tokens_, load("model.embed_tokens.weight", {config.vocab_size, hidden}));
   PAD_ASSIGN_OR_RETURN(model->final_norm_, load("model.norm.weight", {hidden}));

@@ -94,7 +94,7 @@ absl::Status ReadConfig(const std::string& path, const LlamaConfig& config, doub
 
 // Fuses the updates of `modules`, whose outputs the backbone stacks in this order with `rows[i]` rows
 // each, into one. Modules the adapter leaves alone contribute zero rows of B.
-absl::StatusOr<LoraUpdate> FuseGroup(const Checkpoint& weights, int64_t layer,
+absl::StatusOr<LoraUpdate> FuseGroup(const TensorSource& weights, int64_t layer,
                                      const std::vector<const char*>& modules,
                                      const std::vector<int64_t>& rows, int64_t in, double scale,
                                      const ModelOptions& options, std::set<std::string>* used) {
@@ -143,9 +143,17 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
   PAD_RETURN_IF_ERROR(ReadConfig(config_path, config, &scale));
   const std::string weights_path = adapter_dir + "/adapter_model.safetensors";
   PAD_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> weights, Checkpoint::OpenFile(weights_path));
-
-  std::unique_ptr<LoraAdapter> adapter(new LoraAdapter());
+  PAD_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter,
+                       FromTensors(*weights, scale, config, options, weights_path));
   adapter->dir_ = adapter_dir;
+  return adapter;
+}
+
+absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromTensors(const TensorSource& weights, double scale,
+                                                                      const LlamaConfig& config,
+                                                                      const ModelOptions& options,
+                                                                      const std::string& weights_path) {
+  std::unique_ptr<LoraAdapter> adapter(new LoraAdapter());
   const int64_t hidden = config.hidden_size, inter = config.intermediate_size;
   const int64_t q_rows = config.num_attention_heads * config.head_dim;
   const int64_t kv_rows = config.num_key_value_heads * config.head_dim;
@@ -153,21 +161,21 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
   try {
     for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
       LoraLayer layer;
-      PAD_ASSIGN_OR_RETURN(layer.qkv, FuseGroup(*weights, l, {kModules[0], kModules[1], kModules[2]},
+      PAD_ASSIGN_OR_RETURN(layer.qkv, FuseGroup(weights, l, {kModules[0], kModules[1], kModules[2]},
                                                 {q_rows, kv_rows, kv_rows}, hidden, scale, options, &used));
       PAD_ASSIGN_OR_RETURN(layer.o,
-                           FuseGroup(*weights, l, {kModules[3]}, {hidden}, q_rows, scale, options, &used));
-      PAD_ASSIGN_OR_RETURN(layer.gate_up, FuseGroup(*weights, l, {kModules[4], kModules[5]}, {inter, inter},
+                           FuseGroup(weights, l, {kModules[3]}, {hidden}, q_rows, scale, options, &used));
+      PAD_ASSIGN_OR_RETURN(layer.gate_up, FuseGroup(weights, l, {kModules[4], kModules[5]}, {inter, inter},
                                                     hidden, scale, options, &used));
       PAD_ASSIGN_OR_RETURN(layer.down,
-                           FuseGroup(*weights, l, {kModules[6]}, {hidden}, inter, scale, options, &used));
+                           FuseGroup(weights, l, {kModules[6]}, {hidden}, inter, scale, options, &used));
       adapter->layers_.push_back(std::move(layer));
     }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat(weights_path, ": ", e.what_without_backtrace()));
   }
   // Anything else in the file (lm_head, embeddings, layers the backbone lacks) would be silently ignored.
-  for (const std::string& name : weights->Names()) {
+  for (const std::string& name : weights.Names()) {
     if (!used.count(name)) {
       return absl::InvalidArgumentError(
           absl::StrCat(weights_path, ": tensor ", name,
@@ -178,6 +186,16 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
   }
   if (used.empty()) return absl::InvalidArgumentError(absl::StrCat(weights_path, ": holds no LoRA weights"));
   return adapter;
+}
+
+int64_t LoraAdapter::parameter_bytes() const {
+  int64_t total = 0;
+  for (const LoraLayer& layer : layers_) {
+    for (const LoraUpdate* update : {&layer.qkv, &layer.o, &layer.gate_up, &layer.down}) {
+      if (update->defined()) total += update->a.nbytes() + update->b.nbytes();
+    }
+  }
+  return total;
 }
 
 }  // namespace pad

@@ -15,7 +15,7 @@
 #include "pad/lora.h"
 #include "pad/model_config.h"
 #include "pad/model_options.h"
-#include "pad/safetensors.h"
+#include "pad/tensor_source.h"
 
 namespace pad {
 
@@ -39,9 +39,10 @@ class LlamaModel {
   // Loads <model_dir>/config.json and its safetensors weights.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
                                                           const ModelOptions& options);
-  static absl::StatusOr<std::unique_ptr<LlamaModel>> FromCheckpoint(const LlamaConfig& config,
-                                                                    const Checkpoint& checkpoint,
-                                                                    const ModelOptions& options);
+  // From any source of the Hugging Face tensor names: a checkpoint, or random weights for benchmarks.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> FromTensors(const LlamaConfig& config,
+                                                                 const TensorSource& tensors,
+                                                                 const ModelOptions& options);
   ~LlamaModel();
 
   // Runs every row's tokens through the model in one batch, writing their keys and values into `cache`

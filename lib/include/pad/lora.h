@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "pad/model_config.h"
 #include "pad/model_options.h"
+#include "pad/tensor_source.h"
 
 namespace pad {
 
@@ -39,8 +41,16 @@ class LoraAdapter {
   static absl::StatusOr<std::unique_ptr<LoraAdapter>> Load(const std::string& adapter_dir,
                                                            const LlamaConfig& config,
                                                            const ModelOptions& options);
+  // The adapter held by `weights` under adapter_model.safetensors' names, with `scale` (alpha / r) folded
+  // in; `weights_path` names the source in errors.
+  static absl::StatusOr<std::unique_ptr<LoraAdapter>> FromTensors(const TensorSource& weights, double scale,
+                                                                  const LlamaConfig& config,
+                                                                  const ModelOptions& options,
+                                                                  const std::string& weights_path);
 
   const LoraLayer& layer(int64_t index) const { return layers_[index]; }
+  int64_t parameter_bytes() const;
+  // Empty when made from tensors.
   const std::string& dir() const { return dir_; }
 
  private:

@@ -27,6 +27,13 @@ class ModelSet {
   static absl::StatusOr<std::unique_ptr<ModelSet>> Load(const std::string& policy_dir,
                                                         const std::vector<RewardModelSpec>& reward_models,
                                                         const ModelOptions& options);
+  // As Load, with random weights made on the device (RandomTensors), for benchmarks of shapes whose weights
+  // are not on the machine: `model_dir` needs only config.json and the tokenizer files. One PRM, "default",
+  // with a random rank-`lora_rank` LoRA on all seven projections and a random value head, on the policy's
+  // backbone or, with `separate_prm_backbone`, on a random backbone of its own (the paper's two models).
+  static absl::StatusOr<std::unique_ptr<ModelSet>> Random(const std::string& model_dir, int64_t lora_rank,
+                                                          bool separate_prm_backbone,
+                                                          const ModelOptions& options);
 
   const LlamaModel& policy() const { return *policy_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -11,6 +12,7 @@
 #include "pad/llama.h"
 #include "pad/lora.h"
 #include "pad/model_options.h"
+#include "pad/tensor_source.h"
 
 namespace pad {
 
@@ -25,12 +27,21 @@ class RewardModel {
   static absl::StatusOr<std::unique_ptr<RewardModel>> Load(const RewardModelSpec& spec,
                                                            const ModelOptions& options,
                                                            const LlamaModel* policy);
+  // A PRM of parts already made (Load's parts, or random weights for benchmarks). Exactly one of `policy`
+  // (shared, must outlive it) and `owned_backbone` is given; `adapter` may be null (none) and
+  // `value_head` null (the identity).
+  static absl::StatusOr<std::unique_ptr<RewardModel>> FromParts(std::string name, const LlamaModel* policy,
+                                                                std::unique_ptr<LlamaModel> owned_backbone,
+                                                                std::unique_ptr<LoraAdapter> adapter,
+                                                                const TensorSource* value_head);
 
   const std::string& name() const { return name_; }
   const LlamaModel& backbone() const { return *backbone_; }
   // Null for a merged PRM.
   const LoraAdapter* adapter() const { return adapter_.get(); }
   bool shares_policy_backbone() const { return owned_backbone_ == nullptr; }
+  // What this PRM adds to the policy's memory: its own backbone if any, the adapter and the value head.
+  int64_t parameter_bytes() const;
 
   // hidden [n, hidden], candidates [n, k] int64 -> PRM logits of the candidates [n, k], float32. Only
   // the k rows of lm_head are read.

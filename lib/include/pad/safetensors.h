@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "pad/tensor_source.h"
 
 namespace pad {
 
@@ -28,23 +29,23 @@ struct TensorEntry {
 
 // A read-only, memory-mapped checkpoint. Opening validates every header (JSON, dtypes, shapes, offsets
 // within the file); tensors are copied out only when loaded. Immutable after Open; any thread may Load.
-class Checkpoint {
+class Checkpoint final : public TensorSource {
  public:
   // Opens <dir>/model.safetensors.index.json and its shards when present, else <dir>/model.safetensors.
   static absl::StatusOr<std::unique_ptr<Checkpoint>> OpenDir(const std::string& dir);
   // Opens one safetensors file.
   static absl::StatusOr<std::unique_ptr<Checkpoint>> OpenFile(const std::string& path);
-  ~Checkpoint();
+  ~Checkpoint() override;
 
-  bool Contains(const std::string& name) const { return entries_.count(name) > 0; }
-  std::vector<std::string> Names() const;
+  bool Contains(const std::string& name) const override { return entries_.count(name) > 0; }
+  std::vector<std::string> Names() const override;
   // The stored shape of `name`, or NOT_FOUND naming the file and tensor.
-  absl::StatusOr<std::vector<int64_t>> Shape(const std::string& name) const;
+  absl::StatusOr<std::vector<int64_t>> Shape(const std::string& name) const override;
 
   // The tensor `name`, checked to have `expected_shape`, converted to `options`' dtype and device.
   // Floating dtypes F32, F16 and BF16 only. Errors name the file and the tensor.
   absl::StatusOr<at::Tensor> Load(const std::string& name, absl::Span<const int64_t> expected_shape,
-                                  const at::TensorOptions& options) const;
+                                  const at::TensorOptions& options) const override;
 
  private:
   Checkpoint() = default;
