@@ -120,9 +120,10 @@ int main(int argc, char** argv) {
   spec.backbone_dir = model_dir;
   spec.adapter_dir = absl::GetFlag(FLAGS_prm_adapter);
   at::manual_seed(0);
-  auto models = random ? pad::OrDie(pad::ModelSet::Random(model_dir, absl::GetFlag(FLAGS_lora_rank),
-                                                          absl::GetFlag(FLAGS_separate_prm_backbone), options))
-                       : pad::OrDie(pad::ModelSet::Load(model_dir, {spec}, options));
+  auto models = random
+                    ? pad::OrDie(pad::ModelSet::Random(model_dir, absl::GetFlag(FLAGS_lora_rank),
+                                                       absl::GetFlag(FLAGS_separate_prm_backbone), options))
+                    : pad::OrDie(pad::ModelSet::Load(model_dir, {spec}, options));
   const pad::Tokenizer* tokenizer = &models->tokenizer();
   const pad::LlamaConfig& config = models->policy().config();
   const bool cuda = options.device.is_cuda();
@@ -147,7 +148,14 @@ int main(int argc, char** argv) {
 
   const double bandwidth = CopyBandwidth(options.device);
   const int64_t policy_bytes = models->policy().parameter_bytes();
-  const int64_t prm_bytes = models->reward_models()[0]->parameter_bytes();
+  const pad::RewardModel& prm = *models->reward_models()[0];
+  const int64_t prm_bytes = prm.parameter_bytes();
+  // What a step reads: not the embedding table (a row per token) and, of a PRM's own backbone, not its
+  // lm_head either (k rows per row); every other weight once.
+  const int64_t table_bytes = config.vocab_size * config.hidden_size * c10::elementSize(options.dtype);
+  const int64_t policy_read = policy_bytes - (config.tie_word_embeddings ? 0 : table_bytes);
+  const int64_t prm_read =
+      prm_bytes - (prm.shares_policy_backbone() ? 0 : (config.tie_word_embeddings ? 1 : 2) * table_bytes);
   const int64_t kv_bytes_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads *
                                      config.head_dim * c10::elementSize(options.dtype);
   const std::string prm_name =
@@ -159,11 +167,12 @@ int main(int argc, char** argv) {
     std::cout << absl::StrFormat(
         "policy %s%s, PRM %s, %s on %s, instruction ~%d tokens, %d new tokens, %d threads; weights: policy "
         "%.2f GB, PRM adds %.3f GB; copy bandwidth %.1f GB/s\n\n",
-        model_dir, random ? " (random weights)" : "", prm_name, absl::GetFlag(FLAGS_dtype), options.device.str(),
-        absl::GetFlag(FLAGS_prompt_tokens), absl::GetFlag(FLAGS_new_tokens), at::get_num_threads(),
-        policy_bytes / 1e9, prm_bytes / 1e9, bandwidth / 1e9);
-    std::cout << "| mode | batch | prompt tokens | TTFT ms | decode tok/s | ms / step | floor ms / step | floor / "
-                 "step | cost per token vs vanilla | peak device GB |\n";
+        model_dir, random ? " (random weights)" : "", prm_name, absl::GetFlag(FLAGS_dtype),
+        options.device.str(), absl::GetFlag(FLAGS_prompt_tokens), absl::GetFlag(FLAGS_new_tokens),
+        at::get_num_threads(), policy_bytes / 1e9, prm_bytes / 1e9, bandwidth / 1e9);
+    std::cout
+        << "| mode | batch | prompt tokens | TTFT ms | decode tok/s | ms / step | floor ms / step | floor / "
+           "step | cost per token vs vanilla | peak device GB |\n";
     std::cout << "|---|---|---|---|---|---|---|---|---|---|\n";
   }
   std::map<int, double> vanilla_ms_per_token;
@@ -184,7 +193,7 @@ int main(int argc, char** argv) {
       }
       // A step reads the policy's weights, the PRM's (adapter, value head, own backbone) when PAD runs,
       // and every resident key and value once.
-      const double step_bytes = policy_bytes + (PrmRows(request) > 0 ? prm_bytes : 0) +
+      const double step_bytes = policy_read + (PrmRows(request) > 0 ? prm_read : 0) +
                                 static_cast<double>(t.kv_tokens) * kv_bytes_per_token;
       const double floor_ms = 1e3 * step_bytes / bandwidth;
       const double ms_per_token = t.step_ms / batch;
@@ -199,9 +208,9 @@ int main(int argc, char** argv) {
                    ratio, peak_gb, bandwidth / 1e9)
             << std::endl;
       } else {
-        std::cout << absl::StrFormat("| %s | %d | %d | %.0f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.1f |\n", mode,
-                                     batch, prompt_tokens, t.ttft_ms, t.tokens_per_s, t.step_ms, floor_ms,
-                                     floor_ms / t.step_ms, ratio, peak_gb)
+        std::cout << absl::StrFormat("| %s | %d | %d | %.0f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.1f |\n",
+                                     mode, batch, prompt_tokens, t.ttft_ms, t.tokens_per_s, t.step_ms,
+                                     floor_ms, floor_ms / t.step_ms, ratio, peak_gb)
                   << std::flush;
       }
     }

@@ -38,11 +38,10 @@ absl::StatusOr<std::unique_ptr<ModelSet>> ModelSet::Random(const std::string& mo
   PAD_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter,
                        LoraAdapter::FromTensors(*RandomTensors::ForLora(config, lora_rank), /*scale=*/2.0,
                                                 config, options, "random LoRA"));
-  PAD_ASSIGN_OR_RETURN(
-      std::unique_ptr<RewardModel> prm,
-      RewardModel::FromParts("default", separate_prm_backbone ? nullptr : set->policy_.get(),
-                             std::move(prm_backbone), std::move(adapter),
-                             RandomTensors::ForValueHead(config).get()));
+  PAD_ASSIGN_OR_RETURN(std::unique_ptr<RewardModel> prm,
+                       RewardModel::FromParts("default", separate_prm_backbone ? nullptr : set->policy_.get(),
+                                              std::move(prm_backbone), std::move(adapter),
+                                              RandomTensors::ForValueHead(config).get()));
   set->reward_models_.push_back(std::move(prm));
   return set;
 }

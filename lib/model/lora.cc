@@ -149,8 +149,8 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Load(const std::string
   return adapter;
 }
 
-absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromTensors(const TensorSource& weights, double scale,
-                                                                      const LlamaConfig& config,
+absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::FromTensors(const TensorSource& weights,
+                                                                      double scale, const LlamaConfig& config,
                                                                       const ModelOptions& options,
                                                                       const std::string& weights_path) {
   std::unique_ptr<LoraAdapter> adapter(new LoraAdapter());

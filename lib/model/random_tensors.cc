@@ -23,7 +23,7 @@ std::vector<Projection> Projections(const LlamaConfig& config) {
   const int64_t hidden = config.hidden_size, inter = config.intermediate_size;
   const int64_t q_rows = config.num_attention_heads * config.head_dim;
   const int64_t kv_rows = config.num_key_value_heads * config.head_dim;
-  return {{"self_attn.q_proj", q_rows, hidden}, {"self_attn.k_proj", kv_rows, hidden},
+  return {{"self_attn.q_proj", q_rows, hidden},  {"self_attn.k_proj", kv_rows, hidden},
           {"self_attn.v_proj", kv_rows, hidden}, {"self_attn.o_proj", hidden, q_rows},
           {"mlp.gate_proj", inter, hidden},      {"mlp.up_proj", inter, hidden},
           {"mlp.down_proj", hidden, inter}};
@@ -44,7 +44,8 @@ std::unique_ptr<RandomTensors> RandomTensors::ForLlama(const LlamaConfig& config
     for (const Projection& p : Projections(config)) {
       shapes[LayerName(i, p.name) + ".weight"] = {p.out, p.in};
       const bool attention = absl::StartsWith(p.name, "self_attn.");
-      if (attention ? config.attention_bias : config.mlp_bias) shapes[LayerName(i, p.name) + ".bias"] = {p.out};
+      if (attention ? config.attention_bias : config.mlp_bias)
+        shapes[LayerName(i, p.name) + ".bias"] = {p.out};
     }
   }
   return source;
@@ -81,7 +82,8 @@ absl::StatusOr<std::vector<int64_t>> RandomTensors::Shape(const std::string& nam
   return it->second;
 }
 
-absl::StatusOr<at::Tensor> RandomTensors::Load(const std::string& name, absl::Span<const int64_t> expected_shape,
+absl::StatusOr<at::Tensor> RandomTensors::Load(const std::string& name,
+                                               absl::Span<const int64_t> expected_shape,
                                                const at::TensorOptions& options) const {
   auto it = shapes_.find(name);
   if (it == shapes_.end()) return absl::NotFoundError(absl::StrCat("random weights: no tensor ", name));

@@ -65,10 +65,9 @@ absl::StatusOr<std::unique_ptr<RewardModel>> RewardModel::Load(const RewardModel
                    value_head.get());
 }
 
-absl::StatusOr<std::unique_ptr<RewardModel>> RewardModel::FromParts(std::string name, const LlamaModel* policy,
-                                                                    std::unique_ptr<LlamaModel> owned_backbone,
-                                                                    std::unique_ptr<LoraAdapter> adapter,
-                                                                    const TensorSource* value_head) {
+absl::StatusOr<std::unique_ptr<RewardModel>> RewardModel::FromParts(
+    std::string name, const LlamaModel* policy, std::unique_ptr<LlamaModel> owned_backbone,
+    std::unique_ptr<LoraAdapter> adapter, const TensorSource* value_head) {
   if ((policy == nullptr) == (owned_backbone == nullptr)) {
     return absl::InvalidArgumentError(
         absl::StrCat("reward model ", name, ": needs either the policy's backbone or its own"));

@@ -1,6 +1,6 @@
 // Runs the model for the Python parity tests: one JSON request on stdin, one JSON answer on stdout.
 //
-//   {"command": "logits", "model": DIR, "dtype": "float32", "sequences": [[ids...], ...],
+//   {"command": "logits", "model": DIR, "dtype": "float32", "device": "cpu", "sequences": [[ids...], ...],
 //    "prefill": N (optional), "output": PATH}
 //     All-position logits of every sequence, run as one batch, written to PATH as float32 in sequence
 //     order. With "prefill", each sequence's first N tokens go in as one prefill and the rest one decode
@@ -76,6 +76,7 @@ int main() {
   if (request.is_discarded()) Fail("stdin is not JSON");
   pad::ModelOptions options;
   options.dtype = pad::OrDie(pad::ParseDtype(request.value("dtype", "float32")));
+  options.device = pad::OrDie(pad::ParseDevice(request.value("device", "cpu")));
   auto model = pad::OrDie(pad::LlamaModel::Load(request["model"].get<std::string>(), options));
   pad::KvCacheOptions cache_options;
   cache_options.max_slots = 16;

@@ -1,6 +1,6 @@
 // Runs PAD decoding for the Python parity tests: one JSON request on stdin, one JSON answer on stdout.
 //
-//   {"command": "generate", "policy": DIR, "dtype": "float32",
+//   {"command": "generate", "policy": DIR, "dtype": "float32", "device": "cpu",
 //    "reward_models": [{"name", "backbone", "adapter", "value_head"}], "requests": [REQUEST...],
 //    "batched": true}
 //     REQUEST holds AlignmentRequest's fields by name ("mode": "pad" | "vanilla" | "preference_prompt",
@@ -182,6 +182,7 @@ int main() {
   c10::InferenceMode inference;
   pad::ModelOptions options;
   options.dtype = pad::OrDie(pad::ParseDtype(request.value("dtype", "float32")));
+  options.device = pad::OrDie(pad::ParseDevice(request.value("device", "cpu")));
   const std::string policy_dir = request["policy"].get<std::string>();
   std::vector<pad::RewardModelSpec> specs;
   for (const Json& spec_json : request.value("reward_models", Json::array())) {
