@@ -10,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <ATen/DeviceAccelerator.h>
 #include <ATen/Parallel.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <iostream>
@@ -83,6 +84,24 @@ double CopyBandwidth(const c10::Device& device) {
   return 2.0 * repeats * from.nbytes() / seconds;
 }
 
+// The device allocator's peak reserved bytes since the last reset; 0 on the CPU, and with a LibTorch older
+// than 2.9, whose device-generic allocator API lacks it (run.sh also samples nvidia-smi).
+#define PAD_HAS_ACCELERATOR_STATS (TORCH_VERSION_MAJOR > 2 || TORCH_VERSION_MINOR >= 9)
+void ResetPeakMemory(const c10::Device& device) {
+#if PAD_HAS_ACCELERATOR_STATS
+  if (device.is_cuda()) at::accelerator::resetPeakStats(device.has_index() ? device.index() : 0);
+#endif
+}
+
+int64_t PeakMemory(const c10::Device& device) {
+#if PAD_HAS_ACCELERATOR_STATS
+  if (device.is_cuda()) {
+    return at::accelerator::getDeviceStats(device.has_index() ? device.index() : 0).reserved_bytes[0].peak;
+  }
+#endif
+  return 0;
+}
+
 struct Timing {
   double ttft_ms, tokens_per_s, step_ms;
   int64_t kv_tokens;  // resident in every cache half-way through the decode
@@ -126,7 +145,6 @@ int main(int argc, char** argv) {
                     : pad::OrDie(pad::ModelSet::Load(model_dir, {spec}, options));
   const pad::Tokenizer* tokenizer = &models->tokenizer();
   const pad::LlamaConfig& config = models->policy().config();
-  const bool cuda = options.device.is_cuda();
 
   std::vector<int> batches;
   for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ','))
@@ -183,14 +201,9 @@ int main(int argc, char** argv) {
       pad::AlignmentRequest warm_up = request;
       warm_up.max_new_tokens = 4;
       Run(*decoder, warm_up, batch);
-      if (cuda) at::accelerator::resetPeakStats(options.device.index() < 0 ? 0 : options.device.index());
+      ResetPeakMemory(options.device);
       const Timing t = Run(*decoder, request, batch);
-      double peak_gb = 0.0;
-      if (cuda) {
-        const auto stats =
-            at::accelerator::getDeviceStats(options.device.index() < 0 ? 0 : options.device.index());
-        peak_gb = stats.reserved_bytes[0].peak / 1e9;
-      }
+      const double peak_gb = PeakMemory(options.device) / 1e9;
       // A step reads the policy's weights, the PRM's (adapter, value head, own backbone) when PAD runs,
       // and every resident key and value once.
       const double step_bytes = policy_read + (PrmRows(request) > 0 ? prm_read : 0) +

@@ -87,6 +87,11 @@ def main():
     print(f"\nThroughput, {args.shapes} shapes, random bfloat16 weights made on the device, PRM {prm}; "
           f"policy prompt {prompt} tokens (bench_pad):\n")
     print("\n".join(throughput_table(shared, separate)))
+    for name in ("shared", "separate"):
+        samples = args.out / f"memory_{name}.csv"
+        if samples.exists() and samples.read_text().split():
+            peak = max(int(v) for v in samples.read_text().split()) / 1024
+            print(f"\nDevice memory in use at most (nvidia-smi), {name} PRM backbone run: {peak:.1f} GiB")
     print("\n" + "\n".join(goals(shared)))
 
 

@@ -70,17 +70,31 @@ parity_status=0
   parity_status=$?
 
 # 3. Throughput: the shared backbone (the policy's weights read once for both models), then the two models.
+# nvidia-smi samples the device's memory meanwhile (bench_pad's own peak needs LibTorch >= 2.9).
+bench() {
+  local name=$1
+  shift
+  local sampler=""
+  if command -v nvidia-smi >/dev/null && ((!DRY_RUN)); then
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$OUT/memory_$name.csv" &
+    sampler=$!
+  fi
+  "$BUILD/bench/bench_pad" --model "$BENCH_MODEL" --random_weights --dtype bfloat16 --device "$DEVICE" \
+    "${BENCH[@]}" --json "$@" >"$OUT/throughput_$name.jsonl" 2>"$OUT/throughput_$name.log" || {
+    say "bench_pad ($name) failed; its rows so far are in the table, its log in $OUT"
+    tail -5 "$OUT/throughput_$name.log" >&2
+    bench_status=1
+  }
+  [[ -z "$sampler" ]] || kill "$sampler"
+}
+bench_status=0
 say "throughput on $DEVICE"
-"$BUILD/bench/bench_pad" --model "$BENCH_MODEL" --random_weights --dtype bfloat16 --device "$DEVICE" \
-  --modes vanilla,pad_prompt,pad_weighted "${BENCH[@]}" --json >"$OUT/throughput_shared.jsonl" \
-  2>"$OUT/throughput_shared.log"
-"$BUILD/bench/bench_pad" --model "$BENCH_MODEL" --random_weights --separate_prm_backbone --dtype bfloat16 \
-  --device "$DEVICE" --modes vanilla,pad_prompt "${BENCH[@]}" --json >"$OUT/throughput_separate.jsonl" \
-  2>"$OUT/throughput_separate.log"
+bench shared --modes vanilla,pad_prompt,pad_weighted
+bench separate --modes vanilla,pad_prompt --separate_prm_backbone
 
 # 4. The table.
 "$PYTHON" "$ROOT/bench/gpu/report.py" --out "$OUT" --device "$DEVICE" --shapes "$SHAPES" | tee "$OUT/table.md"
 if ((parity_status)); then
   tail -20 "$OUT/parity.log" >&2
-  exit 1
 fi
+((parity_status == 0 && bench_status == 0))
