@@ -19,6 +19,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
@@ -49,7 +50,14 @@ ABSL_FLAG(int, http_threads, 0,
           "request the engine can hold and for the probes");
 ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
-ABSL_FLAG(int64_t, kv_slots, 16, "KV cache slots per backbone (a PAD request takes 1 + its PRM rows)");
+ABSL_FLAG(int64_t, kv_slots, 16,
+          "KV cache slots per backbone (a PAD request takes 1 + its PRM rows); with --gpu_memory_fraction, "
+          "the most");
+ABSL_FLAG(double, gpu_memory_fraction, 0,
+          "if > 0, as many KV slots (up to --kv_slots) as fit in this share of the device's memory once the "
+          "models are loaded, less --memory_reserve_mib; on the CPU, the share of the host's memory");
+ABSL_FLAG(int64_t, memory_reserve_mib, 2048,
+          "with --gpu_memory_fraction: memory kept for activations and workspace");
 ABSL_FLAG(int64_t, max_seq_len, 4096, "most tokens of one sequence, prompt and answer");
 ABSL_FLAG(int, max_prompt_tokens, 0, "longer prompts are refused; 0: 2048, or less to fit --max_seq_len");
 ABSL_FLAG(int, max_new_tokens, 0,
@@ -113,6 +121,11 @@ pad::EngineOptions EngineOptionsFromFlags() {
   if (!device.ok()) Die("--device: " + std::string(device.status().message()));
   options.model.device = *device;
   options.decoder.kv_slots = absl::GetFlag(FLAGS_kv_slots);
+  const double fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
+  if (!(fraction >= 0 && fraction <= 1)) Die("--gpu_memory_fraction: must be in [0, 1]");
+  if (absl::GetFlag(FLAGS_memory_reserve_mib) < 0) Die("--memory_reserve_mib: must be at least 0");
+  options.decoder.memory_fraction = fraction;
+  options.decoder.memory_reserve_bytes = absl::GetFlag(FLAGS_memory_reserve_mib) << 20;
   options.decoder.max_seq_len = max_seq_len;
   options.decoder.max_prompt_tokens =
       TokenLimitFlag("max_prompt_tokens", absl::GetFlag(FLAGS_max_prompt_tokens), max_seq_len);
@@ -293,7 +306,12 @@ int main(int argc, char** argv) {
       return;
     }
     readiness.Loaded();
-    std::cerr << "pad_server: ready" << std::endl;
+    const pad::EngineStats stats = engine->Stats();
+    std::cerr << absl::StrFormat("pad_server: ready; KV caches: %d slots of %d tokens, %.2f GiB%s",
+                                 stats.kv_slots_total, engine_options.decoder.max_seq_len,
+                                 stats.kv_cache_bytes / 1073741824.0,
+                                 stats.kv_plan.empty() ? " (--kv_slots)" : " (" + stats.kv_plan + ")")
+              << std::endl;
   });
 
   int received = 0;

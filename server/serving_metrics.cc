@@ -45,6 +45,7 @@ ServingMetrics::ServingMetrics(MetricsRegistry* r) {
   kv_slots_used_ = &OrDie(r->AddGauge("pad_kv_cache_slots_used", "KV cache slots held by requests."))->Get();
   kv_slots_total_ = &OrDie(r->AddGauge("pad_kv_cache_slots", "KV cache slots in all caches."))->Get();
   kv_tokens_ = &OrDie(r->AddGauge("pad_kv_cache_tokens", "Tokens held in the KV caches."))->Get();
+  kv_bytes_ = &OrDie(r->AddGauge("pad_kv_cache_bytes", "Device memory allocated to the KV caches."))->Get();
   ready_ = &OrDie(r->AddGauge("pad_ready", "1 when the models are loaded and requests are admitted."))->Get();
   log_lines_dropped_ = &OrDie(r->AddCounter("pad_log_lines_dropped_total",
                                             "Request log lines dropped because stderr's reader fell behind."))
@@ -84,6 +85,7 @@ void ServingMetrics::UpdateEngine(const EngineStats& stats) {
   kv_slots_used_->Set(static_cast<double>(stats.kv_slots_in_use));
   kv_slots_total_->Set(static_cast<double>(stats.kv_slots_total));
   kv_tokens_->Set(static_cast<double>(stats.kv_tokens_in_use));
+  kv_bytes_->Set(static_cast<double>(stats.kv_cache_bytes));
   ready_->Set(stats.ready ? 1.0 : 0.0);
 }
 

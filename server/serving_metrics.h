@@ -46,6 +46,7 @@ class ServingMetrics {
   Gauge* batch_size_;
   Gauge* kv_slots_used_;
   Gauge* kv_slots_total_;
+  Gauge* kv_bytes_;
   Gauge* kv_tokens_;
   Gauge* ready_;
   Counter* log_lines_dropped_;

@@ -2,12 +2,14 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "pad/device_memory.h"
 #include "pad/sampling.h"
 #include "pad/status_macros.h"
 
@@ -71,22 +73,39 @@ absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(const LlamaModel*
   decoder->chat_template_ = chat_template;
   decoder->reward_models_ = std::move(reward_models);
   decoder->options_ = options;
-  KvCacheOptions cache_options;
-  cache_options.max_slots = options.kv_slots;
-  cache_options.max_seq_len = options.max_seq_len;
-  PAD_ASSIGN_OR_RETURN(auto policy_cache,
-                       KvCache::Create(policy->config(), cache_options, policy->options()));
-  decoder->caches_.emplace_back(policy, std::move(policy_cache));
+  // One cache per distinct backbone, the policy's first.
+  std::vector<const LlamaModel*> backbones = {policy};
   for (const RewardModel* prm : decoder->reward_models_) {
     if (prm->backbone().config().vocab_size != policy->config().vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(
           "reward model ", prm->name(), ": vocabulary of ", prm->backbone().config().vocab_size,
           " tokens, the policy's has ", policy->config().vocab_size, "; PAD needs the same tokenizer"));
     }
-    if (decoder->CacheFor(prm->backbone()) != nullptr) continue;
-    PAD_ASSIGN_OR_RETURN(auto cache,
-                         KvCache::Create(prm->backbone().config(), cache_options, prm->backbone().options()));
-    decoder->caches_.emplace_back(&prm->backbone(), std::move(cache));
+    if (std::find(backbones.begin(), backbones.end(), &prm->backbone()) == backbones.end()) {
+      backbones.push_back(&prm->backbone());
+    }
+  }
+  if (options.memory_fraction > 0) {
+    int64_t slot_bytes = 0;  // one slot in every cache
+    for (const LlamaModel* backbone : backbones) {
+      slot_bytes += KvCache::SlotBytes(backbone->config(), options.max_seq_len, backbone->options());
+    }
+    PAD_ASSIGN_OR_RETURN(const DeviceMemory memory, QueryDeviceMemory(policy->options().device));
+    const KvPlan plan = PlanKvSlots(memory, options.memory_fraction, options.memory_reserve_bytes, slot_bytes,
+                                    options.kv_slots);
+    if (plan.slots < 1) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("no KV cache slot of ", options.max_seq_len, " tokens fits: ", plan.ToString()));
+    }
+    decoder->options_.kv_slots = plan.slots;
+    decoder->kv_plan_ = plan.ToString();
+  }
+  KvCacheOptions cache_options;
+  cache_options.max_slots = decoder->options_.kv_slots;
+  cache_options.max_seq_len = options.max_seq_len;
+  for (const LlamaModel* backbone : backbones) {
+    PAD_ASSIGN_OR_RETURN(auto cache, KvCache::Create(backbone->config(), cache_options, backbone->options()));
+    decoder->caches_.emplace_back(backbone, std::move(cache));
   }
   return decoder;
 }
@@ -346,6 +365,12 @@ int64_t PadDecoder::slots_in_use() const {
 int64_t PadDecoder::slots_total() const {
   int64_t total = 0;
   for (const auto& [model, cache] : caches_) total += cache->max_slots();
+  return total;
+}
+
+int64_t PadDecoder::kv_cache_bytes() const {
+  int64_t total = 0;
+  for (const auto& [model, cache] : caches_) total += cache->bytes();
   return total;
 }
 

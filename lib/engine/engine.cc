@@ -112,6 +112,8 @@ class Engine::Impl {
     absl::MutexLock lock(&mu_);
     decoder_ = std::move(decoder);
     stats_.kv_slots_total = decoder_->slots_total();
+    stats_.kv_cache_bytes = decoder_->kv_cache_bytes();
+    stats_.kv_plan = decoder_->kv_plan();
     return absl::OkStatus();
   }
 

@@ -94,6 +94,8 @@ class FakeDecoder final : public BatchDecoder {
   }
   int64_t slots_total() const override { return slots_; }
   int64_t kv_tokens_in_use() const override { return 0; }
+  int64_t kv_cache_bytes() const override { return 0; }
+  std::string kv_plan() const override { return ""; }
 
  private:
   struct Sequence {

@@ -8,6 +8,11 @@
 
 namespace pad {
 
+int64_t KvCache::SlotBytes(const LlamaConfig& config, int64_t max_seq_len, const ModelOptions& model_options) {
+  return 2 * config.num_hidden_layers * config.num_key_value_heads * max_seq_len * config.head_dim *
+         static_cast<int64_t>(c10::elementSize(model_options.dtype));
+}
+
 absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const LlamaConfig& config,
                                                          const KvCacheOptions& options,
                                                          const ModelOptions& model_options) {

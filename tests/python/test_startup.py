@@ -1,6 +1,7 @@
 """pad_server at start-up, black-box: a missing, truncated or mismatched file, an unreadable TLS key or a port
 in use ends the process with a non-zero code and one line naming the file or address, and it never reports
 ready. Also mutual TLS: a client certificate from the configured CA is served, any other is refused."""
+import json
 import os
 import shutil
 import socket
@@ -102,6 +103,47 @@ def test_port_in_use(model_dir, which):
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
         assert_fails_naming(model_dir, [f"--{which}={address}"], address)
+
+
+# --- KV caches sized from memory (--gpu_memory_fraction; on the CPU, of the host's memory) ---------------------
+
+def smollm2_slot_bytes(model_dir, max_seq_len):
+    """Keys and values of one slot in float32: 2 x layers x KV heads x tokens x head_dim x 4 bytes."""
+    config = json.loads((model_dir / "config.json").read_text())
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    return 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * max_seq_len * head_dim * 4
+
+
+def test_memory_fraction_sizes_the_kv_cache_up_to_kv_slots(model_dir):
+    # All of this machine's memory has room for far more than 3 slots of 512 tokens: --kv_slots caps it.
+    server = Server(model_dir, "--gpu_memory_fraction=1", "--kv_slots=3", "--max_seq_len=512")
+    try:
+        assert server.metric("pad_kv_cache_slots") == 3  # the default PRM shares the policy's cache
+        assert server.metric("pad_kv_cache_bytes") == 3 * smollm2_slot_bytes(model_dir, 512)
+        ready = [line for line in server.logs().splitlines() if "pad_server: ready" in line]
+        assert len(ready) == 1 and "3 slots of 512 tokens" in ready[0] and "left for the KV caches" in ready[0], \
+            server.logs()
+    finally:
+        server.stop_and_check()
+
+
+def test_kv_slots_without_memory_fraction(model_dir):
+    server = Server(model_dir, "--kv_slots=2", "--max_seq_len=256")
+    try:
+        assert server.metric("pad_kv_cache_bytes") == 2 * smollm2_slot_bytes(model_dir, 256)
+        assert "2 slots of 256 tokens" in server.logs() and "(--kv_slots)" in server.logs()
+    finally:
+        server.stop_and_check()
+
+
+def test_memory_fraction_with_no_room_fails_naming_the_numbers(model_dir):
+    line = assert_fails_naming(model_dir, ["--gpu_memory_fraction=0.001"], "no KV cache slot of 4096 tokens fits")
+    assert "left for the KV caches 0.00 GiB: 0 slots" in line, line
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "nan"])
+def test_memory_fraction_out_of_range(model_dir, value):
+    assert_fails_naming(model_dir, [f"--gpu_memory_fraction={value}"], "--gpu_memory_fraction")
 
 
 # --- Mutual TLS -----------------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ class RewardModel;
 
 struct DecoderOptions {
   int64_t kv_slots = 16;         // cache slots per backbone; a request takes 1 + its PRM rows
+  // > 0: kv_slots is the most; as many slots are made as fit in this share of the device's memory beside
+  // what is in use once the models are loaded and memory_reserve_bytes (PlanKvSlots).
+  double memory_fraction = 0.0;
+  int64_t memory_reserve_bytes = int64_t{2} << 30;
   int64_t max_seq_len = 4096;    // prompt plus generated tokens of one sequence
   int max_prompt_tokens = 2048;  // longer prompts are refused, never truncated
   int max_new_tokens_limit = 4096;
@@ -86,6 +90,9 @@ class BatchDecoder {
   // Slots in every cache allocated: one cache per distinct backbone, so a PRM on the policy's adds none.
   virtual int64_t slots_total() const = 0;
   virtual int64_t kv_tokens_in_use() const = 0;
+  // Bytes allocated to every KV cache, and how their size was chosen (empty: DecoderOptions::kv_slots).
+  virtual int64_t kv_cache_bytes() const = 0;
+  virtual std::string kv_plan() const = 0;
 };
 
 }  // namespace pad

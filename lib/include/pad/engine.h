@@ -65,6 +65,8 @@ struct EngineStats {
   int64_t kv_slots_in_use = 0;
   int64_t kv_slots_total = 0;
   int64_t kv_tokens_in_use = 0;
+  int64_t kv_cache_bytes = 0;  // allocated to every cache at load
+  std::string kv_plan;         // how the caches were sized from memory; empty when by kv_slots
 };
 
 // Submit, Cancel, Stats and Shutdown may be called from any thread. Models load on the engine thread

@@ -25,6 +25,8 @@ struct KvCacheOptions {
 // Forward, and returned by Free. Not thread-safe: the engine thread owns it.
 class KvCache {
  public:
+  // Bytes of one slot: keys and values of max_seq_len tokens in every layer.
+  static int64_t SlotBytes(const LlamaConfig& config, int64_t max_seq_len, const ModelOptions& model_options);
   // RESOURCE_EXHAUSTED when the tensors cannot be allocated.
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(const LlamaConfig& config,
                                                          const KvCacheOptions& options,

@@ -43,6 +43,8 @@ class PadDecoder final : public BatchDecoder {
   int64_t slots_in_use() const override;
   int64_t slots_total() const override;
   int64_t kv_tokens_in_use() const override;
+  int64_t kv_cache_bytes() const override;
+  std::string kv_plan() const override { return kv_plan_; }
   const DecoderOptions& options() const { return options_; }
 
  private:
@@ -62,6 +64,7 @@ class PadDecoder final : public BatchDecoder {
   std::vector<std::pair<const LlamaModel*, std::unique_ptr<KvCache>>> caches_;
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   uint64_t next_id_ = 1;
+  std::string kv_plan_;
 };
 
 }  // namespace pad
