@@ -350,7 +350,7 @@ def test_metrics_pass_promtool(pb, server):
     generate(pb, server.channel, spec("vanilla", max_new_tokens=4), timeout=60)
     text = server.metrics_text()
     for name in ("pad_requests_total", "pad_requests_running", "pad_requests_waiting", "pad_kv_cache_slots_used",
-                 "pad_kv_cache_tokens", "pad_ready", "pad_generated_tokens_total",
+                 "pad_kv_cache_tokens", "pad_kv_cache_bytes", "pad_ready", "pad_generated_tokens_total",
                  "pad_time_to_first_token_seconds"):
         assert f"# TYPE {name} " in text, name
     assert shutil.which("promtool"), "promtool is missing (apt-get install prometheus)"
