@@ -345,8 +345,22 @@ absl::StatusOr<uint64_t> PadDecoder::Add(PreparedRequest prepared) {
 
 void PadDecoder::Release(Sequence& sequence) {
   caches_[0].second->Free(sequence.policy_slot);
+  sequence.policy_slot = -1;
   for (int slot : sequence.prm_slots) sequence.prm_cache->Free(slot);
   sequence.prm_slots.clear();
+  // Keep every cache's slots packed, so that a step's rows read the cache in place: the freed slots are
+  // filled from the top, one sequence's keys and values copied per move.
+  for (auto& [model, cache] : caches_) {
+    while (const auto move = cache->NextPackingMove()) {
+      const auto [from, to] = *move;
+      cache->Move(from, to);
+      for (auto& [id, other] : sequences_) {
+        if (cache.get() == caches_[0].second.get() && other->policy_slot == from) other->policy_slot = to;
+        if (other->prm_cache != cache.get()) continue;
+        for (int& slot : other->prm_slots) slot = slot == from ? to : slot;
+      }
+    }
+  }
 }
 
 void PadDecoder::Remove(uint64_t id) {

@@ -8,7 +8,8 @@
 
 namespace pad {
 
-int64_t KvCache::SlotBytes(const LlamaConfig& config, int64_t max_seq_len, const ModelOptions& model_options) {
+int64_t KvCache::SlotBytes(const LlamaConfig& config, int64_t max_seq_len,
+                           const ModelOptions& model_options) {
   return 2 * config.num_hidden_layers * config.num_key_value_heads * max_seq_len * config.head_dim *
          static_cast<int64_t>(c10::elementSize(model_options.dtype));
 }
@@ -53,6 +54,28 @@ std::optional<int> KvCache::Allocate() {
 void KvCache::Free(int slot) {
   in_use_[slot] = false;
   lengths_[slot] = 0;
+}
+
+std::optional<std::pair<int, int>> KvCache::NextPackingMove() const {
+  int highest = static_cast<int>(options_.max_slots) - 1;
+  while (highest >= 0 && !in_use_[highest]) --highest;
+  for (int slot = 0; slot < highest; ++slot) {
+    if (!in_use_[slot]) return std::make_pair(highest, slot);
+  }
+  return std::nullopt;
+}
+
+void KvCache::Move(int from, int to) {
+  const int64_t length = lengths_[from];
+  if (length > 0) {
+    for (size_t layer = 0; layer < keys_.size(); ++layer) {
+      keys_[layer][to].narrow(1, 0, length).copy_(keys_[layer][from].narrow(1, 0, length));
+      values_[layer][to].narrow(1, 0, length).copy_(values_[layer][from].narrow(1, 0, length));
+    }
+  }
+  in_use_[to] = true;
+  lengths_[to] = length;
+  Free(from);
 }
 
 int64_t KvCache::slots_in_use() const { return std::count(in_use_.begin(), in_use_.end(), true); }

@@ -219,8 +219,7 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   // Host-side layout of the padded batch.
   std::vector<int64_t> ids(batch * steps, 0), positions(batch * steps, 0), ends(batch), slots(batch);
   std::vector<int64_t> valid, valid_slot, valid_pos, last;  // flat indices into [batch * steps]
-  int64_t key_len = 0;
-  bool contiguous_slots = true;
+  int64_t key_len = 0, first_slot = cache->max_slots();
   for (int64_t b = 0; b < batch; ++b) {
     const ForwardRow& row = rows[b];
     const int64_t start = cache->length(row.slot), len = static_cast<int64_t>(row.tokens.size());
@@ -237,34 +236,67 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     ends[b] = start + len;
     slots[b] = row.slot;
     key_len = std::max(key_len, ends[b]);
-    contiguous_slots = contiguous_slots && slots[b] == slots[0] + b;
+    first_slot = std::min<int64_t>(first_slot, row.slot);
   }
-  const auto long_options = at::TensorOptions().dtype(at::kLong);
-  auto device_tensor = [&](const std::vector<int64_t>& v) {
-    return at::tensor(v, long_options).to(options_.device);
-  };
-  const at::Tensor ids_t = device_tensor(ids);
-  const at::Tensor positions_t = device_tensor(positions).view({batch, steps});  // [B, T]
-  const at::Tensor ends_t = device_tensor(ends);                                 // [B]
-  const at::Tensor slots_t = device_tensor(slots);                               // [B]
-  const at::Tensor valid_t = device_tensor(valid);                               // [N]
-  const at::Tensor valid_slot_t = device_tensor(valid_slot);                     // [N]
-  const at::Tensor valid_pos_t = device_tensor(valid_pos);                       // [N]
+  // Attention reads the cache in place when the rows' slots are one run [first_slot, first_slot + batch), in
+  // any order (the decoder keeps its slots packed so that they are); the queries are then put in slot order.
+  // Otherwise the rows' slots are gathered, a copy of the used cache per layer.
+  std::vector<int64_t> by_slot(batch, -1);  // row whose slot is first_slot + i
+  bool slot_run = true, in_order = true;
+  for (int64_t b = 0; b < batch && slot_run; ++b) {
+    const int64_t i = slots[b] - first_slot;
+    slot_run = i < batch && by_slot[i] < 0;
+    if (slot_run) by_slot[i] = b;
+    in_order = in_order && i == b;
+  }
+  std::vector<int64_t> to_row(batch);  // position in slot order of row b
+  for (int64_t b = 0; b < batch; ++b) to_row[b] = slots[b] - first_slot;
 
-  std::vector<AdapterRows> adapter_groups;
+  // Every index goes to the device in one copy (from pinned memory, asynchronously, on a GPU).
+  std::vector<int64_t> host;
+  auto append = [&](const std::vector<int64_t>& v) {
+    const int64_t offset = static_cast<int64_t>(host.size());
+    host.insert(host.end(), v.begin(), v.end());
+    return std::make_pair(offset, static_cast<int64_t>(v.size()));
+  };
+  const auto ids_at = append(ids), positions_at = append(positions), ends_at = append(ends),
+             slots_at = append(slots), valid_at = append(valid), valid_slot_at = append(valid_slot),
+             valid_pos_at = append(valid_pos), last_at = append(last), by_slot_at = append(by_slot),
+             to_row_at = append(to_row);
+  std::vector<std::pair<const LoraAdapter*, std::pair<int64_t, int64_t>>> adapter_at;  // rows with each
   for (int64_t b = 0; b < batch; ++b) {
     if (rows[b].adapter == nullptr) continue;
-    auto same = [&](const AdapterRows& g) { return g.adapter == rows[b].adapter; };
-    if (std::none_of(adapter_groups.begin(), adapter_groups.end(), same)) {
+    auto same = [&](const auto& g) { return g.first == rows[b].adapter; };
+    if (std::none_of(adapter_at.begin(), adapter_at.end(), same)) {
       std::vector<int64_t> members;
       for (int64_t c = b; c < batch; ++c) {
         if (rows[c].adapter == rows[b].adapter) members.push_back(c);
       }
-      adapter_groups.push_back({rows[b].adapter, static_cast<int64_t>(members.size()) == batch
-                                                     ? at::Tensor()
-                                                     : device_tensor(members)});
+      adapter_at.emplace_back(rows[b].adapter, append(members));
     }
   }
+  at::Tensor uploaded = at::from_blob(host.data(), {static_cast<int64_t>(host.size())}, at::kLong);
+  if (options_.device.is_cuda()) {
+    uploaded = uploaded.pin_memory().to(options_.device, /*non_blocking=*/true);
+  } else {
+    uploaded = uploaded.clone();  // `host` dies with this call; the CPU tensors must not alias it
+  }
+  auto view = [&](std::pair<int64_t, int64_t> at) { return uploaded.narrow(0, at.first, at.second); };
+  const at::Tensor ids_t = view(ids_at);
+  const at::Tensor positions_t = view(positions_at).view({batch, steps});  // [B, T]
+  const at::Tensor ends_t = view(ends_at);                                 // [B]
+  const at::Tensor slots_t = view(slots_at);                               // [B]
+  const at::Tensor valid_t = view(valid_at);                               // [N]
+  const at::Tensor valid_slot_t = view(valid_slot_at);                     // [N]
+  const at::Tensor valid_pos_t = view(valid_pos_at);                       // [N]
+  const at::Tensor last_t = view(last_at);                                 // [B]
+  const at::Tensor by_slot_t = view(by_slot_at);                           // [B]
+  const at::Tensor to_row_t = view(to_row_at);                             // [B]
+  std::vector<AdapterRows> adapter_groups;
+  for (const auto& [adapter, at] : adapter_at) {
+    adapter_groups.push_back({adapter, at.second == batch ? at::Tensor() : view(at)});
+  }
+  const auto long_options = at::TensorOptions().dtype(at::kLong);
 
   const int64_t hidden = config_.hidden_size, head_dim = config_.head_dim;
   const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
@@ -309,15 +341,18 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     cache_v.index_put_(
         {valid_slot_t, Slice(), valid_pos_t},
         v.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
-    // Slots taken in order form a view; otherwise gather them, only up to the longest sequence.
+    // Up to the longest sequence only: a view of one slot run, else the rows' slots gathered.
     at::Tensor keys = cache_k.narrow(2, 0, key_len);    // [slots, kv_heads, L, head_dim]
     at::Tensor values = cache_v.narrow(2, 0, key_len);  // [slots, kv_heads, L, head_dim]
-    keys = contiguous_slots ? keys.narrow(0, slots[0], batch) : keys.index_select(0, slots_t);
-    values = contiguous_slots ? values.narrow(0, slots[0], batch) : values.index_select(0, slots_t);
+    keys = slot_run ? keys.narrow(0, first_slot, batch) : keys.index_select(0, slots_t);
+    values = slot_run ? values.narrow(0, first_slot, batch) : values.index_select(0, slots_t);
+    const bool permute = slot_run && !in_order;  // queries (and their masks) into slot order and back
 
-    at::Tensor attn =
-        at::scaled_dot_product_attention(q, keys, values, mask, 0.0, /*is_causal=*/false, std::nullopt,
-                                         /*enable_gqa=*/true);  // [B, heads, T, head_dim]
+    at::Tensor attn = at::scaled_dot_product_attention(
+        permute ? q.index_select(0, by_slot_t) : q, keys, values,
+        permute ? mask.index_select(0, by_slot_t) : mask, 0.0, /*is_causal=*/false, std::nullopt,
+        /*enable_gqa=*/true);  // [B, heads, T, head_dim]
+    if (permute) attn = attn.index_select(0, to_row_t);
     attn = attn.transpose(1, 2).reshape({batch, steps, heads * head_dim});
     x = x + Project(attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o);
 
@@ -331,7 +366,7 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   x = RmsNorm(x, final_norm_, eps).view({batch * steps, hidden});
 
   for (const ForwardRow& row : rows) cache->Advance(row.slot, static_cast<int64_t>(row.tokens.size()));
-  return x.index_select(0, all_positions ? valid_t : device_tensor(last));
+  return x.index_select(0, all_positions ? valid_t : last_t);
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Logits(const at::Tensor& hidden) const {

@@ -1,10 +1,11 @@
 // Runs the model for the Python parity tests: one JSON request on stdin, one JSON answer on stdout.
 //
 //   {"command": "logits", "model": DIR, "dtype": "float32", "device": "cpu", "sequences": [[ids...], ...],
-//    "prefill": N (optional), "output": PATH}
+//    "prefill": N (optional), "slots": [slot, ...] (optional), "output": PATH}
 //     All-position logits of every sequence, run as one batch, written to PATH as float32 in sequence
 //     order. With "prefill", each sequence's first N tokens go in as one prefill and the rest one decode
-//     step at a time. Answers {"rows": [len, ...], "vocab": V}.
+//     step at a time. "slots" places the sequences in those cache slots, in any order. Answers
+//     {"rows": [len, ...], "vocab": V}.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -28,8 +29,13 @@ using Json = nlohmann::json;
 Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
   const auto sequences = request["sequences"].get<std::vector<std::vector<int32_t>>>();
   const int64_t prefill = request.value("prefill", int64_t{0});
+  // "slots": the cache slot of each sequence (default 0, 1, 2, ...); every slot is taken, so any may be
+  // named.
+  while (cache.Allocate().has_value()) {
+  }
   std::vector<int> slots;
-  for (size_t i = 0; i < sequences.size(); ++i) slots.push_back(*cache.Allocate());
+  for (size_t i = 0; i < sequences.size(); ++i) slots.push_back(static_cast<int>(i));
+  if (request.contains("slots")) slots = request["slots"].get<std::vector<int>>();
 
   // Per sequence, the logits of each position, gathered across the forwards that produce them.
   std::vector<std::vector<at::Tensor>> per_sequence(sequences.size());

@@ -31,11 +31,14 @@ def run_probe(request):
     return json.loads(result.stdout)
 
 
-def our_logits(model_dir, sequences, dtype, tmp_path, prefill=0):
+def our_logits(model_dir, sequences, dtype, tmp_path, prefill=0, slots=None):
     """Per sequence, our float32 logits of every position: [len, vocab]."""
     output = tmp_path / "logits.bin"
-    answer = run_probe({"command": "logits", "model": str(model_dir), "dtype": dtype, "sequences": sequences,
-                        "prefill": prefill, "output": str(output)})
+    request = {"command": "logits", "model": str(model_dir), "dtype": dtype, "sequences": sequences,
+               "prefill": prefill, "output": str(output)}
+    if slots is not None:
+        request["slots"] = slots
+    answer = run_probe(request)
     flat = np.fromfile(output, dtype=np.float32).reshape(-1, answer["vocab"])
     bounds = np.cumsum([0] + answer["rows"])
     return [flat[bounds[i]:bounds[i + 1]] for i in range(len(sequences))]
@@ -70,6 +73,14 @@ def test_smollm2_fp32_logits_batched_prefill(model_dir, smol_fp32, smol_sequence
 def test_smollm2_fp32_logits_through_kv_cache(model_dir, smol_fp32, smol_sequences, tmp_path):
     # Three tokens of prefill, then one decode step per token: every step reads the cache.
     ours = our_logits(model_dir, smol_sequences, "float32", tmp_path, prefill=3)
+    for sequence, logits in zip(smol_sequences, ours):
+        assert relative_error(logits, reference_logits(smol_fp32, sequence)) <= 1e-4
+
+
+@pytest.mark.parametrize("slots", [[3, 0, 4, 2, 1], [9, 1, 14, 5, 7]], ids=["one_run_out_of_order", "scattered"])
+def test_smollm2_fp32_logits_in_any_slots(model_dir, smol_fp32, smol_sequences, tmp_path, slots):
+    # Attention reads a run of slots in place whatever the rows' order, and gathers scattered slots.
+    ours = our_logits(model_dir, smol_sequences, "float32", tmp_path, prefill=3, slots=slots)
     for sequence, logits in zip(smol_sequences, ours):
         assert relative_error(logits, reference_logits(smol_fp32, sequence)) <= 1e-4
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -36,6 +37,11 @@ class KvCache {
   std::optional<int> Allocate();
   // Returns `slot` to the pool. Its contents are simply overwritten by the next owner.
   void Free(int slot);
+  // Slots in use packed into [0, slots_in_use) let a batch of them be read in place (LlamaModel::Forward):
+  // the highest slot in use and the lowest free one below it, to Move; nullopt when packed.
+  std::optional<std::pair<int, int>> NextPackingMove() const;
+  // Copies `from`'s keys and values into free slot `to`, which takes over its length; frees `from`.
+  void Move(int from, int to);
 
   bool in_use(int slot) const { return in_use_[slot]; }
   int64_t length(int slot) const { return lengths_[slot]; }
