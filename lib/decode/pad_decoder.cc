@@ -73,6 +73,10 @@ absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(const LlamaModel*
   decoder->chat_template_ = chat_template;
   decoder->reward_models_ = std::move(reward_models);
   decoder->options_ = options;
+  if (policy->config().vocab_size > (int64_t{1} << 24)) {  // a step brings candidate ids back as float32
+    return absl::InvalidArgumentError(
+        absl::StrCat("policy: a vocabulary of ", policy->config().vocab_size, " tokens is over 2^24"));
+  }
   // One cache per distinct backbone, the policy's first.
   std::vector<const LlamaModel*> backbones = {policy};
   for (const RewardModel* prm : decoder->reward_models_) {
@@ -462,79 +466,98 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
     PAD_ASSIGN_OR_RETURN(hidden[b], caches_[b].first->Forward(rows[b], caches_[b].second.get()));
   }
 
-  at::Tensor scores, candidates, rewards, policy_logits;  // each [n, k_max] on the host
+  // Per request and per PRM row, what the scoring needs, uploaded in one copy; the results come back in one.
   std::vector<int64_t> ks(n);
+  int64_t k_max = 0;
+  std::vector<float> betas(n), prm_weights;
+  std::vector<int64_t> owners, forward_rows;  // per PRM row: its request, its row in its backbone's forward
+  for (int64_t i = 0; i < n; ++i) {
+    ks[i] = batch[i]->prepared.request.top_k;
+    k_max = std::max(k_max, ks[i]);
+    betas[i] = batch[i]->prepared.request.mode == DecodingMode::kPad
+                   ? static_cast<float>(batch[i]->prepared.request.beta)
+                   : 0.0f;
+  }
+  for (const PrmRowRef& ref : prm_refs) {
+    owners.push_back(ref.owner);
+    forward_rows.push_back(ref.row);
+    prm_weights.push_back(static_cast<float>(ref.weight));
+  }
+  at::Tensor results;  // [4, n, k_max] float32 on the host: scores, candidate ids, rewards, policy logits
   try {
     PAD_ASSIGN_OR_RETURN(at::Tensor z_b, policy_->Logits(hidden[0].narrow(0, 0, n)));  // [n, vocab] float32
     const at::Device device = z_b.device();
-    int64_t k_max = 0;
-    std::vector<double> betas(n);
-    for (int64_t i = 0; i < n; ++i) {
-      ks[i] = batch[i]->prepared.request.top_k;
-      k_max = std::max(k_max, ks[i]);
-      betas[i] =
-          batch[i]->prepared.request.mode == DecodingMode::kPad ? batch[i]->prepared.request.beta : 0.0;
-    }
+    auto upload = [&](auto& host, at::ScalarType type) {  // one asynchronous copy from pinned memory on a GPU
+      at::Tensor t = at::from_blob(host.data(), {static_cast<int64_t>(host.size())}, type);
+      return device.is_cuda() ? t.pin_memory().to(device, /*non_blocking=*/true) : t.clone();
+    };
+    std::vector<int64_t> indices = ks;  // [n] ks, [p] owners, [p] forward rows
+    indices.insert(indices.end(), owners.begin(), owners.end());
+    indices.insert(indices.end(), forward_rows.begin(), forward_rows.end());
+    std::vector<float> floats = betas;  // [n] betas, [p] PRM row weights
+    floats.insert(floats.end(), prm_weights.begin(), prm_weights.end());
+    const at::Tensor indices_t = upload(indices, at::kLong), floats_t = upload(floats, at::kFloat);
+    const int64_t p = static_cast<int64_t>(prm_refs.size());
+    const at::Tensor ks_t = indices_t.narrow(0, 0, n);                // [n]
+    const at::Tensor owners_t = indices_t.narrow(0, n, p);            // [p]
+    const at::Tensor forward_rows_t = indices_t.narrow(0, n + p, p);  // [p]
+    const at::Tensor beta_t = floats_t.narrow(0, 0, n).unsqueeze(1);  // [n, 1]
+    const at::Tensor weights_t = floats_t.narrow(0, n, p);            // [p]
+
     auto [top_values, top_ids] = at::topk(z_b, k_max, /*dim=*/-1);  // [n, k_max] each, best first
     const at::Tensor in_k =
         at::arange(k_max, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0) <
-        at::tensor(ks, at::kLong).to(device).unsqueeze(1);  // [n, k_max]
+        ks_t.unsqueeze(1);  // [n, k_max]
     const float neg_inf = -std::numeric_limits<float>::infinity();
     const at::Tensor policy_lsm = at::log_softmax(top_values.masked_fill(~in_k, neg_inf), -1);  // [n, k_max]
     at::Tensor reward = at::zeros_like(top_values);                                             // [n, k_max]
 
     // r(a) = log_softmax_K(z_r)[a] - log_softmax_K(z_b)[a], summed over a request's PRM rows with weights.
-    for (size_t start = 0; start < prm_refs.size();) {
-      size_t end = start;
-      while (end < prm_refs.size() && prm_refs[end].prm == prm_refs[start].prm) ++end;
-      std::vector<int64_t> owners, forward_rows;
-      std::vector<double> weights;
-      for (size_t r = start; r < end; ++r) {
-        owners.push_back(prm_refs[r].owner);
-        forward_rows.push_back(prm_refs[r].row);
-        weights.push_back(prm_refs[r].weight);
-      }
-      const at::Tensor owner_t = at::tensor(owners, at::kLong).to(device);  // [p]
+    for (int64_t start = 0; start < p;) {
+      int64_t end = start;
+      while (end < p && prm_refs[end].prm == prm_refs[start].prm) ++end;
+      const at::Tensor owner_t = owners_t.narrow(0, start, end - start);  // [q]
       const at::Tensor prm_hidden = hidden[prm_refs[start].backbone].index_select(
-          0, at::tensor(forward_rows, at::kLong).to(device));  // [p, hidden]
+          0, forward_rows_t.narrow(0, start, end - start));  // [q, hidden]
       PAD_ASSIGN_OR_RETURN(at::Tensor z_r, prm_refs[start].prm->CandidateLogits(
-                                               prm_hidden, top_ids.index_select(0, owner_t)));  // [p, k_max]
+                                               prm_hidden, top_ids.index_select(0, owner_t)));  // [q, k_max]
       const at::Tensor owner_in_k = in_k.index_select(0, owner_t);
       const at::Tensor prm_lsm = at::log_softmax(z_r.masked_fill(~owner_in_k, neg_inf), -1);
       const at::Tensor row_reward =
           (prm_lsm - policy_lsm.index_select(0, owner_t)).masked_fill(~owner_in_k, 0.0) *
-          at::tensor(weights, at::kDouble).to(device, at::kFloat).unsqueeze(1);
+          weights_t.narrow(0, start, end - start).unsqueeze(1);
       reward.index_add_(0, owner_t, row_reward);
       start = end;
     }
-    const at::Tensor beta_t = at::tensor(betas, at::kDouble).to(device, at::kFloat).unsqueeze(1);  // [n, 1]
-    scores = (top_values + beta_t * reward).masked_fill(~in_k, neg_inf).to(at::kCPU).contiguous();
-    candidates = top_ids.to(at::kCPU).contiguous();
-    rewards = reward.to(at::kCPU).contiguous();
-    policy_logits = top_values.to(at::kCPU).contiguous();
+    const at::Tensor scores = (top_values + beta_t * reward).masked_fill(~in_k, neg_inf);  // [n, k_max]
+    // Token ids are below 2^24, so float32 holds them exactly.
+    results = at::stack({scores, top_ids.to(at::kFloat), reward, top_values}).to(at::kCPU).contiguous();
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("pad step: ", e.what_without_backtrace()));
   }
 
-  const int64_t k_max = scores.size(1);
+  const float* scores = results.data_ptr<float>();  // [n, k_max] each
+  const float* candidates = scores + n * k_max;
+  const float* rewards = candidates + n * k_max;
+  const float* policy_logits = rewards + n * k_max;
   for (int64_t i = 0; i < n; ++i) {
     Sequence& s = *batch[i];
     const AlignmentRequest& request = s.prepared.request;
-    const float* score_row = scores.data_ptr<float>() + i * k_max;
+    const float* score_row = scores + i * k_max;
     const double uniform = std::uniform_real_distribution<double>(0.0, 1.0)(s.rng);
     const int64_t choice = SampleIndex(score_row, ks[i], static_cast<float>(request.temperature), uniform);
     TokenEvent event;
     event.sequence = s.id;
-    event.token = static_cast<int32_t>(candidates.data_ptr<int64_t>()[i * k_max + choice]);
-    event.reward = rewards.data_ptr<float>()[i * k_max + choice];
+    event.token = static_cast<int32_t>(candidates[i * k_max + choice]);
+    event.reward = rewards[i * k_max + choice];
     event.changed_top_choice = choice != 0;
     if (request.diagnostics) {
       TokenDiagnostics d;
       for (int64_t j = 0; j < ks[i]; ++j) {
-        d.candidates.push_back(static_cast<int32_t>(candidates.data_ptr<int64_t>()[i * k_max + j]));
+        d.candidates.push_back(static_cast<int32_t>(candidates[i * k_max + j]));
         d.candidate_texts.push_back(tokenizer_->Decode({d.candidates.back()}, /*skip_special_tokens=*/false));
-        d.policy_logits.push_back(policy_logits.data_ptr<float>()[i * k_max + j]);
-        d.rewards.push_back(rewards.data_ptr<float>()[i * k_max + j]);
+        d.policy_logits.push_back(policy_logits[i * k_max + j]);
+        d.rewards.push_back(rewards[i * k_max + j]);
         d.scores.push_back(score_row[j]);
       }
       event.diagnostics = std::move(d);
