@@ -56,6 +56,9 @@ ABSL_FLAG(int64_t, kv_slots, 16,
 ABSL_FLAG(double, gpu_memory_fraction, 0,
           "if > 0, as many KV slots (up to --kv_slots) as fit in this share of the device's memory once the "
           "models are loaded, less --memory_reserve_mib; on the CPU, the share of the host's memory");
+ABSL_FLAG(int64_t, max_batch_tokens, 2048,
+          "most tokens one engine step feeds the models: decode rows first, then prompts in chunks, so "
+          "long prompts arriving cannot stall running streams; 0: prompts are prefilled whole");
 ABSL_FLAG(int64_t, memory_reserve_mib, 2048,
           "with --gpu_memory_fraction: memory kept for activations and workspace");
 ABSL_FLAG(int64_t, max_seq_len, 4096, "most tokens of one sequence, prompt and answer");
@@ -125,6 +128,8 @@ pad::EngineOptions EngineOptionsFromFlags() {
   if (!(fraction >= 0 && fraction <= 1)) Die("--gpu_memory_fraction: must be in [0, 1]");
   if (absl::GetFlag(FLAGS_memory_reserve_mib) < 0) Die("--memory_reserve_mib: must be at least 0");
   options.decoder.memory_fraction = fraction;
+  if (absl::GetFlag(FLAGS_max_batch_tokens) < 0) Die("--max_batch_tokens: must be at least 0");
+  options.decoder.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.decoder.memory_reserve_bytes = absl::GetFlag(FLAGS_memory_reserve_mib) << 20;
   options.decoder.max_seq_len = max_seq_len;
   options.decoder.max_prompt_tokens =

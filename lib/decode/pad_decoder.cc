@@ -104,6 +104,13 @@ absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(const LlamaModel*
     decoder->options_.kv_slots = plan.slots;
     decoder->kv_plan_ = plan.ToString();
   }
+  // Decode rows never fill the budget while a prompt waits for prefill (it holds a slot), so prefill always
+  // progresses.
+  const int64_t all_slots = decoder->options_.kv_slots * static_cast<int64_t>(backbones.size());
+  if (options.max_batch_tokens > 0 && options.max_batch_tokens < all_slots) {
+    return absl::InvalidArgumentError(absl::StrCat("max_batch_tokens: ", options.max_batch_tokens,
+                                                   " is less than the KV slots of every cache, ", all_slots));
+  }
   KvCacheOptions cache_options;
   cache_options.max_slots = decoder->options_.kv_slots;
   cache_options.max_seq_len = options.max_seq_len;
@@ -401,11 +408,42 @@ int64_t PadDecoder::kv_tokens_in_use() const {
 absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
   std::vector<Sequence*> prefill, decode;
   for (auto& [id, sequence] : sequences_) (sequence->prefilled ? decode : prefill).push_back(sequence.get());
+  // Decode rows first, one token each; prefill takes what is left of max_batch_tokens, oldest first: whole
+  // prompts (the pass that scores their first token), then a chunk of the next one, which waits for later
+  // steps to finish. A chunk leaves every row its last token, for the pass that scores it.
+  int64_t decode_rows = 0;
+  for (const Sequence* s : decode) decode_rows += 1 + static_cast<int64_t>(s->prm_slots.size());
+  int64_t budget = options_.max_batch_tokens > 0 ? options_.max_batch_tokens - decode_rows
+                                                 : std::numeric_limits<int64_t>::max();
+  std::vector<Sequence*> complete;
+  std::vector<std::vector<ForwardRow>> chunks(caches_.size());  // per backbone
+  for (Sequence* s : prefill) {
+    const std::vector<PrefillRow> rows = PrefillRows(*s);
+    int64_t remaining = 0;
+    for (const PrefillRow& row : rows) remaining += row.remaining();
+    // Only last tokens left: the prompt completes even past the budget, so that decode rows cannot starve it.
+    const bool last_tokens_only = remaining == static_cast<int64_t>(rows.size());
+    if (remaining <= budget || (last_tokens_only && complete.empty() && budget > 0)) {
+      complete.push_back(s);
+      budget -= remaining;
+      continue;
+    }
+    for (const PrefillRow& row : rows) {
+      const int64_t take = std::min<int64_t>(budget, row.remaining() - 1);
+      if (take <= 0) continue;
+      chunks[row.backbone].push_back(ForwardRow{row.slot, row.ids.subspan(row.cached, take), row.adapter});
+      budget -= take;
+    }
+    break;
+  }
   std::vector<TokenEvent> events;
   // Prefill and decode run as separate forwards so that one-token rows are not padded to prompt length.
   absl::Status status = absl::OkStatus();
-  if (!prefill.empty()) status = RunPass(prefill, /*prefill=*/true, &events);
-  if (status.ok() && !decode.empty()) status = RunPass(decode, /*prefill=*/false, &events);
+  if (!decode.empty()) status = RunPass(decode, /*prefill=*/false, {}, &events);
+  const bool any_chunk = std::any_of(chunks.begin(), chunks.end(), [](const auto& c) { return !c.empty(); });
+  if (status.ok() && (!complete.empty() || any_chunk)) {
+    status = RunPass(complete, /*prefill=*/true, chunks, &events);
+  }
   if (!status.ok()) {
     for (auto& [id, sequence] : sequences_) Release(*sequence);
     sequences_.clear();
@@ -428,11 +466,27 @@ void PadDecoder::Finish(Sequence& sequence, TokenEvent* event, FinishReason reas
   event->finish_reason = reason;
 }
 
+std::vector<PadDecoder::PrefillRow> PadDecoder::PrefillRows(const Sequence& s) const {
+  std::vector<PrefillRow> rows;
+  rows.push_back(
+      {0, s.policy_slot, s.prepared.policy_ids, nullptr, caches_[0].second->length(s.policy_slot)});
+  for (size_t j = 0; j < s.prm_slots.size(); ++j) {
+    size_t b = 0;
+    while (caches_[b].second.get() != s.prm_cache) ++b;
+    rows.push_back({b, s.prm_slots[j], s.prepared.prm_rows[j].ids, s.prepared.reward_model->adapter(),
+                    s.prm_cache->length(s.prm_slots[j])});
+  }
+  return rows;
+}
+
 absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
+                                 const std::vector<std::vector<ForwardRow>>& chunks,
                                  std::vector<TokenEvent>* events) {
   const int64_t n = static_cast<int64_t>(batch.size());
-  auto input = [&](Sequence* s, const std::vector<int32_t>& prompt) {
-    return prefill ? absl::MakeConstSpan(prompt) : absl::MakeConstSpan(&s->last_token, 1);
+  // A prefill feeds what the cache lacks of the prompt (all of it unless chunks went before).
+  auto input = [&](Sequence* s, const std::vector<int32_t>& prompt, KvCache* cache, int slot) {
+    return prefill ? absl::MakeConstSpan(prompt).subspan(cache->length(slot))
+                   : absl::MakeConstSpan(&s->last_token, 1);
   };
 
   // Rows per backbone: the policy's rows first (row i is batch[i]), then every PRM row that shares a
@@ -447,8 +501,10 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
   std::vector<std::vector<ForwardRow>> rows(caches_.size());
   std::vector<PrmRowRef> prm_refs;
   for (int64_t i = 0; i < n; ++i) {
-    rows[0].push_back(
-        ForwardRow{batch[i]->policy_slot, input(batch[i], batch[i]->prepared.policy_ids), nullptr});
+    rows[0].push_back(ForwardRow{
+        batch[i]->policy_slot,
+        input(batch[i], batch[i]->prepared.policy_ids, caches_[0].second.get(), batch[i]->policy_slot),
+        nullptr});
   }
   for (int64_t i = 0; i < n; ++i) {
     const PreparedRequest& p = batch[i]->prepared;
@@ -457,14 +513,20 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
       while (caches_[b].first != &p.reward_model->backbone()) ++b;
       prm_refs.push_back({p.reward_model, i, p.prm_rows[j].weight, b, static_cast<int64_t>(rows[b].size())});
       rows[b].push_back(
-          ForwardRow{batch[i]->prm_slots[j], input(batch[i], p.prm_rows[j].ids), p.reward_model->adapter()});
+          ForwardRow{batch[i]->prm_slots[j],
+                     input(batch[i], p.prm_rows[j].ids, caches_[b].second.get(), batch[i]->prm_slots[j]),
+                     p.reward_model->adapter()});
     }
   }
+  // Chunks of prompts that finish later ride along: their rows come last and their hidden states go unused.
+  for (size_t b = 0; b < chunks.size(); ++b)
+    rows[b].insert(rows[b].end(), chunks[b].begin(), chunks[b].end());
   std::vector<at::Tensor> hidden(caches_.size());  // per backbone: [rows, hidden]
   for (size_t b = 0; b < caches_.size(); ++b) {
     if (rows[b].empty()) continue;
     PAD_ASSIGN_OR_RETURN(hidden[b], caches_[b].first->Forward(rows[b], caches_[b].second.get()));
   }
+  if (n == 0) return absl::OkStatus();  // chunks only
 
   // Per request and per PRM row, what the scoring needs, uploaded in one copy; the results come back in one.
   std::vector<int64_t> ks(n);

@@ -1,10 +1,10 @@
 // Runs the model for the Python parity tests: one JSON request on stdin, one JSON answer on stdout.
 //
 //   {"command": "logits", "model": DIR, "dtype": "float32", "device": "cpu", "sequences": [[ids...], ...],
-//    "prefill": N (optional), "slots": [slot, ...] (optional), "output": PATH}
+//    "prefill": N (optional), "chunk": C (optional), "slots": [slot, ...] (optional), "output": PATH}
 //     All-position logits of every sequence, run as one batch, written to PATH as float32 in sequence
-//     order. With "prefill", each sequence's first N tokens go in as one prefill and the rest one decode
-//     step at a time. "slots" places the sequences in those cache slots, in any order. Answers
+//     order. With "prefill", each sequence's first N tokens go in as one prefill and the rest C tokens (1)
+//     per forward. "slots" places the sequences in those cache slots, in any order. Answers
 //     {"rows": [len, ...], "vocab": V}.
 #include <ATen/ATen.h>
 
@@ -29,6 +29,7 @@ using Json = nlohmann::json;
 Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
   const auto sequences = request["sequences"].get<std::vector<std::vector<int32_t>>>();
   const int64_t prefill = request.value("prefill", int64_t{0});
+  const int64_t chunk = request.value("chunk", int64_t{1});
   // "slots": the cache slot of each sequence (default 0, 1, 2, ...); every slot is taken, so any may be
   // named.
   while (cache.Allocate().has_value()) {
@@ -46,8 +47,9 @@ Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
     for (size_t i = 0; i < sequences.size(); ++i) {
       const int64_t len = static_cast<int64_t>(sequences[i].size());
       if (offset >= len) continue;
-      // First call: the prefill chunk (or the whole sequence); then one token at a time.
-      const int64_t take = offset == 0 ? (prefill > 0 ? std::min(prefill, len) : len) : 1;
+      // First call: the prefill (or the whole sequence); then "chunk" tokens at a time.
+      const int64_t take =
+          offset == 0 ? (prefill > 0 ? std::min(prefill, len) : len) : std::min(chunk, len - offset);
       rows.push_back(pad::ForwardRow{slots[i], absl::MakeConstSpan(sequences[i]).subspan(offset, take)});
       owners.push_back(i);
     }
@@ -60,7 +62,7 @@ Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
       per_sequence[owners[r]].push_back(logits.narrow(0, row_start, n));
       row_start += n;
     }
-    offset += offset == 0 ? (prefill > 0 ? prefill : 1 << 30) : 1;
+    offset += offset == 0 ? (prefill > 0 ? prefill : 1 << 30) : chunk;
     if (prefill == 0) break;
   }
   std::ofstream out(request["output"].get<std::string>(), std::ios::binary);

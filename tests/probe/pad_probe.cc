@@ -2,10 +2,11 @@
 //
 //   {"command": "generate", "policy": DIR, "dtype": "float32", "device": "cpu",
 //    "reward_models": [{"name", "backbone", "adapter", "value_head"}], "requests": [REQUEST...],
-//    "batched": true}
+//    "batched": true, "max_batch_tokens": 0}
 //     REQUEST holds AlignmentRequest's fields by name ("mode": "pad" | "vanilla" | "preference_prompt",
 //     "composition": "prompt" | "weighted"; beta and temperature may be "nan", "inf" or "-inf").
-//     Answers {"results": [{"tokens", "text", "finish_reason", "prompt_tokens", "diagnostics"} |
+//     Answers {"results": [{"tokens", "text", "finish_reason", "prompt_tokens", "first_token_step",
+//     "diagnostics"} |
 //     {"error": {"code", "message"}}]}, all requests decoded in one batch or one at a time.
 //   {"command": "prm_logits", ..., "reward_model": NAME, "sequences": [[ids]], "output": PATH}
 //     The PRM's full-vocabulary logits at every position, float32, to PATH. Answers {"rows", "vocab"}.
@@ -85,10 +86,12 @@ Json Error(const absl::Status& status) {
 Json Generate(pad::PadDecoder& decoder, const std::vector<pad::AlignmentRequest>& requests, bool batched) {
   std::vector<Json> results(requests.size());
   std::map<uint64_t, size_t> owner;
+  int64_t steps = 0;
   auto drain = [&] {
     while (decoder.active() > 0) {
       for (const pad::TokenEvent& e : pad::OrDie(decoder.Step())) {
         Json& r = results[owner[e.sequence]];
+        if (!r.contains("first_token_step")) r["first_token_step"] = steps;
         r["tokens"].push_back(e.token);
         r["text"] = r["text"].get<std::string>() + e.text;
         if (e.diagnostics) {
@@ -101,6 +104,7 @@ Json Generate(pad::PadDecoder& decoder, const std::vector<pad::AlignmentRequest>
         }
         if (e.finished) r["finish_reason"] = e.finish_reason == pad::FinishReason::kStop ? "stop" : "length";
       }
+      ++steps;
     }
   };
   for (size_t i = 0; i < requests.size(); ++i) {
@@ -207,6 +211,7 @@ int main() {
   pad::DecoderOptions decoder_options;
   decoder_options.kv_slots = request.value("kv_slots", 24);
   decoder_options.max_seq_len = request.value("max_seq_len", 2560);
+  decoder_options.max_batch_tokens = request.value("max_batch_tokens", int64_t{0});
   auto decoder = pad::OrDie(models->MakeDecoder(decoder_options));
   if (command == "generate" || command == "prepare") {
     std::vector<pad::AlignmentRequest> requests;

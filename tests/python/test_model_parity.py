@@ -31,11 +31,11 @@ def run_probe(request):
     return json.loads(result.stdout)
 
 
-def our_logits(model_dir, sequences, dtype, tmp_path, prefill=0, slots=None):
+def our_logits(model_dir, sequences, dtype, tmp_path, prefill=0, slots=None, chunk=1):
     """Per sequence, our float32 logits of every position: [len, vocab]."""
     output = tmp_path / "logits.bin"
     request = {"command": "logits", "model": str(model_dir), "dtype": dtype, "sequences": sequences,
-               "prefill": prefill, "output": str(output)}
+               "prefill": prefill, "chunk": chunk, "output": str(output)}
     if slots is not None:
         request["slots"] = slots
     answer = run_probe(request)
@@ -73,6 +73,13 @@ def test_smollm2_fp32_logits_batched_prefill(model_dir, smol_fp32, smol_sequence
 def test_smollm2_fp32_logits_through_kv_cache(model_dir, smol_fp32, smol_sequences, tmp_path):
     # Three tokens of prefill, then one decode step per token: every step reads the cache.
     ours = our_logits(model_dir, smol_sequences, "float32", tmp_path, prefill=3)
+    for sequence, logits in zip(smol_sequences, ours):
+        assert relative_error(logits, reference_logits(smol_fp32, sequence)) <= 1e-4
+
+
+def test_smollm2_fp32_logits_prefilled_in_chunks(model_dir, smol_fp32, smol_sequences, tmp_path):
+    # Chunked prefill: after the first 4 tokens, 5 at a time, each chunk attending to the cached ones.
+    ours = our_logits(model_dir, smol_sequences, "float32", tmp_path, prefill=4, chunk=5)
     for sequence, logits in zip(smol_sequences, ours):
         assert relative_error(logits, reference_logits(smol_fp32, sequence)) <= 1e-4
 

@@ -288,6 +288,31 @@ def test_batched_equals_one_at_a_time(tiny_model):
     assert len({len(r["tokens"]) for r in alone}) >= 5  # rows leave the batch at different steps
 
 
+@pytest.mark.parametrize("budget", [24, 40])
+def test_chunked_prefill_equals_whole_prefill(tiny_model, budget):
+    # A step of at most `budget` tokens: the prompts (20 to 60 tokens per row, up to 4 rows each) are prefilled
+    # in chunks over several steps, beside the rows already decoding.
+    whole = generate(*tiny_model, BATCH_REQUESTS, batched=True)
+    chunked = generate(*tiny_model, BATCH_REQUESTS, batched=True, max_batch_tokens=budget)
+    for request, a, b in zip(BATCH_REQUESTS, whole, chunked):
+        assert tokens_of(a) == tokens_of(b), request
+        assert (a["text"], a["finish_reason"], a["prompt_tokens"]) == (b["text"], b["finish_reason"],
+                                                                        b["prompt_tokens"]), request
+    # Whole, every prompt is prefilled in the first step; chunked, the last ones wait several steps.
+    assert {r["first_token_step"] for r in whole} == {0}
+    assert max(r["first_token_step"] for r in chunked) >= 3
+
+
+def test_max_batch_tokens_below_the_slots_is_refused(tiny_model):
+    # Else decode rows could take the whole budget while a prompt waits.
+    request = {"command": "generate", "policy": str(tiny_model[0]), "kv_slots": 24, "max_batch_tokens": 23,
+               "requests": []}
+    result = subprocess.run([probe("pad_probe")], input=json.dumps(request), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert "max_batch_tokens: 23 is less than the KV slots of every cache, 24" in result.stderr, result.stderr
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Sampling.
 

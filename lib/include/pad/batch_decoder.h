@@ -17,11 +17,15 @@ namespace pad {
 class RewardModel;
 
 struct DecoderOptions {
-  int64_t kv_slots = 16;         // cache slots per backbone; a request takes 1 + its PRM rows
+  int64_t kv_slots = 16;  // cache slots per backbone; a request takes 1 + its PRM rows
   // > 0: kv_slots is the most; as many slots are made as fit in this share of the device's memory beside
   // what is in use once the models are loaded and memory_reserve_bytes (PlanKvSlots).
   double memory_fraction = 0.0;
   int64_t memory_reserve_bytes = int64_t{2} << 30;
+  // > 0: the most tokens one step feeds the models. Decode rows (one token each) always run; prompts are
+  // prefilled with what is left, in chunks across steps, so that a burst of long prompts cannot stall the
+  // running streams for one long step. 0: every admitted prompt is prefilled whole in its first step.
+  int64_t max_batch_tokens = 0;
   int64_t max_seq_len = 4096;    // prompt plus generated tokens of one sequence
   int max_prompt_tokens = 2048;  // longer prompts are refused, never truncated
   int max_new_tokens_limit = 4096;

@@ -51,7 +51,20 @@ class PadDecoder final : public BatchDecoder {
   struct Sequence;
   PadDecoder() = default;
   KvCache* CacheFor(const LlamaModel& backbone) const;
-  absl::Status RunPass(std::vector<Sequence*>& batch, bool prefill, std::vector<TokenEvent>* events);
+  // One row of a prompt still to prefill: where it goes and how much of it the cache holds.
+  struct PrefillRow {
+    size_t backbone;  // index into caches_
+    int slot;
+    absl::Span<const int32_t> ids;
+    const LoraAdapter* adapter;
+    int64_t cached;
+    int64_t remaining() const { return static_cast<int64_t>(ids.size()) - cached; }
+  };
+  std::vector<PrefillRow> PrefillRows(const Sequence& sequence) const;
+  // One forward per backbone for `batch` (whole prompts with prefill, else one token each), then the
+  // scoring of each one's next token; `chunks` (prompt chunks per backbone) ride along unscored.
+  absl::Status RunPass(std::vector<Sequence*>& batch, bool prefill,
+                       const std::vector<std::vector<ForwardRow>>& chunks, std::vector<TokenEvent>* events);
   void Finish(Sequence& sequence, TokenEvent* event, FinishReason reason);
   void Release(Sequence& sequence);
 
