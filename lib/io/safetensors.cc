@@ -225,7 +225,8 @@ absl::StatusOr<at::Tensor> Checkpoint::Load(const std::string& name, absl::Span<
   try {
     // Copy out of the mapping first: the data of a tensor need not be aligned to its element size.
     at::Tensor host = at::empty(entry.shape, at::TensorOptions().dtype(*dtype));
-    std::memcpy(host.data_ptr(), entry.file->data() + entry.begin, entry.size);
+    // A tensor with no elements has no data pointer, and memcpy's arguments must not be null.
+    if (entry.size > 0) std::memcpy(host.data_ptr(), entry.file->data() + entry.begin, entry.size);
     return host.to(options);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat(where, ": ", e.what_without_backtrace()));
