@@ -56,7 +56,7 @@ ABSL_FLAG(int64_t, kv_slots, 16,
 ABSL_FLAG(double, gpu_memory_fraction, 0,
           "if > 0, as many KV slots (up to --kv_slots) as fit in this share of the device's memory once the "
           "models are loaded, less --memory_reserve_mib; on the CPU, the share of the host's memory");
-ABSL_FLAG(int64_t, max_batch_tokens, 2048,
+ABSL_FLAG(int64_t, max_batch_tokens, 512,
           "most tokens one engine step feeds the models: decode rows first, then prompts in chunks, so "
           "long prompts arriving cannot stall running streams; 0: prompts are prefilled whole");
 ABSL_FLAG(int64_t, memory_reserve_mib, 2048,
