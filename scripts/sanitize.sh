@@ -31,7 +31,7 @@ mkdir -p "$reports"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1:log_path=$reports/asan"
 export LSAN_OPTIONS="suppressions=$PAD_ROOT/scripts/sanitize.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan"
-export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$reports/tsan:suppressions=$PAD_ROOT/scripts/sanitize.supp"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$reports/tsan:suppressions=$PAD_ROOT/scripts/tsan.supp"
 trap 'if compgen -G "$reports/*" >/dev/null; then log "sanitizer reports in $reports:"; head -n 40 "$reports"/*; exit 1; fi' EXIT
 log "C++ unit tests ($kind)"
 ctest --test-dir "$build" --output-on-failure
