@@ -285,9 +285,13 @@ def test_queue_full_is_429_and_draining_is_503(model_dir):
     s = Server(model_dir, "--kv_slots=1", "--max_waiting=1", "--shutdown_grace_s=3")
     try:
         client = client_of(s, api_key="unused")
-        long = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=400, stream=True)
+        # Sampled answers (OpenAI's default temperature 1) may end early at end-of-sequence; these must not.
+        endless = {"pad": {"ignore_eos": True}}
+        long = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=400, stream=True,
+                                              extra_body=endless)
         next(long)
-        waiting = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=400, stream=True)
+        waiting = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=400, stream=True,
+                                                 extra_body=endless)
         assert wait_for(lambda: s.metric("pad_requests_waiting") == 1, 2)
         with pytest.raises(openai.RateLimitError) as error:
             client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)
