@@ -12,7 +12,7 @@ fi
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
   targets=(tokenizer_fuzz utf8_stream_fuzz tokenizer_json_fuzz chat_template_fuzz request_fuzz openai_request_fuzz
-           model_config_fuzz safetensors_fuzz adapter_config_fuzz)
+           decoder_fuzz model_config_fuzz safetensors_fuzz adapter_config_fuzz)
 fi
 setup_all
 fuzz_build="$PAD_ROOT/build-fuzz"
