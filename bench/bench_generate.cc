@@ -23,6 +23,8 @@ ABSL_FLAG(std::string, batches, "1,8", "comma-separated batch sizes");
 ABSL_FLAG(int, prompt_tokens, 64, "prompt length");
 ABSL_FLAG(int, new_tokens, 64, "generated tokens per sequence");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(bool, cpu_kernels, true,
+          "on the CPU, decode-shaped products on the project's kernels (false: LibTorch's)");
 ABSL_FLAG(bool, json, false, "print one JSON object per row instead of a table");
 
 namespace {}  // namespace
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
     pad::ModelOptions options;
     options.dtype = pad::OrDie(pad::ParseDtype(dtype_name));
     options.device = pad::OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
+    options.cpu_kernels = absl::GetFlag(FLAGS_cpu_kernels);
     auto models = pad::OrDie(pad::ModelSet::Load(absl::GetFlag(FLAGS_model), {}, options));
     for (absl::string_view batch_text : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
       const int batch = std::stoi(std::string(batch_text));

@@ -50,6 +50,9 @@ ABSL_FLAG(int, http_threads, 0,
           "request the engine can hold and for the probes");
 ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
+ABSL_FLAG(bool, cpu_kernels, true,
+          "on the CPU, float32 and bfloat16 products of a few rows (decode steps) on the project's AVX2 / "
+          "AVX-512 kernels where the CPU has them; false: LibTorch's GEMM for every product");
 ABSL_FLAG(int64_t, kv_slots, 16,
           "KV cache slots per backbone (a PAD request takes 1 + its PRM rows); with --gpu_memory_fraction, "
           "the most");
@@ -123,6 +126,7 @@ pad::EngineOptions EngineOptionsFromFlags() {
   auto device = pad::ParseDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) Die("--device: " + std::string(device.status().message()));
   options.model.device = *device;
+  options.model.cpu_kernels = absl::GetFlag(FLAGS_cpu_kernels);
   options.decoder.kv_slots = absl::GetFlag(FLAGS_kv_slots);
   const double fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   if (!(fraction >= 0 && fraction <= 1)) Die("--gpu_memory_fraction: must be in [0, 1]");

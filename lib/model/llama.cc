@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "model/cpu_kernels.h"
 #include "pad/safetensors.h"
 #include "pad/status_macros.h"
 
@@ -63,8 +64,27 @@ at::Tensor InverseFrequencies(const LlamaConfig& config) {
   return at::where(medium, smoothed, scaled);
 }
 
-at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  return at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+// Up to this many rows a product runs on the CPU kernels; more rows (a prefill) go to LibTorch's GEMM,
+// whose cache blocking wins once the weights are no longer the cost. Measured by bench_linear
+// (bench/RESULTS.md): in float32 the kernels are 2.2-2.5x faster at 1 row and still 1.2-1.6x at 64; in
+// bfloat16 LibTorch (oneDNN's AVX-512 BF16 dot products) is as fast at 1 row and faster from 16.
+int64_t MaxKernelRows(at::ScalarType dtype) { return dtype == at::kFloat ? 64 : 4; }
+
+// x [..., in], weight [out, in], bias [out] or undefined -> [..., out].
+at::Tensor Linear(CpuIsa isa, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const int64_t in = x.size(-1), out = weight.size(0), rows = x.numel() / in;
+  if (isa == CpuIsa::kNone || rows > MaxKernelRows(weight.scalar_type()) || rows == 0) {
+    return at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+  }
+  const at::Tensor x32 = x.reshape({rows, in}).to(at::kFloat).contiguous();  // [rows, in]
+  at::Tensor y = at::empty({rows, out}, x32.options());                      // [rows, out]
+  CpuLinear(isa, x32.data_ptr<float>(), in, rows, in, weight.data_ptr(),
+            weight.scalar_type() == at::kFloat ? WeightFormat::kFloat32 : WeightFormat::kBFloat16, out,
+            y.data_ptr<float>(), out);
+  if (bias.defined()) y.add_(bias);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = out;
+  return y.to(x.scalar_type()).view(shape);
 }
 
 // The rows of a batch that run with one adapter; `rows` is undefined when that is every row.
@@ -74,9 +94,9 @@ struct AdapterRows {
 };
 
 // x [B, T, in] -> [B, T, out]: the base projection, plus each adapter's low-rank update on its rows.
-at::Tensor Project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+at::Tensor Project(CpuIsa isa, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                    const std::vector<AdapterRows>& groups, int64_t layer, LoraUpdate LoraLayer::*update) {
-  at::Tensor y = Linear(x, weight, bias);
+  at::Tensor y = Linear(isa, x, weight, bias);
   for (const AdapterRows& group : groups) {
     const LoraUpdate& lora = group.adapter->layer(layer).*update;
     if (!lora.defined()) continue;
@@ -96,7 +116,12 @@ std::string LayerName(int64_t layer, const char* rest) {
 }  // namespace
 
 LlamaModel::LlamaModel(LlamaConfig config, ModelOptions options)
-    : config_(std::move(config)), options_(options) {}
+    : config_(std::move(config)),
+      options_(options),
+      kernel_isa_(options.cpu_kernels && options.device.is_cpu() &&
+                          (options.dtype == at::kFloat || options.dtype == at::kBFloat16)
+                      ? DetectCpuIsa()
+                      : CpuIsa::kNone) {}
 
 LlamaModel::~LlamaModel() = default;
 
@@ -320,7 +345,7 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LlamaLayer& layer = layers_[l];
     at::Tensor h = RmsNorm(x, layer.input_norm, eps);
-    at::Tensor qkv = Project(h, layer.qkv, layer.qkv_bias, adapter_groups, l, &LoraLayer::qkv);
+    at::Tensor qkv = Project(kernel_isa_, h, layer.qkv, layer.qkv_bias, adapter_groups, l, &LoraLayer::qkv);
     // qkv: [B, T, (heads + 2 kv_heads) * head_dim]
     at::Tensor q = qkv.narrow(-1, 0, heads * head_dim).view({batch, steps, heads, head_dim}).transpose(1, 2);
     at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
@@ -354,14 +379,14 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
         /*enable_gqa=*/true);  // [B, heads, T, head_dim]
     if (permute) attn = attn.index_select(0, to_row_t);
     attn = attn.transpose(1, 2).reshape({batch, steps, heads * head_dim});
-    x = x + Project(attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o);
+    x = x + Project(kernel_isa_, attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o);
 
     h = RmsNorm(x, layer.post_norm, eps);
     at::Tensor gate_up =
-        Project(h, layer.gate_up, layer.gate_up_bias, adapter_groups, l, &LoraLayer::gate_up);
+        Project(kernel_isa_, h, layer.gate_up, layer.gate_up_bias, adapter_groups, l, &LoraLayer::gate_up);
     // gate_up: [B, T, 2 * inter]
     at::Tensor act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
-    x = x + Project(act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down);
+    x = x + Project(kernel_isa_, act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down);
   }
   x = RmsNorm(x, final_norm_, eps).view({batch * steps, hidden});
 
@@ -371,7 +396,7 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
 
 absl::StatusOr<at::Tensor> LlamaModel::Logits(const at::Tensor& hidden) const {
   try {
-    return at::linear(hidden.to(options_.dtype), lm_head_).to(at::kFloat);
+    return Linear(kernel_isa_, hidden.to(options_.dtype), lm_head_, at::Tensor()).to(at::kFloat);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("logits: ", e.what_without_backtrace()));
   }

@@ -30,6 +30,7 @@ struct ForwardRow {
 };
 
 struct LlamaLayer;
+enum class CpuIsa;
 
 // The weights of one causal LM, resident on one device; immutable after loading, so every method is const
 // (Forward writes only the cache it is given, which one thread at a time owns). Errors, including LibTorch's,
@@ -69,6 +70,7 @@ class LlamaModel {
 
   LlamaConfig config_;
   ModelOptions options_;
+  CpuIsa kernel_isa_;  // the CPU kernels' instruction set; kNone: LibTorch's products only
   std::string dir_;
   at::Tensor embed_tokens_;  // [vocab, hidden]
   std::vector<LlamaLayer> layers_;

@@ -17,6 +17,9 @@ struct ModelOptions {
   c10::Device device = c10::Device(c10::kCPU);
   // Weights, activations and KV cache: float32, bfloat16 or float16. Scores are always float32.
   c10::ScalarType dtype = c10::kFloat;
+  // On the CPU, float32 and bfloat16 products of a few rows (decode steps) run on the project's AVX2 /
+  // AVX-512 kernels (model/cpu_kernels.h) where the CPU has them; false: LibTorch's GEMM for every product.
+  bool cpu_kernels = true;
 };
 
 // "float32" | "bfloat16" | "float16" (also "fp32", "bf16", "fp16").
