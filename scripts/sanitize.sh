@@ -59,7 +59,7 @@ CC=clang CXX=clang++ cmake -S "$PAD_ROOT" -B "$build" -G Ninja -DCMAKE_BUILD_TYP
 log "building with -fsanitize=$kind in $build"
 cmake --build "$build" --target pad_server tokenizer_probe model_probe pad_probe \
   bpe_tokenizer_test incremental_decoder_test chat_template_test safetensors_test model_config_test \
-  device_memory_test kv_cache_test engine_test scheduler_test metrics_test http_server_test -- -k 0
+  device_memory_test kv_cache_test cpu_kernels_test engine_test scheduler_test metrics_test http_server_test -- -k 0
 # Reports go to files as well as failing the process: a server's report would otherwise be lost in the log
 # of a test that only sees its stream cut. LibTorch's and gRPC's own allocations live until exit and are
 # not ours to free.
