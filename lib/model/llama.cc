@@ -73,7 +73,8 @@ int64_t MaxKernelRows(at::ScalarType dtype) { return dtype == at::kFloat ? 64 : 
 // x [..., in], weight [out, in], bias [out] or undefined -> [..., out].
 at::Tensor Linear(CpuIsa isa, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   const int64_t in = x.size(-1), out = weight.size(0), rows = x.numel() / in;
-  if (isa == CpuIsa::kNone || rows > MaxKernelRows(weight.scalar_type()) || rows == 0) {
+  if (isa == CpuIsa::kNone || rows > MaxKernelRows(weight.scalar_type()) || rows == 0 ||
+      !weight.is_contiguous()) {
     return at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
   }
   const at::Tensor x32 = x.reshape({rows, in}).to(at::kFloat).contiguous();  // [rows, in]
