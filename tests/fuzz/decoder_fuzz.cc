@@ -96,7 +96,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   pad::PadDecoder& decoder = *TheFixture()->decoder;
   const pad::DecoderOptions options = FuzzOptions();
-  const int64_t vocab_size = 49152;
+  const int64_t vocab_size = TheFixture()->models->policy().config().vocab_size;
   auto prepared = decoder.Prepare(*request);
   if (!prepared.ok()) {
     // "field: why", with a field that is a name, not a sentence.
