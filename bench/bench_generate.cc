@@ -12,6 +12,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "pad/model_set.h"
@@ -25,6 +26,7 @@ ABSL_FLAG(int, new_tokens, 64, "generated tokens per sequence");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(bool, cpu_kernels, true,
           "on the CPU, decode-shaped products on the project's kernels (false: LibTorch's)");
+ABSL_FLAG(std::string, quantization, "none", "none or int8 (weight-only, on the CPU kernels)");
 ABSL_FLAG(bool, json, false, "print one JSON object per row instead of a table");
 
 namespace {}  // namespace
@@ -46,7 +48,12 @@ int main(int argc, char** argv) {
     options.dtype = pad::OrDie(pad::ParseDtype(dtype_name));
     options.device = pad::OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
     options.cpu_kernels = absl::GetFlag(FLAGS_cpu_kernels);
+    options.quantization = pad::OrDie(pad::ParseQuantization(absl::GetFlag(FLAGS_quantization)));
     auto models = pad::OrDie(pad::ModelSet::Load(absl::GetFlag(FLAGS_model), {}, options));
+    // The weights' format as the table names it: the dtype, or int8 with the dtype of the activations.
+    const std::string weights = options.quantization == pad::Quantization::kInt8
+                                    ? absl::StrCat("int8/", dtype_name)
+                                    : std::string(dtype_name);
     for (absl::string_view batch_text : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) {
       const int batch = std::stoi(std::string(batch_text));
       pad::DecoderOptions decoder_options;
@@ -82,10 +89,10 @@ int main(int argc, char** argv) {
         std::cout
             << absl::StrFormat(
                    R"({"dtype": "%s", "batch": %d, "ttft_ms": %.2f, "decode_tokens_per_s": %.2f, "step_ms": %.2f})",
-                   dtype_name, batch, ttft_ms, tokens_per_s, step_ms)
+                   weights, batch, ttft_ms, tokens_per_s, step_ms)
             << std::endl;
       } else {
-        std::cout << absl::StrFormat("| %-8s | %5d | %9.1f | %14.1f | %12.2f |\n", dtype_name, batch, ttft_ms,
+        std::cout << absl::StrFormat("| %-8s | %5d | %9.1f | %14.1f | %12.2f |\n", weights, batch, ttft_ms,
                                      tokens_per_s, step_ms)
                   << std::flush;
       }

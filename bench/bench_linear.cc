@@ -1,12 +1,14 @@
 // Decode-shaped matrix products alone: LibTorch's at::linear against the project's CPU kernels
-// (lib/model/cpu_kernels.h), for a model's projection shapes, a few rows of activations, float32 and
-// bfloat16 weights. Weights are cycled through copies totalling more than the last-level cache, as a decode
-// step reads them. Prints a table: ms per product, the weights' bytes per second, GFLOP/s.
+// (lib/model/cpu_kernels.h), for a model's projection shapes, a few rows of activations, float32, bfloat16
+// and int8 weights (int8 on the kernels only: LibTorch has no such product). Weights are cycled through
+// copies totalling more than the last-level cache, as a decode step reads them. Prints a table: ms per
+// product, the weights' bytes per second, GFLOP/s.
 //   bench_linear [--config models/SmolLM2-135M-Instruct/config.json] [--rows 1,4,16,64] [--seconds 0.5]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -70,37 +72,59 @@ int main(int argc, char** argv) {
       "| weights | shape [n, k] | rows | at::linear ms | GB/s | GFLOP/s | kernel ms | GB/s | GFLOP/s | "
       "speedup |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
-  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+  // at::kChar: int8 weights with a float32 scale per 32 (float32 activations); LibTorch has no such product.
+  for (const auto dtype : {at::kFloat, at::kBFloat16, at::kChar}) {
+    const bool int8 = dtype == at::kChar;
     for (const Shape& shape : shapes) {
-      const int64_t bytes = shape.n * shape.k * static_cast<int64_t>(c10::elementSize(dtype));
+      const int64_t bytes = shape.n * shape.k * static_cast<int64_t>(c10::elementSize(dtype)) +
+                            (int8 ? shape.n * shape.k / pad::kInt8Group * 4 : 0);
       const int64_t copies = std::max<int64_t>(1, (absl::GetFlag(FLAGS_working_set_mib) << 20) / bytes);
-      std::vector<at::Tensor> weights;  // each [n, k]
-      for (int64_t c = 0; c < copies; ++c) weights.push_back(at::randn({shape.n, shape.k}).to(dtype));
+      std::vector<at::Tensor> weights, scales;  // each [n, k]; int8: [n, k / 32]
+      for (int64_t c = 0; c < copies; ++c) {
+        if (int8) {
+          weights.push_back(at::randint(-127, 128, {shape.n, shape.k}).to(at::kChar));
+          scales.push_back(at::rand({shape.n, shape.k / pad::kInt8Group}));
+        } else {
+          weights.push_back(at::randn({shape.n, shape.k}).to(dtype));
+        }
+      }
       for (const std::string& rows_text : absl::GetFlag(FLAGS_rows)) {
         const int64_t m = std::stoll(rows_text);
-        const at::Tensor x = at::randn({m, shape.k}).to(dtype);  // [m, k]
-        const at::Tensor x32 = x.to(at::kFloat);                 // [m, k]
-        at::Tensor y32 = at::empty({m, shape.n});                // [m, n]
+        const at::Tensor x = at::randn({m, shape.k}).to(int8 ? at::kFloat : dtype);  // [m, k]
+        const at::Tensor x32 = x.to(at::kFloat);                                     // [m, k]
+        at::Tensor y32 = at::empty({m, shape.n});                                    // [m, n]
         size_t next = 0;
         const double seconds = absl::GetFlag(FLAGS_seconds);
-        const double torch_s = TimePerCall([&] { at::linear(x, weights[next++ % weights.size()]); }, seconds);
+        const double torch_s =
+            int8 ? NAN : TimePerCall([&] { at::linear(x, weights[next++ % weights.size()]); }, seconds);
         double kernel_s = 0;
         if (isa != pad::CpuIsa::kNone) {
-          const auto format =
-              dtype == at::kFloat ? pad::WeightFormat::kFloat32 : pad::WeightFormat::kBFloat16;
+          const auto format = int8                  ? pad::WeightFormat::kInt8
+                              : dtype == at::kFloat ? pad::WeightFormat::kFloat32
+                                                    : pad::WeightFormat::kBFloat16;
           kernel_s = TimePerCall(
               [&] {
-                pad::CpuLinear(isa, x32.data_ptr<float>(), shape.k, m, shape.k,
-                               weights[next++ % weights.size()].data_ptr(), format, shape.n,
-                               y32.data_ptr<float>(), shape.n);
+                const size_t c = next++ % weights.size();
+                const pad::CpuWeight w = {format, weights[c].data_ptr(),
+                                          int8 ? scales[c].data_ptr<float>() : nullptr, shape.n, shape.k};
+                // bfloat16 activations go straight into the AVX512_BF16 kernel, as the model does.
+                if (dtype == at::kBFloat16 && isa == pad::CpuIsa::kAvx512Bf16) {
+                  pad::CpuLinearBf16(isa, static_cast<const uint16_t*>(x.data_ptr()), shape.k, m, w,
+                                     y32.data_ptr<float>(), shape.n);
+                } else {
+                  pad::CpuLinear(isa, x32.data_ptr<float>(), shape.k, m, w, y32.data_ptr<float>(), shape.n);
+                }
               },
               seconds);
         }
         const double flops = 2.0 * m * shape.n * shape.k;
         std::printf("| %s | %s [%ld, %ld] | %ld | %.3f | %.1f | %.1f | %.3f | %.1f | %.1f | %.2fx |\n",
-                    dtype == at::kFloat ? "float32" : "bfloat16", shape.name, shape.n, shape.k, m,
-                    torch_s * 1e3, bytes / torch_s / 1e9, flops / torch_s / 1e9, kernel_s * 1e3,
-                    bytes / kernel_s / 1e9, flops / kernel_s / 1e9, torch_s / kernel_s);
+                    int8                  ? "int8"
+                    : dtype == at::kFloat ? "float32"
+                                          : "bfloat16",
+                    shape.name, shape.n, shape.k, m, torch_s * 1e3, bytes / torch_s / 1e9,
+                    flops / torch_s / 1e9, kernel_s * 1e3, bytes / kernel_s / 1e9, flops / kernel_s / 1e9,
+                    torch_s / kernel_s);
         std::fflush(stdout);
       }
     }

@@ -38,6 +38,7 @@ ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(bool, cpu_kernels, true,
           "on the CPU, decode-shaped products on the project's kernels (false: LibTorch's)");
+ABSL_FLAG(std::string, quantization, "none", "none or int8 (weight-only, on the CPU kernels)");
 ABSL_FLAG(bool, json, false, "print one JSON object per row instead of a table");
 
 namespace {
@@ -136,6 +137,7 @@ int main(int argc, char** argv) {
   options.dtype = pad::OrDie(pad::ParseDtype(absl::GetFlag(FLAGS_dtype)));
   options.device = pad::OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
   options.cpu_kernels = absl::GetFlag(FLAGS_cpu_kernels);
+  options.quantization = pad::OrDie(pad::ParseQuantization(absl::GetFlag(FLAGS_quantization)));
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   const bool random = absl::GetFlag(FLAGS_random_weights);
   pad::RewardModelSpec spec;

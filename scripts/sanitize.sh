@@ -15,9 +15,27 @@ build="${build/thread/tsan}"
 mkdir -p "$build"
 
 # ThreadSanitizer sees a lock only where the locking code is instrumented, and every lock of ours is an
-# absl::Mutex inside Debian's uninstrumented libabsl. So --thread builds the installed abseil's own Debian
-# source with -fsanitize=thread into shared libraries of the same SONAMEs, and every test runs with them
+# absl::Mutex inside Debian's uninstrumented libabsl; cpp-httplib's worker pool hands each connection to a
+# thread under its own locks. So --thread builds the installed abseil's and cpp-httplib's own Debian
+# sources with -fsanitize=thread into shared libraries of the same SONAMEs, and every test runs with them
 # first on the library path (gRPC's calls into abseil then go to the instrumented copy too).
+
+# Unpacks the Debian source of package $1 at version $2 into $3/src, through a private source list and
+# index: the machine's apt configuration stays as it is.
+fetch_debian_source() {
+  local package="$1" version="$2" dir="$3" codename
+  rm -rf "$dir"
+  mkdir -p "$dir/apt/lists/partial"
+  codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"
+  printf 'deb-src http://deb.debian.org/debian %s main\ndeb-src http://deb.debian.org/debian-security %s-security main\ndeb-src http://deb.debian.org/debian %s-updates main\n' \
+    "$codename" "$codename" "$codename" >"$dir/apt/sources.list"
+  local apt=(-o "Dir::Etc::SourceList=$dir/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$dir/apt/lists")
+  apt-get "${apt[@]}" update >"$dir/apt.log" 2>&1
+  (cd "$dir" && apt-get "${apt[@]}" source --download-only "$package=$version" >>"$dir/apt.log" 2>&1)
+  dpkg-source -x "$dir/${package}_"*.dsc "$dir/src" >>"$dir/apt.log" 2>&1
+}
+
 build_tsan_abseil() {
   local version dir="$build/abseil"
   version="$(dpkg-query -W -f='${Version}' libabsl-dev)"
@@ -25,18 +43,7 @@ build_tsan_abseil() {
     return
   fi
   log "building abseil $version with -fsanitize=thread in $dir (about 15 minutes on 2 cores)"
-  rm -rf "$dir"
-  mkdir -p "$dir/apt/lists/partial"
-  local codename
-  codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"
-  printf 'deb-src http://deb.debian.org/debian %s main\ndeb-src http://deb.debian.org/debian-security %s-security main\ndeb-src http://deb.debian.org/debian %s-updates main\n' \
-    "$codename" "$codename" "$codename" >"$dir/apt/sources.list"
-  # A private source list and index: the machine's apt configuration stays as it is.
-  local apt=(-o "Dir::Etc::SourceList=$dir/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
-    -o "Dir::State::Lists=$dir/apt/lists")
-  apt-get "${apt[@]}" update >"$dir/apt.log" 2>&1
-  (cd "$dir" && apt-get "${apt[@]}" source --download-only "abseil=$version" >>"$dir/apt.log" 2>&1)
-  dpkg-source -x "$dir"/abseil_*.dsc "$dir/src" >>"$dir/apt.log"
+  fetch_debian_source abseil "$version" "$dir"
   CC=clang CXX=clang++ cmake -S "$dir/src" -B "$dir/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_STANDARD=17 -DBUILD_SHARED_LIBS=ON -DBUILD_TESTING=OFF \
     -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=thread" \
@@ -47,9 +54,34 @@ build_tsan_abseil() {
   }
   echo "$version" >"$dir/lib/.version"
 }
+
+# cpp-httplib's compiled library as Debian builds it (split.py, the pkg-config defines, -DCPPHTTPLIB_USE_POLL
+# from debian/rules), one translation unit.
+build_tsan_httplib() {
+  local version dir="$build/httplib" soname
+  version="$(dpkg-query -W -f='${Version}' libcpp-httplib-dev)"
+  if [[ -f "$dir/lib/.version" && "$(cat "$dir/lib/.version")" == "$version" ]]; then
+    return
+  fi
+  log "building cpp-httplib $version with -fsanitize=thread in $dir"
+  fetch_debian_source cpp-httplib "$version" "$dir"
+  soname="$(objdump -p "$(readlink -f /usr/lib/x86_64-linux-gnu/libcpp-httplib.so)" | awk '/SONAME/ {print $2}')"
+  (cd "$dir/src" && python3 split.py -o "$dir/split" >>"$dir/apt.log")
+  mkdir -p "$dir/lib"
+  # shellcheck disable=SC2046  # pkg-config's flags are words
+  clang++ -std=c++17 -O1 -g -fPIC -shared -fsanitize=thread -DCPPHTTPLIB_USE_POLL \
+    $(pkg-config --cflags cpp-httplib) -I"$dir/split" "$dir/split/httplib.cc" -Wl,-soname,"$soname" \
+    -o "$dir/lib/$soname" -lssl -lcrypto -lz -lbrotlicommon -lbrotlidec -lbrotlienc -pthread \
+    >"$dir/build.log" 2>&1 || {
+    tail -n 30 "$dir/build.log"
+    exit 1
+  }
+  echo "$version" >"$dir/lib/.version"
+}
 if [[ "$kind" == thread ]]; then
   build_tsan_abseil
-  export LD_LIBRARY_PATH="$build/abseil/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  build_tsan_httplib
+  export LD_LIBRARY_PATH="$build/abseil/lib:$build/httplib/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 CC=clang CXX=clang++ cmake -S "$PAD_ROOT" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DPAD_PYTHON="$PAD_PYTHON" -DPAD_SANITIZE="$kind" -Wno-dev >"$build/configure.log" 2>&1 || {

@@ -53,6 +53,9 @@ ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
 ABSL_FLAG(bool, cpu_kernels, true,
           "on the CPU, float32 and bfloat16 products of a few rows (decode steps) on the project's AVX2 / "
           "AVX-512 kernels where the CPU has them; false: LibTorch's GEMM for every product");
+ABSL_FLAG(std::string, quantization, "none",
+          "none or int8: weight-only int8 for the projections and lm_head, groups of 32 with a scale each "
+          "(llama.cpp's Q8_0); CPU kernels only, activations and KV cache stay in --dtype");
 ABSL_FLAG(int64_t, kv_slots, 16,
           "KV cache slots per backbone (a PAD request takes 1 + its PRM rows); with --gpu_memory_fraction, "
           "the most");
@@ -127,6 +130,9 @@ pad::EngineOptions EngineOptionsFromFlags() {
   if (!device.ok()) Die("--device: " + std::string(device.status().message()));
   options.model.device = *device;
   options.model.cpu_kernels = absl::GetFlag(FLAGS_cpu_kernels);
+  auto quantization = pad::ParseQuantization(absl::GetFlag(FLAGS_quantization));
+  if (!quantization.ok()) Die("--quantization: " + std::string(quantization.status().message()));
+  options.model.quantization = *quantization;
   options.decoder.kv_slots = absl::GetFlag(FLAGS_kv_slots);
   const double fraction = absl::GetFlag(FLAGS_gpu_memory_fraction);
   if (!(fraction >= 0 && fraction <= 1)) Die("--gpu_memory_fraction: must be in [0, 1]");

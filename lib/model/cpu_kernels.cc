@@ -4,7 +4,10 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <type_traits>
+#include <vector>
 
 namespace pad {
 
@@ -12,7 +15,7 @@ CpuIsa DetectCpuIsa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl")) {
-    return CpuIsa::kAvx512;
+    return __builtin_cpu_supports("avx512bf16") ? CpuIsa::kAvx512Bf16 : CpuIsa::kAvx512;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuIsa::kAvx2;
   return CpuIsa::kNone;
@@ -20,6 +23,8 @@ CpuIsa DetectCpuIsa() {
 
 const char* CpuIsaName(CpuIsa isa) {
   switch (isa) {
+    case CpuIsa::kAvx512Bf16:
+      return "avx512_bf16";
     case CpuIsa::kAvx512:
       return "avx512";
     case CpuIsa::kAvx2:
@@ -34,27 +39,49 @@ namespace {
 
 // Each kernel computes a tile: MT rows of x against NT rows of w, MT * NT vector accumulators over k, so
 // that a w vector loaded once serves MT rows and an x vector NT rows. Rows of w are the output columns; the
-// threads split them.
+// threads split them. A tile's w rows start at `w`, k apart; an int8 tile's scales at `scales`,
+// k / kInt8Group apart.
+
+// Row j's int8 scales; null for the other formats, which have none (and null + offset is undefined).
+inline const float* RowScales(const float* scales, int64_t j, int64_t groups) {
+  return scales == nullptr ? nullptr : scales + j * groups;
+}
 
 // ---- AVX-512: 16 floats a vector; 32 registers hold 4 x 4 accumulators and the loads.
 
 #define PAD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 
-PAD_AVX512 inline __m512 Load16(const float* p) { return _mm512_loadu_ps(p); }
-PAD_AVX512 inline __m512 Load16(const uint16_t* p) {
+// 16 weights from k index i of a row, as float32 (the masked forms read only the lanes in `mask`).
+PAD_AVX512 inline __m512 Load16(const float* row, const float*, int64_t i) {
+  return _mm512_loadu_ps(row + i);
+}
+PAD_AVX512 inline __m512 Widen16(__m256i bf16) {
   // bfloat16 is the top half of a float32: widen and shift, exactly.
-  return _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16), 16));
 }
-PAD_AVX512 inline __m512 MaskedLoad16(const float* p, __mmask16 mask) {
-  return _mm512_maskz_loadu_ps(mask, p);
+PAD_AVX512 inline __m512 Load16(const uint16_t* row, const float*, int64_t i) {
+  return Widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i)));
 }
-PAD_AVX512 inline __m512 MaskedLoad16(const uint16_t* p, __mmask16 mask) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+PAD_AVX512 inline __m512 Load16(const int8_t* row, const float* scales, int64_t i) {
+  const __m512 values =
+      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i))));
+  return _mm512_mul_ps(values, _mm512_set1_ps(scales[i / kInt8Group]));
+}
+PAD_AVX512 inline __m512 MaskedLoad16(const float* row, const float*, int64_t i, __mmask16 mask) {
+  return _mm512_maskz_loadu_ps(mask, row + i);
+}
+PAD_AVX512 inline __m512 MaskedLoad16(const uint16_t* row, const float*, int64_t i, __mmask16 mask) {
+  return Widen16(_mm256_maskz_loadu_epi16(mask, row + i));
+}
+PAD_AVX512 inline __m512 MaskedLoad16(const int8_t* row, const float* scales, int64_t i, __mmask16 mask) {
+  const __m512 values = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, row + i)));
+  return _mm512_mul_ps(values, _mm512_set1_ps(scales[i / kInt8Group]));
 }
 
 template <int MT, int NT, typename W>
-PAD_AVX512 void TileAvx512(const float* x, int64_t ldx, const W* w, int64_t k, float* y, int64_t ldy) {
+PAD_AVX512 void TileAvx512(const float* x, int64_t ldx, const W* w, const float* scales, int64_t k, float* y,
+                           int64_t ldy) {
+  const int64_t groups = k / kInt8Group;
   __m512 acc[MT][NT];
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_setzero_ps();
@@ -62,7 +89,7 @@ PAD_AVX512 void TileAvx512(const float* x, int64_t ldx, const W* w, int64_t k, f
   int64_t i = 0;
   for (; i + 16 <= k; i += 16) {
     __m512 wv[NT];
-    for (int j = 0; j < NT; ++j) wv[j] = Load16(w + j * k + i);
+    for (int j = 0; j < NT; ++j) wv[j] = Load16(w + j * k, RowScales(scales, j, groups), i);
     for (int r = 0; r < MT; ++r) {
       const __m512 xv = _mm512_loadu_ps(x + r * ldx + i);
       for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_fmadd_ps(xv, wv[j], acc[r][j]);
@@ -71,10 +98,53 @@ PAD_AVX512 void TileAvx512(const float* x, int64_t ldx, const W* w, int64_t k, f
   if (i < k) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (k - i)) - 1);
     __m512 wv[NT];
-    for (int j = 0; j < NT; ++j) wv[j] = MaskedLoad16(w + j * k + i, mask);
+    for (int j = 0; j < NT; ++j) wv[j] = MaskedLoad16(w + j * k, RowScales(scales, j, groups), i, mask);
     for (int r = 0; r < MT; ++r) {
       const __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * ldx + i);
       for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_fmadd_ps(xv, wv[j], acc[r][j]);
+    }
+  }
+  for (int r = 0; r < MT; ++r) {
+    for (int j = 0; j < NT; ++j) y[r * ldy + j] = _mm512_reduce_add_ps(acc[r][j]);
+  }
+}
+
+// ---- AVX512_BF16: bfloat16 x and w, 32 values a vector, vdpbf16ps adding the two products of each pair
+// of neighbours along k into one float32 lane. Neighbours along k are neighbours in memory for both x and
+// Hugging Face's w, so nothing is re-packed.
+
+#define PAD_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+PAD_AVX512_BF16 inline __m512bh Load32(const uint16_t* p) {
+  return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p));
+}
+PAD_AVX512_BF16 inline __m512bh MaskedLoad32(const uint16_t* p, __mmask32 mask) {
+  return reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, p));
+}
+
+template <int MT, int NT>
+PAD_AVX512_BF16 void TileAvx512Bf16(const uint16_t* x, int64_t ldx, const uint16_t* w, const float*,
+                                    int64_t k, float* y, int64_t ldy) {
+  __m512 acc[MT][NT];
+  for (int r = 0; r < MT; ++r) {
+    for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    __m512bh wv[NT];
+    for (int j = 0; j < NT; ++j) wv[j] = Load32(w + j * k + i);
+    for (int r = 0; r < MT; ++r) {
+      const __m512bh xv = Load32(x + r * ldx + i);
+      for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], xv, wv[j]);
+    }
+  }
+  if (i < k) {
+    const __mmask32 mask = static_cast<__mmask32>((uint64_t{1} << (k - i)) - 1);
+    __m512bh wv[NT];
+    for (int j = 0; j < NT; ++j) wv[j] = MaskedLoad32(w + j * k + i, mask);
+    for (int r = 0; r < MT; ++r) {
+      const __m512bh xv = MaskedLoad32(x + r * ldx + i, mask);
+      for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], xv, wv[j]);
     }
   }
   for (int r = 0; r < MT; ++r) {
@@ -86,10 +156,15 @@ PAD_AVX512 void TileAvx512(const float* x, int64_t ldx, const W* w, int64_t k, f
 
 #define PAD_AVX2 __attribute__((target("avx2,fma")))
 
-PAD_AVX2 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
-PAD_AVX2 inline __m256 Load8(const uint16_t* p) {
-  return _mm256_castsi256_ps(
-      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+PAD_AVX2 inline __m256 Load8(const float* row, const float*, int64_t i) { return _mm256_loadu_ps(row + i); }
+PAD_AVX2 inline __m256 Load8(const uint16_t* row, const float*, int64_t i) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(
+      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i))), 16));
+}
+PAD_AVX2 inline __m256 Load8(const int8_t* row, const float* scales, int64_t i) {
+  const __m256 values =
+      _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + i))));
+  return _mm256_mul_ps(values, _mm256_set1_ps(scales[i / kInt8Group]));
 }
 PAD_AVX2 inline float Sum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -97,16 +172,21 @@ PAD_AVX2 inline float Sum8(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-inline float ToFloat(float v) { return v; }
-inline float ToFloat(uint16_t v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+inline float ToFloat(const float* row, const float*, int64_t i) { return row[i]; }
+inline float ToFloat(const uint16_t* row, const float*, int64_t i) {
+  const uint32_t bits = static_cast<uint32_t>(row[i]) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof(f));
   return f;
 }
+inline float ToFloat(const int8_t* row, const float* scales, int64_t i) {
+  return static_cast<float>(row[i]) * scales[i / kInt8Group];
+}
 
 template <int MT, int NT, typename W>
-PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const W* w, int64_t k, float* y, int64_t ldy) {
+PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const W* w, const float* scales, int64_t k, float* y,
+                       int64_t ldy) {
+  const int64_t groups = k / kInt8Group;
   __m256 acc[MT][NT];
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) acc[r][j] = _mm256_setzero_ps();
@@ -114,7 +194,7 @@ PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const W* w, int64_t k, float
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
     __m256 wv[NT];
-    for (int j = 0; j < NT; ++j) wv[j] = Load8(w + j * k + i);
+    for (int j = 0; j < NT; ++j) wv[j] = Load8(w + j * k, RowScales(scales, j, groups), i);
     for (int r = 0; r < MT; ++r) {
       const __m256 xv = _mm256_loadu_ps(x + r * ldx + i);
       for (int j = 0; j < NT; ++j) acc[r][j] = _mm256_fmadd_ps(xv, wv[j], acc[r][j]);
@@ -123,59 +203,247 @@ PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const W* w, int64_t k, float
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) {
       float sum = Sum8(acc[r][j]);
-      for (int64_t t = i; t < k; ++t) sum += x[r * ldx + t] * ToFloat(w[j * k + t]);
+      for (int64_t t = i; t < k; ++t)
+        sum += x[r * ldx + t] * ToFloat(w + j * k, RowScales(scales, j, groups), t);
       y[r * ldy + j] = sum;
     }
   }
 }
 
-// Rows [n0, n1) of w against every row of x: tiles of 4 rows of w (then single rows), each against the rows
-// of x in tiles of MT (then the remainder), so that the w tile is read from memory once and from cache for
-// the other row tiles.
+// `rows` rows of w (k apart, scales k / kInt8Group apart) as float32 into `out` [rows, k].
 template <typename W>
-void RunRows(CpuIsa isa, const float* x, int64_t ldx, int64_t m, int64_t k, const W* w, int64_t n0,
-             int64_t n1, float* y, int64_t ldy) {
-  using TileFn = void (*)(const float*, int64_t, const W*, int64_t, float*, int64_t);
-  // [rows of x in the tile - 1][rows of w: 0 for 1, 1 for 4]
-  TileFn tiles[4][2];
+PAD_AVX512 void WidenAvx512(const W* w, const float* scales, int64_t k, int64_t rows, float* out) {
+  const int64_t groups = k / kInt8Group;
+  for (int64_t j = 0; j < rows; ++j) {
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16)
+      _mm512_storeu_ps(out + j * k + i, Load16(w + j * k, RowScales(scales, j, groups), i));
+    if (i < k) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << (k - i)) - 1);
+      _mm512_mask_storeu_ps(out + j * k + i, mask,
+                            MaskedLoad16(w + j * k, RowScales(scales, j, groups), i, mask));
+    }
+  }
+}
+template <typename W>
+PAD_AVX2 void WidenAvx2(const W* w, const float* scales, int64_t k, int64_t rows, float* out) {
+  const int64_t groups = k / kInt8Group;
+  for (int64_t j = 0; j < rows; ++j) {
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8)
+      _mm256_storeu_ps(out + j * k + i, Load8(w + j * k, RowScales(scales, j, groups), i));
+    for (; i < k; ++i) out[j * k + i] = ToFloat(w + j * k, RowScales(scales, j, groups), i);
+  }
+}
+
+// The tile kernels for one kind of x and w: [rows of x in the tile - 1][rows of w: 0 for 1, 1 for 4].
+// For float32 x and narrower w, also the float32 tiles and a widening of w, for x of more than one tile.
+template <typename X, typename W>
+struct Tiles {
+  using Fn = void (*)(const X*, int64_t, const W*, const float*, int64_t, float*, int64_t);
+  Fn fn[4][2];
   int max_mt;
-  if (isa == CpuIsa::kAvx512) {
-    max_mt = 4;
-    tiles[0][0] = TileAvx512<1, 1, W>, tiles[0][1] = TileAvx512<1, 4, W>;
-    tiles[1][0] = TileAvx512<2, 1, W>, tiles[1][1] = TileAvx512<2, 4, W>;
-    tiles[2][0] = TileAvx512<3, 1, W>, tiles[2][1] = TileAvx512<3, 4, W>;
-    tiles[3][0] = TileAvx512<4, 1, W>, tiles[3][1] = TileAvx512<4, 4, W>;
-  } else {
-    max_mt = 2;
-    tiles[0][0] = TileAvx2<1, 1, W>, tiles[0][1] = TileAvx2<1, 4, W>;
-    tiles[1][0] = TileAvx2<2, 1, W>, tiles[1][1] = TileAvx2<2, 4, W>;
+  const Tiles<float, float>* widened = nullptr;
+  void (*widen)(const W*, const float*, int64_t, int64_t, float*) = nullptr;
+};
+
+template <typename W>
+Tiles<float, W> Avx512Tiles() {
+  return {{{TileAvx512<1, 1, W>, TileAvx512<1, 4, W>},
+           {TileAvx512<2, 1, W>, TileAvx512<2, 4, W>},
+           {TileAvx512<3, 1, W>, TileAvx512<3, 4, W>},
+           {TileAvx512<4, 1, W>, TileAvx512<4, 4, W>}},
+          4};
+}
+template <typename W>
+Tiles<float, W> Avx2Tiles() {
+  return {{{TileAvx2<1, 1, W>, TileAvx2<1, 4, W>}, {TileAvx2<2, 1, W>, TileAvx2<2, 4, W>}}, 2};
+}
+
+template <typename W>
+Tiles<float, W> FloatTiles(CpuIsa isa) {
+  static const Tiles<float, float> avx512 = Avx512Tiles<float>(), avx2 = Avx2Tiles<float>();
+  Tiles<float, W> tiles = isa >= CpuIsa::kAvx512 ? Avx512Tiles<W>() : Avx2Tiles<W>();
+  if constexpr (!std::is_same_v<W, float>) {
+    tiles.widened = isa >= CpuIsa::kAvx512 ? &avx512 : &avx2;
+    tiles.widen = isa >= CpuIsa::kAvx512 ? WidenAvx512<W> : WidenAvx2<W>;
+  }
+  return tiles;
+}
+
+// Rows [n0, n1) of w against every row of x: tiles of 4 rows of w (then single rows), each against the rows
+// of x in tiles of max_mt (then the remainder), so that the w tile is read from memory once and from cache
+// for the other row tiles. A narrower w against more than one tile of x is widened to float32 once per w
+// tile rather than once per x tile.
+template <typename X, typename W>
+void RunRows(const Tiles<X, W>& tiles, const X* x, int64_t ldx, int64_t m, const W* w, const float* scales,
+             int64_t k, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  const int64_t groups = k / kInt8Group;
+  if constexpr (std::is_same_v<X, float> && !std::is_same_v<W, float>) {
+    if (m > tiles.max_mt) {
+      thread_local std::vector<float> buffer;
+      buffer.resize(4 * k);  // [4, k]
+      for (int64_t j = n0; j < n1;) {
+        const int64_t nt = n1 - j >= 4 ? 4 : 1;
+        tiles.widen(w + j * k, RowScales(scales, j, groups), k, nt, buffer.data());
+        RunRows(*tiles.widened, x, ldx, m, buffer.data(), nullptr, k, 0, nt, y + j, ldy);
+        j += nt;
+      }
+      return;
+    }
   }
   for (int64_t j = n0; j < n1;) {
     const int64_t nt = n1 - j >= 4 ? 4 : 1;
     for (int64_t r = 0; r < m;) {
-      const int64_t mt = std::min<int64_t>(max_mt, m - r);
-      tiles[mt - 1][nt == 4](x + r * ldx, ldx, w + j * k, k, y + r * ldy + j, ldy);
+      const int64_t mt = std::min<int64_t>(tiles.max_mt, m - r);
+      tiles.fn[mt - 1][nt == 4](x + r * ldx, ldx, w + j * k, RowScales(scales, j, groups), k, y + r * ldy + j,
+                                ldy);
       r += mt;
     }
     j += nt;
   }
 }
 
+// LibTorch's own intra-op threads (OpenMP), split by whole 4-row tiles of w: a second pool beside them
+// would put three spinning threads on two cores between a kernel and the next LibTorch operation.
+template <typename X, typename W>
+void RunThreads(const Tiles<X, W>& tiles, const X* x, int64_t ldx, int64_t m, const CpuWeight& w, float* y,
+                int64_t ldy) {
+  const int64_t n_tiles = (w.n + 3) / 4;
+  at::parallel_for(0, n_tiles, /*grain_size=*/8, [&](int64_t first, int64_t last) {
+    RunRows(tiles, x, ldx, m, static_cast<const W*>(w.data), w.scales, w.k, first * 4,
+            std::min<int64_t>(w.n, last * 4), y, ldy);
+  });
+}
+
 }  // namespace
 
-void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, int64_t k, const void* w,
-               WeightFormat format, int64_t n, float* y, int64_t ldy) {
-  // LibTorch's own intra-op threads (OpenMP), split by whole 4-row tiles of w: a second pool beside them
-  // would put three spinning threads on two cores between a kernel and the next LibTorch operation.
-  const int64_t tiles = (n + 3) / 4;
-  at::parallel_for(0, tiles, /*grain_size=*/8, [&](int64_t first, int64_t last) {
-    const int64_t n0 = first * 4, n1 = std::min<int64_t>(n, last * 4);
-    if (format == WeightFormat::kFloat32) {
-      RunRows(isa, x, ldx, m, k, static_cast<const float*>(w), n0, n1, y, ldy);
-    } else {
-      RunRows(isa, x, ldx, m, k, static_cast<const uint16_t*>(w), n0, n1, y, ldy);
+void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeight& w, float* y,
+               int64_t ldy) {
+  switch (w.format) {
+    case WeightFormat::kFloat32:
+      return RunThreads(FloatTiles<float>(isa), x, ldx, m, w, y, ldy);
+    case WeightFormat::kBFloat16:
+      return RunThreads(FloatTiles<uint16_t>(isa), x, ldx, m, w, y, ldy);
+    case WeightFormat::kInt8:
+      return RunThreads(FloatTiles<int8_t>(isa), x, ldx, m, w, y, ldy);
+  }
+}
+
+void CpuLinearBf16(CpuIsa, const uint16_t* x, int64_t ldx, int64_t m, const CpuWeight& w, float* y,
+                   int64_t ldy) {
+  const Tiles<uint16_t, uint16_t> tiles = {{{TileAvx512Bf16<1, 1>, TileAvx512Bf16<1, 4>},
+                                            {TileAvx512Bf16<2, 1>, TileAvx512Bf16<2, 4>},
+                                            {TileAvx512Bf16<3, 1>, TileAvx512Bf16<3, 4>},
+                                            {TileAvx512Bf16<4, 1>, TileAvx512Bf16<4, 4>}},
+                                           4};
+  RunThreads(tiles, x, ldx, m, w, y, ldy);
+}
+
+}  // namespace pad
+
+// ---- The small operations of a decode step.
+
+namespace pad {
+namespace {
+
+// float32 to bfloat16, round to nearest even, as c10::BFloat16 (NaN stays NaN).
+inline uint16_t RoundToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+inline float FromBf16(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// The activations' storage: loads widen to float32, stores round.
+template <typename T>
+struct Act;
+template <>
+struct Act<float> {
+  static float Load(const float* p, int64_t i) { return p[i]; }
+  static void Store(float* p, int64_t i, float v) { p[i] = v; }
+  static float Round(float v) { return v; }
+};
+template <>
+struct Act<uint16_t> {
+  static float Load(const uint16_t* p, int64_t i) { return FromBf16(p[i]); }
+  static void Store(uint16_t* p, int64_t i, float v) { p[i] = RoundToBf16(v); }
+  static float Round(float v) { return FromBf16(RoundToBf16(v)); }
+};
+
+template <typename T>
+void RmsNormRows(const T* x, int64_t rows, int64_t n, const T* weight, float eps, T* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = x + r * n;
+    float sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += Act<T>::Load(row, i) * Act<T>::Load(row, i);
+    const float inverse = 1.0f / std::sqrt(sum / static_cast<float>(n) + eps);
+    for (int64_t i = 0; i < n; ++i) {
+      const float normed = Act<T>::Round(Act<T>::Load(row, i) * inverse);
+      Act<T>::Store(out + r * n, i, Act<T>::Load(weight, i) * normed);
     }
-  });
+  }
+}
+
+// One head [head_dim] in place: x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1].
+template <typename T>
+void RotateHead(T* head, const T* cos, const T* sin, int64_t head_dim) {
+  const int64_t half = head_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float x1 = Act<T>::Load(head, i), x2 = Act<T>::Load(head, i + half);
+    const float c1 = Act<T>::Load(cos, i), c2 = Act<T>::Load(cos, i + half);
+    const float s1 = Act<T>::Load(sin, i), s2 = Act<T>::Load(sin, i + half);
+    Act<T>::Store(head, i, Act<T>::Round(x1 * c1) + Act<T>::Round(-x2 * s1));
+    Act<T>::Store(head, i + half, Act<T>::Round(x2 * c2) + Act<T>::Round(x1 * s2));
+  }
+}
+
+template <typename T>
+void RopeAndCacheRows(const DecodeRope& shape, T* qkv, const T* cos, const T* sin, T* cache_k, T* cache_v) {
+  const int64_t d = shape.head_dim, width = (shape.heads + 2 * shape.kv_heads) * d;
+  for (int64_t r = 0; r < shape.rows; ++r) {
+    T* row = qkv + r * width;
+    for (int64_t h = 0; h < shape.heads + shape.kv_heads; ++h)
+      RotateHead(row + h * d, cos + r * d, sin + r * d, d);
+    for (int64_t h = 0; h < shape.kv_heads; ++h) {
+      const int64_t at = ((shape.slots[r] * shape.kv_heads + h) * shape.max_seq + shape.positions[r]) * d;
+      std::memcpy(cache_k + at, row + (shape.heads + h) * d, d * sizeof(T));
+      std::memcpy(cache_v + at, row + (shape.heads + shape.kv_heads + h) * d, d * sizeof(T));
+    }
+  }
+}
+
+}  // namespace
+
+void CpuRmsNorm(ActivationFormat format, const void* x, int64_t rows, int64_t n, const void* weight,
+                float eps, void* out) {
+  if (format == ActivationFormat::kFloat32) {
+    RmsNormRows(static_cast<const float*>(x), rows, n, static_cast<const float*>(weight), eps,
+                static_cast<float*>(out));
+  } else {
+    RmsNormRows(static_cast<const uint16_t*>(x), rows, n, static_cast<const uint16_t*>(weight), eps,
+                static_cast<uint16_t*>(out));
+  }
+}
+
+void CpuRopeAndCache(ActivationFormat format, const DecodeRope& shape, void* qkv, const void* cos,
+                     const void* sin, void* cache_k, void* cache_v) {
+  if (format == ActivationFormat::kFloat32) {
+    RopeAndCacheRows(shape, static_cast<float*>(qkv), static_cast<const float*>(cos),
+                     static_cast<const float*>(sin), static_cast<float*>(cache_k),
+                     static_cast<float*>(cache_v));
+  } else {
+    RopeAndCacheRows(shape, static_cast<uint16_t*>(qkv), static_cast<const uint16_t*>(cos),
+                     static_cast<const uint16_t*>(sin), static_cast<uint16_t*>(cache_k),
+                     static_cast<uint16_t*>(cache_v));
+  }
 }
 
 }  // namespace pad

@@ -2,8 +2,8 @@
 // rows of activations by every weight matrix once, so the cost is reading the weights. LibTorch's float32
 // GEMM (MKL on this AMD CPU) reads them at less than half the memory's bandwidth for one row and gains
 // little from a few more rows; these kernels stream each weight row once per step with AVX-512 or AVX2
-// (chosen at run time), float32 accumulation, and float32 or bfloat16 weights. No ATen in this header: raw
-// pointers, so the kernels can be tested and measured alone (cpu_kernels_test, bench/bench_linear).
+// (chosen at run time) and float32 accumulation, over float32, bfloat16 or int8 weights. No ATen in this
+// header: raw pointers, so the kernels can be tested and measured alone (cpu_kernels_test, bench_linear).
 #ifndef PAD_MODEL_CPU_KERNELS_H_
 #define PAD_MODEL_CPU_KERNELS_H_
 
@@ -11,20 +11,60 @@
 
 namespace pad {
 
-// The instruction sets the kernels have versions for, best last.
-enum class CpuIsa { kNone, kAvx2, kAvx512 };
+// The instruction sets the kernels have versions for, each a superset of the one before.
+enum class CpuIsa { kNone, kAvx2, kAvx512, kAvx512Bf16 };
 
-// What this CPU supports (AVX2 needs FMA too; AVX-512 needs F, BW and VL).
+// What this CPU supports (AVX2 needs FMA too; AVX-512 needs F, BW and VL; kAvx512Bf16 adds AVX512_BF16).
 CpuIsa DetectCpuIsa();
 const char* CpuIsaName(CpuIsa isa);
 
-enum class WeightFormat { kFloat32, kBFloat16 };
+enum class WeightFormat { kFloat32, kBFloat16, kInt8 };
 
-// y [m, n] (row stride ldy) = x [m, k] (row stride ldx) · w [n, k]ᵀ, float32 accumulation, where w is
-// row-major as Hugging Face stores a Linear's weight, in `format`. Split by rows of w over LibTorch's
-// intra-op threads. REQUIRES: isa != kNone and supported here.
-void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, int64_t k, const void* w,
-               WeightFormat format, int64_t n, float* y, int64_t ldy);
+// Weight-only int8 (llama.cpp's Q8_0): each row of w in groups of this many values along k, a value being
+// the int8 times its group's float32 scale.
+inline constexpr int64_t kInt8Group = 32;
+
+// A Linear's weight w [n, k], row-major as Hugging Face stores it.
+struct CpuWeight {
+  WeightFormat format = WeightFormat::kFloat32;
+  const void* data = nullptr;     // [n, k] float32, bfloat16 (as uint16_t) or int8
+  const float* scales = nullptr;  // kInt8 only: [n, k / kInt8Group]
+  int64_t n = 0;
+  int64_t k = 0;  // kInt8: a multiple of kInt8Group
+};
+
+// y [m, n] (row stride ldy) = x [m, k] (row stride ldx) · wᵀ, float32 accumulation. Split by rows of w over
+// LibTorch's intra-op threads. REQUIRES: isa != kNone and supported here.
+void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeight& w, float* y, int64_t ldy);
+
+// The same for bfloat16 activations (as uint16_t) against bfloat16 weights, the products of a bfloat16
+// model: AVX512_BF16's dot product takes two pairs per float32 lane in one instruction, with nothing to
+// widen. REQUIRES: isa == kAvx512Bf16, w.format == kBFloat16.
+void CpuLinearBf16(CpuIsa isa, const uint16_t* x, int64_t ldx, int64_t m, const CpuWeight& w, float* y,
+                   int64_t ldy);
+
+// ---- The small operations of a decode step, each one pass instead of several LibTorch operations (a
+// decode step is hundreds of them, each a few microseconds of dispatch and allocation). Activations are
+// float32 or bfloat16 (as uint16_t), rounded as LibTorch rounds the unfused operations in that dtype.
+
+enum class ActivationFormat { kFloat32, kBFloat16 };
+
+// out [rows, n] = weight * (x / sqrt(mean(x²) + eps)) per row, as transformers' LlamaRMSNorm: normalised in
+// float32, rounded to the format, then scaled in it. x, weight [n] and out in `format`; out may be x.
+void CpuRmsNorm(ActivationFormat format, const void* x, int64_t rows, int64_t n, const void* weight,
+                float eps, void* out);
+
+// One decode token per row: rotates the row's query and key heads in place (x * cos + rotate_half(x) * sin,
+// each product and the sum rounded) and writes its key and value heads into the cache at (slot, position).
+// qkv [rows, (heads + 2 * kv_heads) * head_dim]; cos, sin [rows, head_dim]; cache_k, cache_v
+// [slots, kv_heads, max_seq, head_dim], contiguous.
+struct DecodeRope {
+  int64_t rows, heads, kv_heads, head_dim, max_seq;
+  const int64_t* slots;      // [rows]
+  const int64_t* positions;  // [rows]
+};
+void CpuRopeAndCache(ActivationFormat format, const DecodeRope& shape, void* qkv, const void* cos,
+                     const void* sin, void* cache_k, void* cache_v);
 
 }  // namespace pad
 

@@ -11,17 +11,26 @@
 
 namespace pad {
 
+// The weight of a matrix product [out, in]: in the model dtype, or with int8 quantization the int8 values
+// and their float32 group scales [out, in / kInt8Group].
+struct LinearWeight {
+  at::Tensor weight;  // [out, in]
+  at::Tensor scales;  // [out, in / kInt8Group] float32, or undefined when not quantized
+
+  int64_t nbytes() const { return weight.nbytes() + (scales.defined() ? scales.nbytes() : 0); }
+};
+
 // Projections are fused at load (q|k|v and gate|up) so a layer is four matrix products.
 struct LlamaLayer {
   at::Tensor input_norm;    // [hidden]
-  at::Tensor qkv;           // [(heads + 2 * kv_heads) * head_dim, hidden]
+  LinearWeight qkv;         // [(heads + 2 * kv_heads) * head_dim, hidden]
   at::Tensor qkv_bias;      // [(heads + 2 * kv_heads) * head_dim], or undefined
-  at::Tensor o;             // [hidden, heads * head_dim]
+  LinearWeight o;           // [hidden, heads * head_dim]
   at::Tensor o_bias;        // [hidden], or undefined
   at::Tensor post_norm;     // [hidden]
-  at::Tensor gate_up;       // [2 * intermediate, hidden]
+  LinearWeight gate_up;     // [2 * intermediate, hidden]
   at::Tensor gate_up_bias;  // [2 * intermediate], or undefined
-  at::Tensor down;          // [hidden, intermediate]
+  LinearWeight down;        // [hidden, intermediate]
   at::Tensor down_bias;     // [hidden], or undefined
 };
 
@@ -34,6 +43,15 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   at::Tensor x32 = x.to(at::kFloat);
   at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return weight * normed.to(x.scalar_type());
+}
+
+// The same on the CPU kernels' one-pass loop; x [..., hidden] contiguous, float32 or bfloat16.
+at::Tensor FusedRmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor out = at::empty_like(x);
+  const int64_t n = x.size(-1);
+  CpuRmsNorm(x.scalar_type() == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16,
+             x.data_ptr(), x.numel() / n, n, weight.data_ptr(), static_cast<float>(eps), out.data_ptr());
+  return out;
 }
 
 // x [B, heads, T, head_dim]; cos, sin [B, 1, T, head_dim].
@@ -64,24 +82,60 @@ at::Tensor InverseFrequencies(const LlamaConfig& config) {
   return at::where(medium, smoothed, scaled);
 }
 
+// weight [out, in] float -> int8 values [out, in] and float32 scales [out, in / kInt8Group], round to
+// nearest, each group's largest magnitude to ±127 (llama.cpp's Q8_0).
+LinearWeight QuantizeInt8(const at::Tensor& weight) {
+  const at::Tensor groups = weight.to(at::kFloat).view({weight.size(0), -1, kInt8Group});  // [out, in/32, 32]
+  at::Tensor scales = groups.abs().amax(-1) / 127.0;                                       // [out, in / 32]
+  const at::Tensor values = (groups / scales.clamp_min(1e-30).unsqueeze(-1)).round().to(at::kChar);
+  return {values.view_as(weight).contiguous(), scales.contiguous()};
+}
+
+// int8 values [n, in] and scales [n, in / kInt8Group] -> [n, in] in `dtype`.
+at::Tensor Dequantize(const at::Tensor& values, const at::Tensor& scales, at::ScalarType dtype) {
+  const int64_t n = values.size(0);
+  return (values.to(at::kFloat).view({n, -1, kInt8Group}) * scales.unsqueeze(-1)).view_as(values).to(dtype);
+}
+
+// The weight as the products use it: quantized with int8 quantization, else as loaded.
+LinearWeight Prepare(const at::Tensor& weight, Quantization quantization) {
+  if (quantization == Quantization::kInt8) return QuantizeInt8(weight);
+  return {weight, at::Tensor()};
+}
+
 // Up to this many rows a product runs on the CPU kernels; more rows (a prefill) go to LibTorch's GEMM,
-// whose cache blocking wins once the weights are no longer the cost. Measured by bench_linear
-// (bench/RESULTS.md): in float32 the kernels are 2.2-2.5x faster at 1 row and still 1.2-1.6x at 64; in
-// bfloat16 LibTorch (oneDNN's AVX-512 BF16 dot products) is as fast at 1 row and faster from 16.
-int64_t MaxKernelRows(at::ScalarType dtype) { return dtype == at::kFloat ? 64 : 4; }
+// whose cache blocking wins once the weights are no longer the cost (int8 weights are dequantized for it).
+// Measured by bench_linear (bench/RESULTS.md): in float32 the kernels are 1.8-2.5x faster at 1-4 rows and
+// still 1.2-2x at 64; bfloat16 widened to float32 loses to oneDNN's BF16 GEMM from 16 rows, while
+// AVX512_BF16's dot products are 1.1-1.6x faster up to 16 rows and even or slower beyond.
+int64_t MaxKernelRows(CpuIsa isa, at::ScalarType weight_dtype) {
+  if (weight_dtype != at::kBFloat16) return 64;
+  return isa == CpuIsa::kAvx512Bf16 ? 16 : 4;
+}
 
 // x [..., in], weight [out, in], bias [out] or undefined -> [..., out].
-at::Tensor Linear(CpuIsa isa, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  const int64_t in = x.size(-1), out = weight.size(0), rows = x.numel() / in;
-  if (isa == CpuIsa::kNone || rows > MaxKernelRows(weight.scalar_type()) || rows == 0 ||
-      !weight.is_contiguous()) {
-    return at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+at::Tensor Linear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias) {
+  const at::Tensor& w = weight.weight;
+  const int64_t in = x.size(-1), out = w.size(0), rows = x.numel() / in;
+  if (isa == CpuIsa::kNone || rows > MaxKernelRows(isa, w.scalar_type()) || rows == 0 || !w.is_contiguous()) {
+    return at::linear(x, weight.scales.defined() ? Dequantize(w, weight.scales, x.scalar_type()) : w,
+                      bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
   }
-  const at::Tensor x32 = x.reshape({rows, in}).to(at::kFloat).contiguous();  // [rows, in]
-  at::Tensor y = at::empty({rows, out}, x32.options());                      // [rows, out]
-  CpuLinear(isa, x32.data_ptr<float>(), in, rows, in, weight.data_ptr(),
-            weight.scalar_type() == at::kFloat ? WeightFormat::kFloat32 : WeightFormat::kBFloat16, out,
-            y.data_ptr<float>(), out);
+  at::Tensor y = at::empty({rows, out}, x.options().dtype(at::kFloat));  // [rows, out]
+  if (w.scalar_type() == at::kBFloat16 && x.scalar_type() == at::kBFloat16 && isa == CpuIsa::kAvx512Bf16) {
+    const at::Tensor x16 = x.reshape({rows, in}).contiguous();  // [rows, in]
+    CpuLinearBf16(isa, static_cast<const uint16_t*>(x16.data_ptr()), in, rows,
+                  {WeightFormat::kBFloat16, w.data_ptr(), nullptr, out, in}, y.data_ptr<float>(), out);
+  } else {
+    const WeightFormat format = weight.scales.defined()         ? WeightFormat::kInt8
+                                : w.scalar_type() == at::kFloat ? WeightFormat::kFloat32
+                                                                : WeightFormat::kBFloat16;
+    const at::Tensor x32 = x.reshape({rows, in}).to(at::kFloat).contiguous();  // [rows, in]
+    CpuLinear(
+        isa, x32.data_ptr<float>(), in, rows,
+        {format, w.data_ptr(), weight.scales.defined() ? weight.scales.data_ptr<float>() : nullptr, out, in},
+        y.data_ptr<float>(), out);
+  }
   if (bias.defined()) y.add_(bias);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out;
@@ -95,7 +149,7 @@ struct AdapterRows {
 };
 
 // x [B, T, in] -> [B, T, out]: the base projection, plus each adapter's low-rank update on its rows.
-at::Tensor Project(CpuIsa isa, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+at::Tensor Project(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
                    const std::vector<AdapterRows>& groups, int64_t layer, LoraUpdate LoraLayer::*update) {
   at::Tensor y = Linear(isa, x, weight, bias);
   for (const AdapterRows& group : groups) {
@@ -139,6 +193,20 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromTensors(const LlamaC
                                                                     const TensorSource& tensors,
                                                                     const ModelOptions& options) {
   std::unique_ptr<LlamaModel> model(new LlamaModel(config, options));
+  if (options.quantization == Quantization::kInt8) {
+    if (model->kernel_isa_ == CpuIsa::kNone) {
+      return absl::InvalidArgumentError(
+          "quantization int8: runs on the CPU kernels only (device cpu, cpu_kernels on, dtype float32 or "
+          "bfloat16, a CPU with AVX2)");
+    }
+    for (const int64_t in :
+         {config.hidden_size, config.num_attention_heads * config.head_dim, config.intermediate_size}) {
+      if (in % kInt8Group != 0) {
+        return absl::InvalidArgumentError(absl::StrCat("quantization int8: the model's input width ", in,
+                                                       " is not a multiple of ", kInt8Group));
+      }
+    }
+  }
   const auto to = at::TensorOptions().dtype(options.dtype).device(options.device);
   const int64_t hidden = config.hidden_size, head_dim = config.head_dim;
   const int64_t q_rows = config.num_attention_heads * head_dim,
@@ -150,12 +218,14 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromTensors(const LlamaC
   };
   PAD_ASSIGN_OR_RETURN(model->embed_tokens_, load("model.embed_tokens.weight", {config.vocab_size, hidden}));
   PAD_ASSIGN_OR_RETURN(model->final_norm_, load("model.norm.weight", {hidden}));
-  if (config.tie_word_embeddings) {
-    model->lm_head_ = model->embed_tokens_;
-  } else {
-    PAD_ASSIGN_OR_RETURN(model->lm_head_, load("lm_head.weight", {config.vocab_size, hidden}));
+  at::Tensor lm_head = model->embed_tokens_;
+  if (!config.tie_word_embeddings) {
+    PAD_ASSIGN_OR_RETURN(lm_head, load("lm_head.weight", {config.vocab_size, hidden}));
   }
   try {
+    LinearWeight prepared = Prepare(lm_head, options.quantization);
+    model->lm_head_ = prepared.weight;
+    model->lm_head_scales_ = prepared.scales;
     for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
       LlamaLayer layer;
       PAD_ASSIGN_OR_RETURN(layer.input_norm, load(LayerName(i, "input_layernorm.weight"), {hidden}));
@@ -163,8 +233,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromTensors(const LlamaC
       PAD_ASSIGN_OR_RETURN(at::Tensor q, load(LayerName(i, "self_attn.q_proj.weight"), {q_rows, hidden}));
       PAD_ASSIGN_OR_RETURN(at::Tensor k, load(LayerName(i, "self_attn.k_proj.weight"), {kv_rows, hidden}));
       PAD_ASSIGN_OR_RETURN(at::Tensor v, load(LayerName(i, "self_attn.v_proj.weight"), {kv_rows, hidden}));
-      PAD_ASSIGN_OR_RETURN(layer.o, load(LayerName(i, "self_attn.o_proj.weight"), {hidden, q_rows}));
-      layer.qkv = at::cat({q, k, v}, 0);
+      PAD_ASSIGN_OR_RETURN(at::Tensor o, load(LayerName(i, "self_attn.o_proj.weight"), {hidden, q_rows}));
+      layer.qkv = Prepare(at::cat({q, k, v}, 0), options.quantization);
+      layer.o = Prepare(o, options.quantization);
       if (config.attention_bias) {
         PAD_ASSIGN_OR_RETURN(at::Tensor qb, load(LayerName(i, "self_attn.q_proj.bias"), {q_rows}));
         PAD_ASSIGN_OR_RETURN(at::Tensor kb, load(LayerName(i, "self_attn.k_proj.bias"), {kv_rows}));
@@ -174,8 +245,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromTensors(const LlamaC
       }
       PAD_ASSIGN_OR_RETURN(at::Tensor gate, load(LayerName(i, "mlp.gate_proj.weight"), {inter, hidden}));
       PAD_ASSIGN_OR_RETURN(at::Tensor up, load(LayerName(i, "mlp.up_proj.weight"), {inter, hidden}));
-      PAD_ASSIGN_OR_RETURN(layer.down, load(LayerName(i, "mlp.down_proj.weight"), {hidden, inter}));
-      layer.gate_up = at::cat({gate, up}, 0);
+      PAD_ASSIGN_OR_RETURN(at::Tensor down, load(LayerName(i, "mlp.down_proj.weight"), {hidden, inter}));
+      layer.gate_up = Prepare(at::cat({gate, up}, 0), options.quantization);
+      layer.down = Prepare(down, options.quantization);
       if (config.mlp_bias) {
         PAD_ASSIGN_OR_RETURN(at::Tensor gb, load(LayerName(i, "mlp.gate_proj.bias"), {inter}));
         PAD_ASSIGN_OR_RETURN(at::Tensor ub, load(LayerName(i, "mlp.up_proj.bias"), {inter}));
@@ -193,13 +265,14 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromTensors(const LlamaC
 
 int64_t LlamaModel::parameter_bytes() const {
   int64_t total = embed_tokens_.nbytes() + final_norm_.nbytes();
-  if (!config_.tie_word_embeddings) total += lm_head_.nbytes();
+  if (!lm_head_.is_same(embed_tokens_)) total += lm_head_.nbytes();
+  if (lm_head_scales_.defined()) total += lm_head_scales_.nbytes();
   for (const LlamaLayer& layer : layers_) {
-    for (const at::Tensor* t :
-         {&layer.input_norm, &layer.qkv, &layer.qkv_bias, &layer.o, &layer.o_bias, &layer.post_norm,
-          &layer.gate_up, &layer.gate_up_bias, &layer.down, &layer.down_bias}) {
+    for (const at::Tensor* t : {&layer.input_norm, &layer.qkv_bias, &layer.o_bias, &layer.post_norm,
+                                &layer.gate_up_bias, &layer.down_bias}) {
       if (t->defined()) total += t->nbytes();
     }
+    for (const LinearWeight* w : {&layer.qkv, &layer.o, &layer.gate_up, &layer.down}) total += w->nbytes();
   }
   return total;
 }
@@ -343,30 +416,46 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
       (key_positions.view({1, 1, 1, key_len}) <= positions_t.view({batch, 1, steps, 1})) &
       (key_positions.view({1, 1, 1, key_len}) < ends_t.view({batch, 1, 1, 1}));  // [B, 1, T, L]
 
+  // A decode step (one token a row) on the CPU kernels runs the norms, rotary embedding and cache writes as
+  // one pass each (lib/model/cpu_kernels.h) instead of a few dozen LibTorch operations a layer.
+  const bool fused = kernel_isa_ != CpuIsa::kNone && steps == 1;
+  auto norm = [&](const at::Tensor& input, const at::Tensor& weight) {
+    return fused ? FusedRmsNorm(input, weight, eps) : RmsNorm(input, weight, eps);
+  };
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LlamaLayer& layer = layers_[l];
-    at::Tensor h = RmsNorm(x, layer.input_norm, eps);
+    at::Tensor h = norm(x, layer.input_norm);
     at::Tensor qkv = Project(kernel_isa_, h, layer.qkv, layer.qkv_bias, adapter_groups, l, &LoraLayer::qkv);
     // qkv: [B, T, (heads + 2 kv_heads) * head_dim]
-    at::Tensor q = qkv.narrow(-1, 0, heads * head_dim).view({batch, steps, heads, head_dim}).transpose(1, 2);
-    at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
-                       .view({batch, steps, kv_heads, head_dim})
-                       .transpose(1, 2);
-    at::Tensor v = qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
-                       .view({batch, steps, kv_heads, head_dim})
-                       .transpose(1, 2);
-    q = ApplyRope(q, cos, sin);  // [B, heads, T, head_dim]
-    k = ApplyRope(k, cos, sin);  // [B, kv_heads, T, head_dim]
-
-    // Only real (unpadded) tokens are written to the cache.
     at::Tensor& cache_k = cache->keys(l);    // [slots, kv_heads, max_seq, head_dim]
     at::Tensor& cache_v = cache->values(l);  // [slots, kv_heads, max_seq, head_dim]
-    cache_k.index_put_(
-        {valid_slot_t, Slice(), valid_pos_t},
-        k.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
-    cache_v.index_put_(
-        {valid_slot_t, Slice(), valid_pos_t},
-        v.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
+    if (fused) {
+      // Rotates q and k inside qkv and writes k and v into the cache, every row at its slot and position.
+      const DecodeRope shape = {batch,           heads,        kv_heads,        head_dim,
+                                cache_k.size(2), slots.data(), positions.data()};
+      qkv = qkv.contiguous();
+      CpuRopeAndCache(options_.dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16,
+                      shape, qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), cache_k.data_ptr(),
+                      cache_v.data_ptr());
+    }
+    at::Tensor q = qkv.narrow(-1, 0, heads * head_dim).view({batch, steps, heads, head_dim}).transpose(1, 2);
+    if (!fused) {
+      at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
+                         .view({batch, steps, kv_heads, head_dim})
+                         .transpose(1, 2);
+      at::Tensor v = qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
+                         .view({batch, steps, kv_heads, head_dim})
+                         .transpose(1, 2);
+      q = ApplyRope(q, cos, sin);  // [B, heads, T, head_dim]
+      k = ApplyRope(k, cos, sin);  // [B, kv_heads, T, head_dim]
+      // Only real (unpadded) tokens are written to the cache.
+      cache_k.index_put_(
+          {valid_slot_t, Slice(), valid_pos_t},
+          k.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
+      cache_v.index_put_(
+          {valid_slot_t, Slice(), valid_pos_t},
+          v.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
+    }
     // Up to the longest sequence only: a view of one slot run, else the rows' slots gathered.
     at::Tensor keys = cache_k.narrow(2, 0, key_len);    // [slots, kv_heads, L, head_dim]
     at::Tensor values = cache_v.narrow(2, 0, key_len);  // [slots, kv_heads, L, head_dim]
@@ -382,14 +471,14 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     attn = attn.transpose(1, 2).reshape({batch, steps, heads * head_dim});
     x = x + Project(kernel_isa_, attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o);
 
-    h = RmsNorm(x, layer.post_norm, eps);
+    h = norm(x, layer.post_norm);
     at::Tensor gate_up =
         Project(kernel_isa_, h, layer.gate_up, layer.gate_up_bias, adapter_groups, l, &LoraLayer::gate_up);
     // gate_up: [B, T, 2 * inter]
     at::Tensor act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
     x = x + Project(kernel_isa_, act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down);
   }
-  x = RmsNorm(x, final_norm_, eps).view({batch * steps, hidden});
+  x = norm(x, final_norm_).view({batch * steps, hidden});
 
   for (const ForwardRow& row : rows) cache->Advance(row.slot, static_cast<int64_t>(row.tokens.size()));
   return x.index_select(0, all_positions ? valid_t : last_t);
@@ -397,7 +486,8 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
 
 absl::StatusOr<at::Tensor> LlamaModel::Logits(const at::Tensor& hidden) const {
   try {
-    return Linear(kernel_isa_, hidden.to(options_.dtype), lm_head_, at::Tensor()).to(at::kFloat);
+    return Linear(kernel_isa_, hidden.to(options_.dtype), {lm_head_, lm_head_scales_}, at::Tensor())
+        .to(at::kFloat);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("logits: ", e.what_without_backtrace()));
   }
@@ -406,7 +496,11 @@ absl::StatusOr<at::Tensor> LlamaModel::Logits(const at::Tensor& hidden) const {
 absl::StatusOr<at::Tensor> LlamaModel::LogitsAt(const at::Tensor& hidden, const at::Tensor& token_ids) const {
   try {
     const int64_t n = token_ids.size(0), k = token_ids.size(1);
-    at::Tensor rows = lm_head_.index_select(0, token_ids.reshape({-1})).view({n, k, config_.hidden_size});
+    const at::Tensor ids = token_ids.reshape({-1});   // [n * k]
+    at::Tensor rows = lm_head_.index_select(0, ids);  // [n * k, hidden]
+    if (lm_head_scales_.defined())
+      rows = Dequantize(rows, lm_head_scales_.index_select(0, ids), options_.dtype);
+    rows = rows.view({n, k, config_.hidden_size});  // [n, k, hidden]
     return at::bmm(rows, hidden.to(options_.dtype).unsqueeze(-1)).squeeze(-1).to(at::kFloat);  // [n, k]
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("logits: ", e.what_without_backtrace()));

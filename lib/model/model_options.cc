@@ -16,6 +16,12 @@ absl::StatusOr<c10::ScalarType> ParseDtype(absl::string_view name) {
       absl::StrCat("dtype \"", name, "\" is not one of float32, bfloat16, float16"));
 }
 
+absl::StatusOr<Quantization> ParseQuantization(absl::string_view name) {
+  if (name == "none") return Quantization::kNone;
+  if (name == "int8") return Quantization::kInt8;
+  return absl::InvalidArgumentError(absl::StrCat("quantization \"", name, "\" is not one of none, int8"));
+}
+
 absl::StatusOr<c10::Device> ParseDevice(absl::string_view name) {
   try {
     c10::Device device{std::string(name)};

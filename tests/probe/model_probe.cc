@@ -1,6 +1,7 @@
 // Runs the model for the Python parity tests: one JSON request on stdin, one JSON answer on stdout.
 //
-//   {"command": "logits", "model": DIR, "dtype": "float32", "device": "cpu", "sequences": [[ids...], ...],
+//   {"command": "logits", "model": DIR, "dtype": "float32", "device": "cpu", "quantization": "none",
+//    "sequences": [[ids...], ...],
 //    "prefill": N (optional), "chunk": C (optional), "slots": [slot, ...] (optional), "output": PATH}
 //     All-position logits of every sequence, run as one batch, written to PATH as float32 in sequence
 //     order. With "prefill", each sequence's first N tokens go in as one prefill and the rest C tokens (1)
@@ -85,6 +86,7 @@ int main() {
   pad::ModelOptions options;
   options.dtype = pad::OrDie(pad::ParseDtype(request.value("dtype", "float32")));
   options.device = pad::OrDie(pad::ParseDevice(request.value("device", "cpu")));
+  options.quantization = pad::OrDie(pad::ParseQuantization(request.value("quantization", "none")));
   auto model = pad::OrDie(pad::LlamaModel::Load(request["model"].get<std::string>(), options));
   pad::KvCacheOptions cache_options;
   cache_options.max_slots = 16;

@@ -1,6 +1,6 @@
 // Runs PAD decoding for the Python parity tests: one JSON request on stdin, one JSON answer on stdout.
 //
-//   {"command": "generate", "policy": DIR, "dtype": "float32", "device": "cpu",
+//   {"command": "generate", "policy": DIR, "dtype": "float32", "device": "cpu", "quantization": "none",
 //    "reward_models": [{"name", "backbone", "adapter", "value_head"}], "requests": [REQUEST...],
 //    "batched": true, "max_batch_tokens": 0}
 //     REQUEST holds AlignmentRequest's fields by name ("mode": "pad" | "vanilla" | "preference_prompt",
@@ -187,6 +187,7 @@ int main() {
   pad::ModelOptions options;
   options.dtype = pad::OrDie(pad::ParseDtype(request.value("dtype", "float32")));
   options.device = pad::OrDie(pad::ParseDevice(request.value("device", "cpu")));
+  options.quantization = pad::OrDie(pad::ParseQuantization(request.value("quantization", "none")));
   const std::string policy_dir = request["policy"].get<std::string>();
   std::vector<pad::RewardModelSpec> specs;
   for (const Json& spec_json : request.value("reward_models", Json::array())) {

@@ -1,4 +1,4 @@
-"""Our Llama runtime against transformers: logits (fp32, bf16), KV-cache decoding, greedy generation.
+"""Our Llama runtime against transformers: logits (fp32, bf16, int8), KV-cache decoding, greedy generation.
 
 The model side runs through build/tests/model_probe, and generation through the server's own decoding loop
 (build/tests/pad_probe); transformers is the reference. Prompts are encoded
@@ -31,11 +31,11 @@ def run_probe(request):
     return json.loads(result.stdout)
 
 
-def our_logits(model_dir, sequences, dtype, tmp_path, prefill=0, slots=None, chunk=1):
+def our_logits(model_dir, sequences, dtype, tmp_path, prefill=0, slots=None, chunk=1, quantization="none"):
     """Per sequence, our float32 logits of every position: [len, vocab]."""
     output = tmp_path / "logits.bin"
     request = {"command": "logits", "model": str(model_dir), "dtype": dtype, "sequences": sequences,
-               "prefill": prefill, "chunk": chunk, "output": str(output)}
+               "prefill": prefill, "chunk": chunk, "output": str(output), "quantization": quantization}
     if slots is not None:
         request["slots"] = slots
     answer = run_probe(request)
@@ -176,3 +176,42 @@ def test_smollm2_greedy_generation(model_dir, chat_prompts, reference_answers, b
     assert result.returncode == 0, result.stderr
     answers = json.loads(result.stdout)["results"]
     assert [a["tokens"] for a in answers] == reference_answers
+
+
+def q8_0(weight):
+    """Weight-only int8 as our loader makes it: groups of 32 along each row, the largest magnitude to ±127,
+    round to nearest; returned dequantized, float32."""
+    groups = weight.float().reshape(weight.shape[0], -1, 32)
+    scales = groups.abs().amax(-1, keepdim=True) / 127
+    return (torch.round(groups / scales.clamp_min(1e-30)) * scales).reshape(weight.shape)
+
+
+@pytest.fixture(scope="module")
+def smol_int8_reference_dir(model_dir, tmp_path_factory):
+    """SmolLM2 with every projection and lm_head replaced by its dequantized int8 (q8_0 above, written in
+    torch independently of our loader); the embedding stays float32, so lm_head is untied."""
+    import safetensors.torch
+    weights = safetensors.torch.load_file(str(model_dir / "model.safetensors"))
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    out = {name: q8_0(w) if any(p in name for p in projections) else w.float() for name, w in weights.items()}
+    out["lm_head.weight"] = q8_0(weights["model.embed_tokens.weight"])
+    directory = tmp_path_factory.mktemp("smollm2-q8_0")
+    safetensors.torch.save_file(out, str(directory / "model.safetensors"))
+    config = json.loads((model_dir / "config.json").read_text())
+    config["tie_word_embeddings"] = False
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_smollm2_int8_logits_equal_the_dequantized_weights(model_dir, smol_sequences, smol_int8_reference_dir,
+                                                           smol_fp32, tmp_path):
+    """int8 quantization is exactly Q8_0: our logits equal transformers' over the dequantized weights (decode
+    steps on the int8 kernels, the prefill on dequantized GEMMs), and differ from float32's by the
+    quantization."""
+    reference = AutoModelForCausalLM.from_pretrained(smol_int8_reference_dir, dtype=torch.float32).eval()
+    ours = our_logits(model_dir, smol_sequences, "float32", tmp_path, prefill=3, quantization="int8")
+    for sequence, logits in zip(smol_sequences, ours):
+        assert relative_error(logits, reference_logits(reference, sequence)) <= 1e-4
+        float32 = reference_logits(smol_fp32, sequence)
+        assert 1e-3 < relative_error(logits, float32) < 5e-2
+        assert (logits.argmax(-1) == float32.argmax(-1)).mean() >= 0.9

@@ -74,9 +74,10 @@ class LlamaModel {
   std::string dir_;
   at::Tensor embed_tokens_;  // [vocab, hidden]
   std::vector<LlamaLayer> layers_;
-  at::Tensor final_norm_;  // [hidden]
-  at::Tensor lm_head_;     // [vocab, hidden]; the embedding itself when tied
-  at::Tensor inv_freq_;    // [head_dim / 2] float32 rotary frequencies
+  at::Tensor final_norm_;      // [hidden]
+  at::Tensor lm_head_;         // [vocab, hidden]; the embedding itself when tied (int8 with quantization)
+  at::Tensor lm_head_scales_;  // [vocab, hidden / 32] float32 with int8 quantization, else undefined
+  at::Tensor inv_freq_;        // [head_dim / 2] float32 rotary frequencies
 };
 
 }  // namespace pad

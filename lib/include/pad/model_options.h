@@ -12,6 +12,11 @@
 
 namespace pad {
 
+// How the weights of the matrix products are stored. kInt8: weight-only int8 in groups of 32 values with a
+// float32 scale each (llama.cpp's Q8_0), for the projections and lm_head, on the CPU kernels only; the
+// embedding, norms, activations and KV cache stay in `dtype`.
+enum class Quantization { kNone, kInt8 };
+
 struct ModelOptions {
   // "cpu", "cuda", "cuda:1", ...
   c10::Device device = c10::Device(c10::kCPU);
@@ -20,10 +25,13 @@ struct ModelOptions {
   // On the CPU, float32 and bfloat16 products of a few rows (decode steps) run on the project's AVX2 /
   // AVX-512 kernels (model/cpu_kernels.h) where the CPU has them; false: LibTorch's GEMM for every product.
   bool cpu_kernels = true;
+  Quantization quantization = Quantization::kNone;
 };
 
 // "float32" | "bfloat16" | "float16" (also "fp32", "bf16", "fp16").
 absl::StatusOr<c10::ScalarType> ParseDtype(absl::string_view name);
+// "none" | "int8".
+absl::StatusOr<Quantization> ParseQuantization(absl::string_view name);
 // "cpu" | "cuda" | "cuda:N"; UNAVAILABLE when CUDA is asked for and absent.
 absl::StatusOr<c10::Device> ParseDevice(absl::string_view name);
 
