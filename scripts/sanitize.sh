@@ -66,7 +66,7 @@ build_tsan_httplib() {
   log "building cpp-httplib $version with -fsanitize=thread in $dir"
   fetch_debian_source cpp-httplib "$version" "$dir"
   soname="$(objdump -p "$(readlink -f /usr/lib/x86_64-linux-gnu/libcpp-httplib.so)" | awk '/SONAME/ {print $2}')"
-  (cd "$dir/src" && python3 split.py -o "$dir/split" >>"$dir/apt.log")
+  python3 "$dir/src/split.py" -o "$dir/split" >>"$dir/apt.log"
   mkdir -p "$dir/lib"
   # shellcheck disable=SC2046  # pkg-config's flags are words
   clang++ -std=c++17 -O1 -g -fPIC -shared -fsanitize=thread -DCPPHTTPLIB_USE_POLL \

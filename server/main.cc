@@ -18,6 +18,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -250,6 +252,10 @@ std::shared_ptr<grpc::ServerCredentials> CredentialsFromFlags() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Serves personalized alignment at decoding time (PAD) over gRPC.");
+  // --help lists this file's flags: abseil would look for a file named after the binary, pad_server.cc.
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) { return absl::EndsWith(file, "server/main.cc"); };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
   // Protobuf logs every string that is not UTF-8; the client is told which field (ParseRequest), and a
   // client sending many would otherwise fill the log.
@@ -282,20 +288,24 @@ int main(int argc, char** argv) {
   pad::server::OpenAiApiOptions openai_options{ServedModelName(engine_options.policy_dir), token};
   Readiness readiness;
   std::unique_ptr<pad::Engine> engine = pad::Engine::Start(engine_options);
-  // A port that cannot be served ends the process, said at once; the engine, maybe still loading, stops
-  // before exit.
-  const auto fail = [&engine](const std::string& message) {
+  std::unique_ptr<pad::server::HttpServer> http;
+  // A port that cannot be served ends the process, said at once. The HTTP workers (maybe answering a
+  // probe) stop first and then the engine (maybe still loading): exit's destructors of static objects
+  // must not run under a thread still using them.
+  const auto fail = [&engine, &http](const std::string& message) {
     std::cerr << "pad_server: " << message << std::endl;
+    http.reset();
     engine.reset();
     std::exit(1);
   };
 
-  auto http = pad::server::HttpServer::Start(http_options, [&](httplib::Server& server) {
+  auto started = pad::server::HttpServer::Start(http_options, [&](httplib::Server& server) {
     pad::server::ProbeRoutes(&registry, [&readiness] { return readiness.serving(); })(server);
     pad::server::OpenAiRoutes(engine.get(), &metrics, &request_log, openai_options)(server);
     pad::server::WebChatRoutes()(server);
   });
-  if (!http.ok()) fail(std::string(http.status().message()));
+  if (!started.ok()) fail(std::string(started.status().message()));
+  http = *std::move(started);
 
   grpc::EnableDefaultHealthCheckService(true);
   // Health (for kubelet probes) and reflection (the public schema) need no bearer token.
