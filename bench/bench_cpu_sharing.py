@@ -1,6 +1,6 @@
 """Does an idle pad_server spin, and how do two servers share the machine's cores? (issue 11)
 
-For each OpenMP wait policy: one float32 server's CPU use while idle after a request, its tokens/s for one
+For each OpenMP wait policy (libgomp's environment variables): one float32 server's CPU use while idle after a request, its tokens/s for one
 stream alone, then the tokens/s of each of two servers streaming at the same time. Prints a table.
 
     ~/.cache/pad/venv/bin/python bench/bench_cpu_sharing.py [--new_tokens 64] [--idle_seconds 10]
@@ -16,8 +16,12 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import bench_vs_llamacpp as side_by_side  # noqa: E402  (its server process and streaming client)
 
-# The environments compared: libgomp's default (spin a while, then sleep) and a passive wait (sleep at once).
-POLICIES = {"default": {}, "OMP_WAIT_POLICY=passive": {"OMP_WAIT_POLICY": "passive"}}
+# The environments compared: libgomp's default (a thread that runs out of work spins up to 300,000 times
+# before it sleeps), shorter spins, and a passive wait (sleep at once). libgomp reads them when it loads, so
+# they must be in the server's environment, not set by the server.
+POLICIES = {"default": {}, "GOMP_SPINCOUNT=30000": {"GOMP_SPINCOUNT": "30000"},
+            "GOMP_SPINCOUNT=3000": {"GOMP_SPINCOUNT": "3000"},
+            "OMP_WAIT_POLICY=passive": {"OMP_WAIT_POLICY": "passive"}}
 
 
 def cpu_seconds(pid):
