@@ -103,6 +103,45 @@ TEST(CpuLinearBf16, MatchesLibTorchForEveryTileAndTail) {
   }
 }
 
+// The fused decode-step operations round as the unfused LibTorch ones do, in float32 and bfloat16.
+TEST(CpuDecodeOps, RmsNormAndRopeMatchLibTorch) {
+  at::manual_seed(3);
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    const auto format = dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
+    const at::Tensor x = at::randn({3, 576}).to(dtype);    // [rows, hidden]
+    const at::Tensor weight = at::randn({576}).to(dtype);  // [hidden]
+    at::Tensor out = at::empty_like(x);                    // [rows, hidden]
+    CpuRmsNorm(format, x.data_ptr(), 3, 576, weight.data_ptr(), 1e-5f, out.data_ptr());
+    const at::Tensor x32 = x.to(at::kFloat);
+    const at::Tensor expected = weight * (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + 1e-5)).to(dtype);
+    EXPECT_TRUE(at::allclose(out.to(at::kFloat), expected.to(at::kFloat), 1e-5, 1e-6)) << dtype;
+
+    // 2 rows, 3 query heads and 1 key/value head of 8, slots 4 and 1 at positions 5 and 0.
+    const int64_t heads = 3, kv_heads = 1, d = 8;
+    at::Tensor qkv = at::randn({2, (heads + 2 * kv_heads) * d}).to(dtype);  // [rows, width]
+    const at::Tensor angles = at::rand({2, d / 2}) * 6;                     // [rows, d / 2]
+    const at::Tensor cos = at::cat({angles, angles}, -1).cos().to(dtype);   // [rows, d]
+    const at::Tensor sin = at::cat({angles, angles}, -1).sin().to(dtype);   // [rows, d]
+    at::Tensor cache_k = at::zeros({6, kv_heads, 7, d}, dtype), cache_v = at::zeros_like(cache_k);
+    const at::Tensor heads_before = qkv.view({2, heads + 2 * kv_heads, d}).clone();  // [rows, heads, d]
+    const int64_t slots[] = {4, 1}, positions[] = {5, 0};
+    CpuRopeAndCache(format, {2, heads, kv_heads, d, 7, slots, positions}, qkv.data_ptr(), cos.data_ptr(),
+                    sin.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr());
+    const at::Tensor rotated_in = heads_before.narrow(1, 0, heads + kv_heads);  // q and k heads
+    const at::Tensor half = rotated_in.narrow(-1, d / 2, d / 2), first = rotated_in.narrow(-1, 0, d / 2);
+    const at::Tensor rotated = rotated_in * cos.unsqueeze(1) + at::cat({-half, first}, -1) * sin.unsqueeze(1);
+    const at::Tensor got = qkv.view({2, heads + 2 * kv_heads, d});
+    EXPECT_TRUE(at::equal(got.narrow(1, 0, heads + kv_heads), rotated)) << dtype;
+    EXPECT_TRUE(at::equal(cache_k[4][0][5], rotated[0][heads])) << dtype;
+    EXPECT_TRUE(at::equal(cache_v[1][0][0], heads_before[1][heads + kv_heads])) << dtype;
+    // Nothing else is written.
+    at::Tensor rest = cache_k.clone();
+    rest[4][0][5].zero_();
+    rest[1][0][0].zero_();
+    EXPECT_EQ(rest.abs().sum().item<double>(), 0.0) << dtype;
+  }
+}
+
 // Strided rows in and out: a view into a wider activation and a wider output (the fused q|k|v columns).
 TEST(CpuLinear, HonoursRowStrides) {
   if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
