@@ -66,6 +66,26 @@ struct DecodeRope {
 void CpuRopeAndCache(ActivationFormat format, const DecodeRope& shape, void* qkv, const void* cos,
                      const void* sin, void* cache_k, void* cache_v);
 
+// One decode token per row attends to its slot's cached keys at positions [0, lengths[r]) (its own key,
+// already written, included): softmax(q·kᵀ / sqrt(head_dim)) · v per query head, query head h reading key
+// and value head h / (heads / kv_heads). Scores, softmax and sums in float32; each output rounded once.
+// q [rows, q_stride] (the first heads * head_dim of each row); cache_k, cache_v [slots, kv_heads, max_seq,
+// head_dim], contiguous; out [rows, heads * head_dim]. Split over rows and heads on LibTorch's threads.
+// REQUIRES: isa >= kAvx512, head_dim a multiple of 16 and at most 256 (DecodeAttentionSupported).
+struct DecodeAttention {
+  int64_t rows, heads, kv_heads, head_dim, max_seq, q_stride;
+  const int64_t* slots;    // [rows]
+  const int64_t* lengths;  // [rows]
+};
+bool DecodeAttentionSupported(CpuIsa isa, int64_t head_dim);
+void CpuDecodeAttention(CpuIsa isa, ActivationFormat format, const DecodeAttention& shape, const void* q,
+                        const void* cache_k, const void* cache_v, void* out);
+
+// out [rows, inter] = silu(gate) * up, gate_up [rows, 2 * inter] = [gate | up] per row, as LibTorch's
+// at::silu then a product, each rounded to the format. REQUIRES: isa >= kAvx512.
+void CpuSiluMul(CpuIsa isa, ActivationFormat format, const void* gate_up, int64_t rows, int64_t inter,
+                void* out);
+
 }  // namespace pad
 
 #endif  // PAD_MODEL_CPU_KERNELS_H_

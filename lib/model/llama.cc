@@ -410,15 +410,21 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);          // [B, 1, T, head_dim]
   const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);          // [B, 1, T, head_dim]
 
-  // A query at position p sees keys at positions <= p of its own sequence.
-  at::Tensor key_positions = at::arange(key_len, long_options.device(options_.device));  // [L]
-  const at::Tensor mask =
-      (key_positions.view({1, 1, 1, key_len}) <= positions_t.view({batch, 1, steps, 1})) &
-      (key_positions.view({1, 1, 1, key_len}) < ends_t.view({batch, 1, 1, 1}));  // [B, 1, T, L]
-
-  // A decode step (one token a row) on the CPU kernels runs the norms, rotary embedding and cache writes as
-  // one pass each (lib/model/cpu_kernels.h) instead of a few dozen LibTorch operations a layer.
+  // A decode step (one token a row) on the CPU kernels runs the norms, rotary embedding and cache writes,
+  // and with AVX-512 the attention and SiLU, as one pass each (lib/model/cpu_kernels.h) instead of a few
+  // dozen LibTorch operations a layer.
   const bool fused = kernel_isa_ != CpuIsa::kNone && steps == 1;
+  const bool fused_attention = fused && DecodeAttentionSupported(kernel_isa_, head_dim);
+  const ActivationFormat format =
+      options_.dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
+
+  // A query at position p sees keys at positions <= p of its own sequence.
+  at::Tensor mask;  // [B, 1, T, L]
+  if (!fused_attention) {
+    at::Tensor key_positions = at::arange(key_len, long_options.device(options_.device));  // [L]
+    mask = (key_positions.view({1, 1, 1, key_len}) <= positions_t.view({batch, 1, steps, 1})) &
+           (key_positions.view({1, 1, 1, key_len}) < ends_t.view({batch, 1, 1, 1}));
+  }
   auto norm = [&](const at::Tensor& input, const at::Tensor& weight) {
     return fused ? FusedRmsNorm(input, weight, eps) : RmsNorm(input, weight, eps);
   };
@@ -434,48 +440,63 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
       const DecodeRope shape = {batch,           heads,        kv_heads,        head_dim,
                                 cache_k.size(2), slots.data(), positions.data()};
       qkv = qkv.contiguous();
-      CpuRopeAndCache(options_.dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16,
-                      shape, qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), cache_k.data_ptr(),
+      CpuRopeAndCache(format, shape, qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), cache_k.data_ptr(),
                       cache_v.data_ptr());
     }
-    at::Tensor q = qkv.narrow(-1, 0, heads * head_dim).view({batch, steps, heads, head_dim}).transpose(1, 2);
-    if (!fused) {
-      at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
-                         .view({batch, steps, kv_heads, head_dim})
-                         .transpose(1, 2);
-      at::Tensor v = qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
-                         .view({batch, steps, kv_heads, head_dim})
-                         .transpose(1, 2);
-      q = ApplyRope(q, cos, sin);  // [B, heads, T, head_dim]
-      k = ApplyRope(k, cos, sin);  // [B, kv_heads, T, head_dim]
-      // Only real (unpadded) tokens are written to the cache.
-      cache_k.index_put_(
-          {valid_slot_t, Slice(), valid_pos_t},
-          k.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
-      cache_v.index_put_(
-          {valid_slot_t, Slice(), valid_pos_t},
-          v.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
-    }
-    // Up to the longest sequence only: a view of one slot run, else the rows' slots gathered.
-    at::Tensor keys = cache_k.narrow(2, 0, key_len);    // [slots, kv_heads, L, head_dim]
-    at::Tensor values = cache_v.narrow(2, 0, key_len);  // [slots, kv_heads, L, head_dim]
-    keys = slot_run ? keys.narrow(0, first_slot, batch) : keys.index_select(0, slots_t);
-    values = slot_run ? values.narrow(0, first_slot, batch) : values.index_select(0, slots_t);
-    const bool permute = slot_run && !in_order;  // queries (and their masks) into slot order and back
+    at::Tensor attn;  // [B, T, heads * head_dim]
+    if (fused_attention) {
+      attn = at::empty({batch, steps, heads * head_dim}, x.options());
+      const DecodeAttention shape = {batch,           heads,        kv_heads,     head_dim,
+                                     cache_k.size(2), qkv.size(-1), slots.data(), ends.data()};
+      CpuDecodeAttention(kernel_isa_, format, shape, qkv.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(),
+                         attn.data_ptr());
+    } else {
+      at::Tensor q =
+          qkv.narrow(-1, 0, heads * head_dim).view({batch, steps, heads, head_dim}).transpose(1, 2);
+      if (!fused) {
+        at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
+                           .view({batch, steps, kv_heads, head_dim})
+                           .transpose(1, 2);
+        at::Tensor v = qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
+                           .view({batch, steps, kv_heads, head_dim})
+                           .transpose(1, 2);
+        q = ApplyRope(q, cos, sin);  // [B, heads, T, head_dim]
+        k = ApplyRope(k, cos, sin);  // [B, kv_heads, T, head_dim]
+        // Only real (unpadded) tokens are written to the cache.
+        cache_k.index_put_(
+            {valid_slot_t, Slice(), valid_pos_t},
+            k.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
+        cache_v.index_put_(
+            {valid_slot_t, Slice(), valid_pos_t},
+            v.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
+      }
+      // Up to the longest sequence only: a view of one slot run, else the rows' slots gathered.
+      at::Tensor keys = cache_k.narrow(2, 0, key_len);    // [slots, kv_heads, L, head_dim]
+      at::Tensor values = cache_v.narrow(2, 0, key_len);  // [slots, kv_heads, L, head_dim]
+      keys = slot_run ? keys.narrow(0, first_slot, batch) : keys.index_select(0, slots_t);
+      values = slot_run ? values.narrow(0, first_slot, batch) : values.index_select(0, slots_t);
+      const bool permute = slot_run && !in_order;  // queries (and their masks) into slot order and back
 
-    at::Tensor attn = at::scaled_dot_product_attention(
-        permute ? q.index_select(0, by_slot_t) : q, keys, values,
-        permute ? mask.index_select(0, by_slot_t) : mask, 0.0, /*is_causal=*/false, std::nullopt,
-        /*enable_gqa=*/true);  // [B, heads, T, head_dim]
-    if (permute) attn = attn.index_select(0, to_row_t);
-    attn = attn.transpose(1, 2).reshape({batch, steps, heads * head_dim});
+      attn = at::scaled_dot_product_attention(permute ? q.index_select(0, by_slot_t) : q, keys, values,
+                                              permute ? mask.index_select(0, by_slot_t) : mask, 0.0,
+                                              /*is_causal=*/false, std::nullopt,
+                                              /*enable_gqa=*/true);  // [B, heads, T, head_dim]
+      if (permute) attn = attn.index_select(0, to_row_t);
+      attn = attn.transpose(1, 2).reshape({batch, steps, heads * head_dim});
+    }
     x = x + Project(kernel_isa_, attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o);
 
     h = norm(x, layer.post_norm);
     at::Tensor gate_up =
         Project(kernel_isa_, h, layer.gate_up, layer.gate_up_bias, adapter_groups, l, &LoraLayer::gate_up);
     // gate_up: [B, T, 2 * inter]
-    at::Tensor act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
+    at::Tensor act;  // [B, T, inter]
+    if (fused_attention) {
+      act = at::empty({batch, steps, inter}, x.options());
+      CpuSiluMul(kernel_isa_, format, gate_up.data_ptr(), batch, inter, act.data_ptr());
+    } else {
+      act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
+    }
     x = x + Project(kernel_isa_, act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down);
   }
   x = norm(x, final_norm_).view({batch * steps, hidden});
