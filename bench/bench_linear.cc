@@ -110,9 +110,10 @@ int main(int argc, char** argv) {
                 // bfloat16 activations go straight into the AVX512_BF16 kernel, as the model does.
                 if (dtype == at::kBFloat16 && isa == pad::CpuIsa::kAvx512Bf16) {
                   pad::CpuLinearBf16(isa, static_cast<const uint16_t*>(x.data_ptr()), shape.k, m, w,
-                                     y32.data_ptr<float>(), shape.n);
+                                     {pad::ActivationFormat::kFloat32, y32.data_ptr(), shape.n});
                 } else {
-                  pad::CpuLinear(isa, x32.data_ptr<float>(), shape.k, m, w, y32.data_ptr<float>(), shape.n);
+                  pad::CpuLinear(isa, x32.data_ptr<float>(), shape.k, m, w,
+                                 {pad::ActivationFormat::kFloat32, y32.data_ptr(), shape.n});
                 }
               },
               seconds);

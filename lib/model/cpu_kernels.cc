@@ -38,6 +38,37 @@ const char* CpuIsaName(CpuIsa isa) {
 
 namespace {
 
+// float32 to bfloat16, round to nearest even, as c10::BFloat16 (NaN stays NaN).
+inline uint16_t RoundToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+inline float FromBf16(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// The activations' storage: loads widen to float32, stores round.
+template <typename T>
+struct Act;
+template <>
+struct Act<float> {
+  static float Load(const float* p, int64_t i) { return p[i]; }
+  static void Store(float* p, int64_t i, float v) { p[i] = v; }
+  static float Round(float v) { return v; }
+};
+template <>
+struct Act<uint16_t> {
+  static float Load(const uint16_t* p, int64_t i) { return FromBf16(p[i]); }
+  static void Store(uint16_t* p, int64_t i, float v) { p[i] = RoundToBf16(v); }
+  static float Round(float v) { return FromBf16(RoundToBf16(v)); }
+};
+
 // Each kernel computes a tile: MT rows of x against NT rows of w, MT * NT vector accumulators over k, so
 // that a w vector loaded once serves MT rows and an x vector NT rows. Rows of w are the output columns; the
 // threads split them. A tile's w rows start at `w`, k apart; an int8 tile's scales at `scales`,
@@ -87,6 +118,42 @@ PAD_AVX512 inline __m512 MaskedLoad16(const int8_t* row, const float* scales, in
   const __m512 values = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, row + i)));
   return _mm512_mul_ps(values, _mm512_set1_ps(scales[i / kInt8Group]));
 }
+
+// e^x for 16 floats: Cephes' expf (x = n ln 2 + r, a degree-5 polynomial in r, times 2^n), within 2 ulp
+// of expf; below -87.3 (the smallest normal) it flushes towards 0, above 88.7 it overflows to infinity.
+PAD_AVX512 inline __m512 Exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.336544f)), _mm512_set1_ps(88.722839f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  for (const float c :
+       {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// 16 activations as float32, and back (bfloat16 rounded to nearest even, NaN kept, as RoundToBf16).
+PAD_AVX512 inline __m512 LoadAct16(const float* p) { return _mm512_loadu_ps(p); }
+PAD_AVX512 inline __m512 LoadAct16(const uint16_t* p) {
+  return Widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+PAD_AVX512 inline __m256i ToBf16(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i rounded =
+      _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+  rounded = _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
+  return _mm512_cvtepi32_epi16(rounded);
+}
+PAD_AVX512 inline void StoreAct16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+PAD_AVX512 inline void StoreAct16(uint16_t* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), ToBf16(v));
+}
+PAD_AVX512 inline __m512 RoundAct16(const float*, __m512 v) { return v; }
+PAD_AVX512 inline __m512 RoundAct16(const uint16_t*, __m512 v) { return Widen16(ToBf16(v)); }
 
 template <int MT, int NT, typename W>
 PAD_AVX512 void TileAvx512(const float* x, int64_t ldx, const W* w, const float* scales, int64_t k, float* y,
@@ -327,47 +394,94 @@ void RunRows(const Tiles<X, W>& tiles, const X* x, int64_t ldx, int64_t m, const
   }
 }
 
+// Output columns [n0, n1) from their sums [m, n1 - n0] (row stride lds), as CpuOutput says.
+template <typename T>
+void FinishScalar(const CpuOutput& out, const float* sums, int64_t lds, int64_t m, int64_t n0, int64_t n1) {
+  T* y = static_cast<T*>(out.y);
+  const auto* bias = static_cast<const T*>(out.bias);
+  const auto* residual = static_cast<const T*>(out.residual);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = n0; j < n1; ++j) {
+      float v = Act<T>::Round(sums[r * lds + j - n0] + (bias == nullptr ? 0.0f : Act<T>::Load(bias, j)));
+      if (residual != nullptr) v += Act<T>::Load(residual, r * out.ldy + j);
+      Act<T>::Store(y, r * out.ldy + j, v);
+    }
+  }
+}
+template <typename T>
+PAD_AVX512 void FinishAvx512(const CpuOutput& out, const float* sums, int64_t lds, int64_t m, int64_t n0,
+                             int64_t n1) {
+  T* y = static_cast<T*>(out.y);
+  const auto* bias = static_cast<const T*>(out.bias);
+  const auto* residual = static_cast<const T*>(out.residual);
+  const int64_t vector_end = n0 + (n1 - n0) / 16 * 16;
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = n0; j < vector_end; j += 16) {
+      __m512 v = _mm512_loadu_ps(sums + r * lds + j - n0);
+      if (bias != nullptr) v = _mm512_add_ps(v, LoadAct16(bias + j));
+      v = RoundAct16(y, v);
+      if (residual != nullptr) v = _mm512_add_ps(LoadAct16(residual + r * out.ldy + j), v);
+      StoreAct16(y + r * out.ldy + j, v);
+    }
+  }
+  if (vector_end < n1) FinishScalar<T>(out, sums + vector_end - n0, lds, m, vector_end, n1);
+}
+void Finish(CpuIsa isa, const CpuOutput& out, const float* sums, int64_t lds, int64_t m, int64_t n0,
+            int64_t n1) {
+  const bool f32 = out.format == ActivationFormat::kFloat32;
+  if (isa >= CpuIsa::kAvx512) {
+    f32 ? FinishAvx512<float>(out, sums, lds, m, n0, n1) : FinishAvx512<uint16_t>(out, sums, lds, m, n0, n1);
+  } else {
+    f32 ? FinishScalar<float>(out, sums, lds, m, n0, n1) : FinishScalar<uint16_t>(out, sums, lds, m, n0, n1);
+  }
+}
+
 // LibTorch's own intra-op threads (OpenMP): a second pool beside them would put three spinning threads on
 // two cores between a kernel and the next LibTorch operation. The threads take chunks of rows of w from a
 // shared counter rather than a fixed half each, so that a thread slowed by its neighbours (another process,
-// the memory) does not keep the other waiting at the end of every product.
+// the memory) does not keep the other waiting at the end of every product. A chunk's sums stay in the
+// thread's cache until Finish writes them out.
 template <typename X, typename W>
-void RunThreads(const Tiles<X, W>& tiles, const X* x, int64_t ldx, int64_t m, const CpuWeight& w, float* y,
-                int64_t ldy) {
+void RunThreads(CpuIsa isa, const Tiles<X, W>& tiles, const X* x, int64_t ldx, int64_t m, const CpuWeight& w,
+                const CpuOutput& out) {
   constexpr int64_t kChunkRows = 64;
-  const int64_t chunks = (w.n + kChunkRows - 1) / kChunkRows;
+  const int64_t chunks = (w.n + kChunkRows - 1) / kChunkRows, groups = w.k / kInt8Group;
+  const auto* data = static_cast<const W*>(w.data);
   std::atomic<int64_t> next{0};
   at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), chunks), /*grain_size=*/1,
                    [&](int64_t, int64_t) {
+                     thread_local std::vector<float> sums;
+                     sums.resize(m * kChunkRows);  // [m, kChunkRows]
                      for (int64_t c = next++; c < chunks; c = next++) {
-                       RunRows(tiles, x, ldx, m, static_cast<const W*>(w.data), w.scales, w.k, c * kChunkRows,
-                               std::min(w.n, (c + 1) * kChunkRows), y, ldy);
+                       const int64_t n0 = c * kChunkRows, n1 = std::min(w.n, n0 + kChunkRows);
+                       RunRows(tiles, x, ldx, m, data + n0 * w.k, RowScales(w.scales, n0, groups), w.k, 0,
+                               n1 - n0, sums.data(), kChunkRows);
+                       Finish(isa, out, sums.data(), kChunkRows, m, n0, n1);
                      }
                    });
 }
 
 }  // namespace
 
-void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeight& w, float* y,
-               int64_t ldy) {
+void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeight& w, const CpuOutput& out) {
   switch (w.format) {
     case WeightFormat::kFloat32:
-      return RunThreads(FloatTiles<float>(isa), x, ldx, m, w, y, ldy);
+      return RunThreads(isa, FloatTiles<float>(isa), x, ldx, m, w, out);
     case WeightFormat::kBFloat16:
-      return RunThreads(FloatTiles<uint16_t>(isa), x, ldx, m, w, y, ldy);
+      return RunThreads(isa, FloatTiles<uint16_t>(isa), x, ldx, m, w, out);
     case WeightFormat::kInt8:
-      return RunThreads(FloatTiles<int8_t>(isa), x, ldx, m, w, y, ldy);
+      return RunThreads(isa, FloatTiles<int8_t>(isa), x, ldx, m, w, out);
   }
 }
 
-void CpuLinearBf16(CpuIsa, const uint16_t* x, int64_t ldx, int64_t m, const CpuWeight& w, float* y,
-                   int64_t ldy) {
+void CpuLinearBf16(CpuIsa isa, const uint16_t* x, int64_t ldx, int64_t m, const CpuWeight& w,
+                   const CpuOutput& out) {
   const Tiles<uint16_t, uint16_t> tiles = {{{TileAvx512Bf16<1, 1>, TileAvx512Bf16<1, 4>},
                                             {TileAvx512Bf16<2, 1>, TileAvx512Bf16<2, 4>},
                                             {TileAvx512Bf16<3, 1>, TileAvx512Bf16<3, 4>},
                                             {TileAvx512Bf16<4, 1>, TileAvx512Bf16<4, 4>}},
                                            4};
-  RunThreads(tiles, x, ldx, m, w, y, ldy);
+  RunThreads(isa, tiles, x, ldx, m, w, out);
 }
 
 }  // namespace pad
@@ -376,37 +490,6 @@ void CpuLinearBf16(CpuIsa, const uint16_t* x, int64_t ldx, int64_t m, const CpuW
 
 namespace pad {
 namespace {
-
-// float32 to bfloat16, round to nearest even, as c10::BFloat16 (NaN stays NaN).
-inline uint16_t RoundToBf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-inline float FromBf16(uint16_t v) {
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-// The activations' storage: loads widen to float32, stores round.
-template <typename T>
-struct Act;
-template <>
-struct Act<float> {
-  static float Load(const float* p, int64_t i) { return p[i]; }
-  static void Store(float* p, int64_t i, float v) { p[i] = v; }
-  static float Round(float v) { return v; }
-};
-template <>
-struct Act<uint16_t> {
-  static float Load(const uint16_t* p, int64_t i) { return FromBf16(p[i]); }
-  static void Store(uint16_t* p, int64_t i, float v) { p[i] = RoundToBf16(v); }
-  static float Round(float v) { return FromBf16(RoundToBf16(v)); }
-};
 
 template <typename T>
 void RmsNormRows(const T* x, int64_t rows, int64_t n, const T* weight, float eps, T* out) {
@@ -452,42 +535,6 @@ void RopeAndCacheRows(const DecodeRope& shape, T* qkv, const T* cos, const T* si
 
 // ---- AVX-512 versions of the decode step's attention and SiLU, where a scalar loop would cost more than
 // the products around it.
-
-// e^x for 16 floats: Cephes' expf (x = n ln 2 + r, a degree-5 polynomial in r, times 2^n), within 2 ulp
-// of expf; below -87.3 (the smallest normal) it flushes towards 0, above 88.7 it overflows to infinity.
-PAD_AVX512 inline __m512 Exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.336544f)), _mm512_set1_ps(88.722839f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  for (const float c :
-       {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
-
-// 16 activations as float32, and back (bfloat16 rounded to nearest even, NaN kept, as RoundToBf16).
-PAD_AVX512 inline __m512 LoadAct16(const float* p) { return _mm512_loadu_ps(p); }
-PAD_AVX512 inline __m512 LoadAct16(const uint16_t* p) {
-  return Widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-PAD_AVX512 inline __m256i ToBf16(__m512 v) {
-  const __m512i bits = _mm512_castps_si512(v);
-  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  __m512i rounded =
-      _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
-  rounded = _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7fc0));
-  return _mm512_cvtepi32_epi16(rounded);
-}
-PAD_AVX512 inline void StoreAct16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
-PAD_AVX512 inline void StoreAct16(uint16_t* p, __m512 v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), ToBf16(v));
-}
-PAD_AVX512 inline __m512 RoundAct16(const float*, __m512 v) { return v; }
-PAD_AVX512 inline __m512 RoundAct16(const uint16_t*, __m512 v) { return Widen16(ToBf16(v)); }
 
 // One query head against `length` keys and values [length, 16 * V], all in registers but the scores.
 template <int V, typename T>

@@ -33,21 +33,33 @@ struct CpuWeight {
   int64_t k = 0;  // kInt8: a multiple of kInt8Group
 };
 
-// y [m, n] (row stride ldy) = x [m, k] (row stride ldx) · wᵀ, float32 accumulation. Split by rows of w over
-// LibTorch's intra-op threads. REQUIRES: isa != kNone and supported here.
-void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeight& w, float* y, int64_t ldy);
+// Activations are float32 or bfloat16 (as uint16_t).
+enum class ActivationFormat { kFloat32, kBFloat16 };
+
+// Where a product's float32 sums s [m, n] go: y [m, n] (row stride ldy) in `format`, each
+// y = round(s + bias) or, with a residual, round(residual + round(s + bias)): LibTorch's rounding of
+// linear(x, w, bias), then of residual + that, so the residual add of a layer costs no pass of its own.
+struct CpuOutput {
+  ActivationFormat format = ActivationFormat::kFloat32;
+  void* y = nullptr;
+  int64_t ldy = 0;
+  const void* bias = nullptr;      // [n] in `format`, or null
+  const void* residual = nullptr;  // [m, n] in `format`, row stride ldy, or null; may be y
+};
+
+// x [m, k] (row stride ldx) · wᵀ into `out`, float32 accumulation. Split by rows of w over LibTorch's
+// intra-op threads. REQUIRES: isa != kNone and supported here.
+void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeight& w, const CpuOutput& out);
 
 // The same for bfloat16 activations (as uint16_t) against bfloat16 weights, the products of a bfloat16
 // model: AVX512_BF16's dot product takes two pairs per float32 lane in one instruction, with nothing to
 // widen. REQUIRES: isa == kAvx512Bf16, w.format == kBFloat16.
-void CpuLinearBf16(CpuIsa isa, const uint16_t* x, int64_t ldx, int64_t m, const CpuWeight& w, float* y,
-                   int64_t ldy);
+void CpuLinearBf16(CpuIsa isa, const uint16_t* x, int64_t ldx, int64_t m, const CpuWeight& w,
+                   const CpuOutput& out);
 
 // ---- The small operations of a decode step, each one pass instead of several LibTorch operations (a
 // decode step is hundreds of them, each a few microseconds of dispatch and allocation). Activations are
 // float32 or bfloat16 (as uint16_t), rounded as LibTorch rounds the unfused operations in that dtype.
-
-enum class ActivationFormat { kFloat32, kBFloat16 };
 
 // out [rows, n] = weight * (x / sqrt(mean(x²) + eps)) per row, as transformers' LlamaRMSNorm: normalised in
 // float32, rounded to the format, then scaled in it. x, weight [n] and out in `format`; out may be x.

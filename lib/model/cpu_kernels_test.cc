@@ -33,7 +33,8 @@ double RelativeError(const at::Tensor& y, const at::Tensor& x, const at::Tensor&
 }
 
 // Every tile shape and tail: m from 1 to 9 (tiles of 4 or 2 and remainders), k with and without a vector
-// tail, n with and without a 4-row tile tail; checked against LibTorch's matmul in float64.
+// tail, n with and without a 4-row tile tail, over several of the threads' 64-row chunks; checked against
+// LibTorch's matmul in float64.
 TEST(CpuLinear, MatchesLibTorchForEveryTileAndTail) {
   if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
   at::manual_seed(0);
@@ -41,13 +42,13 @@ TEST(CpuLinear, MatchesLibTorchForEveryTileAndTail) {
     for (const auto format : {WeightFormat::kFloat32, WeightFormat::kBFloat16}) {
       for (int64_t m : {1, 2, 3, 4, 5, 9}) {
         for (int64_t k : {576, 37, 8, 3}) {
-          for (int64_t n : {64, 7, 1}) {
+          for (int64_t n : {200, 64, 7, 1}) {
             const at::Tensor x = at::randn({m, k});  // [m, k]
             at::Tensor w = at::randn({n, k});        // [n, k]
             if (format == WeightFormat::kBFloat16) w = w.to(at::kBFloat16);
             at::Tensor y = at::full({m, n}, std::nanf(""));  // [m, n]
             CpuLinear(isa, x.data_ptr<float>(), k, m, {format, w.data_ptr(), nullptr, n, k},
-                      y.data_ptr<float>(), n);
+                      {ActivationFormat::kFloat32, y.data_ptr(), n});
             EXPECT_LT(RelativeError(y, x, w), 2e-5)
                 << CpuIsaName(isa) << " bf16=" << (format == WeightFormat::kBFloat16) << " m=" << m
                 << " k=" << k << " n=" << n;
@@ -66,7 +67,7 @@ TEST(CpuLinear, Int8WeightsEqualTheirDequantizedProduct) {
   for (CpuIsa isa : IsasHere()) {
     for (int64_t m : {1, 3, 4, 9}) {
       for (int64_t k : {576, 64, 32}) {
-        for (int64_t n : {64, 7, 1}) {
+        for (int64_t n : {200, 64, 7, 1}) {
           const at::Tensor x = at::randn({m, k});                     // [m, k]
           const at::Tensor w = at::randn({n, k}) * at::rand({n, 1});  // [n, k], rows of different scales
           const auto [values, scales] = Quantize(w);
@@ -75,7 +76,7 @@ TEST(CpuLinear, Int8WeightsEqualTheirDequantizedProduct) {
           at::Tensor y = at::full({m, n}, std::nanf(""));  // [m, n]
           CpuLinear(isa, x.data_ptr<float>(), k, m,
                     {WeightFormat::kInt8, values.data_ptr(), scales.data_ptr<float>(), n, k},
-                    y.data_ptr<float>(), n);
+                    {ActivationFormat::kFloat32, y.data_ptr(), n});
           EXPECT_LT(RelativeError(y, x, dequantized), 2e-5)
               << CpuIsaName(isa) << " m=" << m << " k=" << k << " n=" << n;
           EXPECT_LT(RelativeError(y, x, w), 2e-2) << "the quantization itself, m=" << m;
@@ -91,12 +92,13 @@ TEST(CpuLinearBf16, MatchesLibTorchForEveryTileAndTail) {
   at::manual_seed(2);
   for (int64_t m : {1, 2, 3, 4, 5, 9}) {
     for (int64_t k : {576, 37, 32, 3}) {
-      for (int64_t n : {64, 7, 1}) {
+      for (int64_t n : {200, 64, 7, 1}) {
         const at::Tensor x = at::randn({m, k}).to(at::kBFloat16);  // [m, k]
         const at::Tensor w = at::randn({n, k}).to(at::kBFloat16);  // [n, k]
         at::Tensor y = at::full({m, n}, std::nanf(""));            // [m, n]
         CpuLinearBf16(CpuIsa::kAvx512Bf16, static_cast<const uint16_t*>(x.data_ptr()), k, m,
-                      {WeightFormat::kBFloat16, w.data_ptr(), nullptr, n, k}, y.data_ptr<float>(), n);
+                      {WeightFormat::kBFloat16, w.data_ptr(), nullptr, n, k},
+                      {ActivationFormat::kFloat32, y.data_ptr(), n});
         EXPECT_LT(RelativeError(y, x, w), 2e-5) << " m=" << m << " k=" << k << " n=" << n;
       }
     }
@@ -198,6 +200,33 @@ TEST(CpuDecodeOps, SiluMulMatchesLibTorch) {
   }
 }
 
+// The output pass: bias, rounding to bfloat16 and the residual add, exactly as LibTorch rounds
+// residual + linear(x, w, bias) given the same float32 sums; in place (residual == y) as the model adds.
+TEST(CpuLinear, OutputAddsBiasAndResidualRoundedAsLibTorch) {
+  if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
+  at::manual_seed(6);
+  for (CpuIsa isa : IsasHere()) {
+    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+      const auto format = dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
+      const int64_t m = 3, k = 64, n = 150;
+      const at::Tensor x = at::randn({m, k});                   // [m, k]
+      const at::Tensor w = at::randn({n, k});                   // [n, k]
+      const at::Tensor bias = at::randn({n}).to(dtype);         // [n]
+      const at::Tensor residual = at::randn({m, n}).to(dtype);  // [m, n]
+      const CpuWeight weight = {WeightFormat::kFloat32, w.data_ptr(), nullptr, n, k};
+      at::Tensor sums = at::empty({m, n});  // [m, n]
+      CpuLinear(isa, x.data_ptr<float>(), k, m, weight, {ActivationFormat::kFloat32, sums.data_ptr(), n});
+      at::Tensor y = residual.clone();  // [m, n], the residual stream updated in place
+      CpuLinear(isa, x.data_ptr<float>(), k, m, weight,
+                {format, y.data_ptr(), n, bias.data_ptr(), y.data_ptr()});
+      EXPECT_TRUE(at::equal(y, residual + (sums + bias).to(dtype))) << CpuIsaName(isa) << " " << dtype;
+      at::Tensor plain = at::empty({m, n}, dtype);  // [m, n]
+      CpuLinear(isa, x.data_ptr<float>(), k, m, weight, {format, plain.data_ptr(), n});
+      EXPECT_TRUE(at::equal(plain, sums.to(dtype))) << CpuIsaName(isa) << " " << dtype;
+    }
+  }
+}
+
 // Strided rows in and out: a view into a wider activation and a wider output (the fused q|k|v columns).
 TEST(CpuLinear, HonoursRowStrides) {
   if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
@@ -206,7 +235,8 @@ TEST(CpuLinear, HonoursRowStrides) {
   const at::Tensor w = at::randn({12, 40});    // [12, 40]
   at::Tensor out = at::zeros({3, 20});         // [3, 20]
   CpuLinear(IsasHere().front(), x.data_ptr<float>(), 50, 3,
-            {WeightFormat::kFloat32, w.data_ptr(), nullptr, 12, 40}, out.data_ptr<float>() + 4, 20);
+            {WeightFormat::kFloat32, w.data_ptr(), nullptr, 12, 40},
+            {ActivationFormat::kFloat32, out.data_ptr<float>() + 4, 20});
   EXPECT_TRUE(at::allclose(out.narrow(1, 4, 12), at::matmul(x, w.t()), 1e-5, 1e-5));
   EXPECT_EQ(out.narrow(1, 0, 4).abs().sum().item<float>(), 0.0f);
   EXPECT_EQ(out.narrow(1, 16, 4).abs().sum().item<float>(), 0.0f);

@@ -113,19 +113,28 @@ int64_t MaxKernelRows(CpuIsa isa, at::ScalarType weight_dtype) {
   return isa == CpuIsa::kAvx512Bf16 ? 16 : 4;
 }
 
-// x [..., in], weight [out, in], bias [out] or undefined -> [..., out].
-at::Tensor Linear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias) {
+// x [..., in], weight [out, in], bias [out] or undefined -> [..., out] in x's dtype, plus `residual`
+// [..., out] when defined (on the kernels in the same pass, rounded as the separate add would be).
+at::Tensor Linear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
+                  const at::Tensor& residual = at::Tensor()) {
   const at::Tensor& w = weight.weight;
   const int64_t in = x.size(-1), out = w.size(0), rows = x.numel() / in;
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = out;
   if (isa == CpuIsa::kNone || rows > MaxKernelRows(isa, w.scalar_type()) || rows == 0 || !w.is_contiguous()) {
-    return at::linear(x, weight.scales.defined() ? Dequantize(w, weight.scales, x.scalar_type()) : w,
-                      bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+    at::Tensor y = at::linear(x, weight.scales.defined() ? Dequantize(w, weight.scales, x.scalar_type()) : w,
+                              bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+    return residual.defined() ? residual + y : y;
   }
-  at::Tensor y = at::empty({rows, out}, x.options().dtype(at::kFloat));  // [rows, out]
+  at::Tensor y = at::empty(shape, x.options());  // [..., out]
+  const at::Tensor r = residual.defined() ? residual.contiguous() : residual;
+  const CpuOutput output = {
+      x.scalar_type() == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16, y.data_ptr(),
+      out, bias.defined() ? bias.data_ptr() : nullptr, r.defined() ? r.data_ptr() : nullptr};
   if (w.scalar_type() == at::kBFloat16 && x.scalar_type() == at::kBFloat16 && isa == CpuIsa::kAvx512Bf16) {
     const at::Tensor x16 = x.reshape({rows, in}).contiguous();  // [rows, in]
     CpuLinearBf16(isa, static_cast<const uint16_t*>(x16.data_ptr()), in, rows,
-                  {WeightFormat::kBFloat16, w.data_ptr(), nullptr, out, in}, y.data_ptr<float>(), out);
+                  {WeightFormat::kBFloat16, w.data_ptr(), nullptr, out, in}, output);
   } else {
     const WeightFormat format = weight.scales.defined()         ? WeightFormat::kInt8
                                 : w.scalar_type() == at::kFloat ? WeightFormat::kFloat32
@@ -134,12 +143,9 @@ at::Tensor Linear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, c
     CpuLinear(
         isa, x32.data_ptr<float>(), in, rows,
         {format, w.data_ptr(), weight.scales.defined() ? weight.scales.data_ptr<float>() : nullptr, out, in},
-        y.data_ptr<float>(), out);
+        output);
   }
-  if (bias.defined()) y.add_(bias);
-  std::vector<int64_t> shape = x.sizes().vec();
-  shape.back() = out;
-  return y.to(x.scalar_type()).view(shape);
+  return y;
 }
 
 // The rows of a batch that run with one adapter; `rows` is undefined when that is every row.
@@ -148,10 +154,15 @@ struct AdapterRows {
   at::Tensor rows;  // [n] int64 batch indices
 };
 
-// x [B, T, in] -> [B, T, out]: the base projection, plus each adapter's low-rank update on its rows.
+// x [B, T, in] -> [B, T, out]: the base projection, plus each adapter's low-rank update on its rows, plus
+// `residual` [B, T, out] when defined (added by the product itself unless an update comes between).
 at::Tensor Project(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
-                   const std::vector<AdapterRows>& groups, int64_t layer, LoraUpdate LoraLayer::*update) {
-  at::Tensor y = Linear(isa, x, weight, bias);
+                   const std::vector<AdapterRows>& groups, int64_t layer, LoraUpdate LoraLayer::*update,
+                   const at::Tensor& residual = at::Tensor()) {
+  const bool adapted = std::any_of(groups.begin(), groups.end(), [&](const AdapterRows& group) {
+    return (group.adapter->layer(layer).*update).defined();
+  });
+  at::Tensor y = Linear(isa, x, weight, bias, adapted ? at::Tensor() : residual);
   for (const AdapterRows& group : groups) {
     const LoraUpdate& lora = group.adapter->layer(layer).*update;
     if (!lora.defined()) continue;
@@ -161,7 +172,7 @@ at::Tensor Project(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, 
       y.index_add_(0, group.rows, at::linear(at::linear(x.index_select(0, group.rows), lora.a), lora.b));
     }
   }
-  return y;
+  return adapted && residual.defined() ? residual + y : y;
 }
 
 std::string LayerName(int64_t layer, const char* rest) {
@@ -484,7 +495,7 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
       if (permute) attn = attn.index_select(0, to_row_t);
       attn = attn.transpose(1, 2).reshape({batch, steps, heads * head_dim});
     }
-    x = x + Project(kernel_isa_, attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o);
+    x = Project(kernel_isa_, attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o, x);
 
     h = norm(x, layer.post_norm);
     at::Tensor gate_up =
@@ -497,7 +508,7 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     } else {
       act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
     }
-    x = x + Project(kernel_isa_, act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down);
+    x = Project(kernel_isa_, act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down, x);
   }
   x = norm(x, final_norm_).view({batch * steps, hidden});
 
