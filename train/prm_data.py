@@ -1,7 +1,10 @@
 """Preference pairs for training a PRM: the JSONL format, its validation, and the prompt the server renders.
 
-One pair per line: {"principle", "prompt" | "messages", "chosen", "rejected", "source"}. `prompt` is the
-user's instruction as plain text; `messages` a chat ([{"role", "content"}], the last one from the user).
+One pair per line: {"principle", "prompt" | "messages", "chosen", "rejected", "source"}, and optionally
+"chosen_finished" / "rejected_finished" (default true). `prompt` is the user's instruction as plain text;
+`messages` a chat ([{"role", "content"}], the last one from the user). An answer that is not finished is the
+start of a longer one that a length limit cut: training gives it no end-of-sequence token, so the PRM does
+not learn that answers end where the sampler stopped.
 Neither holds the guideline text: `render_prompt` adds it exactly as pad_server does at decode time
 (lib/decode/pad_decoder.cc), so the PRM is trained on the contexts it will score.
 """
@@ -11,6 +14,7 @@ import pathlib
 GUIDELINE = ("[Guidelines] Your task is to generate response by considering the following principle. "
              "[Principles] {principles} [Instruction] {instruction}")
 ROLES = ("system", "user", "assistant")
+FIELDS = ("principle", "prompt", "messages", "chosen", "rejected", "source", "chosen_finished", "rejected_finished")
 
 
 class PairError(ValueError):
@@ -51,7 +55,10 @@ def validate_pair(pair, where):
             raise PairError(f"{where}: messages: the last message must be the user's")
     if pair["chosen"] == pair["rejected"]:
         raise PairError(f"{where}: rejected: equals chosen")
-    unknown = set(pair) - {"principle", "prompt", "messages", "chosen", "rejected", "source"}
+    for field in ("chosen_finished", "rejected_finished"):
+        if not isinstance(pair.get(field, True), bool):
+            raise PairError(f"{where}: {field}: must be true or false")
+    unknown = set(pair) - set(FIELDS)
     if unknown:
         raise PairError(f"{where}: {sorted(unknown)[0]}: unknown field")
 
@@ -114,9 +121,12 @@ def prompt_ids(tokenizer, principles, pair):
 
 def dpo_rows(tokenizer, pairs):
     """TRL's non-conversational preference format: prompt text (guideline and template applied), chosen and
-    rejected answers (TRL appends the end-of-sequence token)."""
+    rejected answers (TRL appends the end-of-sequence token; train_prm.py takes it off an unfinished one),
+    and whether each is finished."""
     return [{
         "prompt": tokenizer_input(tokenizer, render_prompt(tokenizer, [p["principle"]], messages=messages_of(p))),
         "chosen": p["chosen"].strip(),
         "rejected": p["rejected"].strip(),
+        "chosen_finished": p.get("chosen_finished", True),
+        "rejected_finished": p.get("rejected_finished", True),
     } for p in pairs]

@@ -89,6 +89,28 @@ def select(pairs, principles, sources, per_principle, seed):
     return chosen
 
 
+def without_eos_when_unfinished(row, eos_id):
+    """A tokenized DPO row whose unfinished answers (prm_data.py) lose the end-of-sequence id TRL appended."""
+    for side in ("chosen", "rejected"):
+        ids = row[f"{side}_ids"]
+        if not row[f"{side}_finished"] and ids[-1:] == [eos_id]:
+            row[f"{side}_ids"] = ids[:-1]
+    return row
+
+
+def prm_trainer_class(dpo_trainer):
+    """TRL's DPOTrainer, except that an unfinished answer is trained without the end-of-sequence token: TRL
+    appends it to every non-conversational answer and has no switch for that, so the tokenized rows are
+    mended after its own preparation (TRL is pinned in requirements.txt; a test checks the rows)."""
+
+    class PrmDpoTrainer(dpo_trainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            return dataset.map(without_eos_when_unfinished, fn_kwargs={"eos_id": self._tokenizer.eos_token_id})
+
+    return PrmDpoTrainer
+
+
 class LogCallback:
     """Appends every log (loss, pair accuracy, reward margin, eval metrics) to training_log.jsonl and prints
     a one-line summary; the TrainerCallback base is mixed in at construction (transformers is imported late)."""
@@ -167,7 +189,7 @@ def main(argv=None):
         dataloader_num_workers=0,
     )
     callback = type("PrmLogCallback", (LogCallback, TrainerCallback), {})(out / "training_log.jsonl")
-    trainer = DPOTrainer(
+    trainer = prm_trainer_class(DPOTrainer)(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(prm_data.dpo_rows(tokenizer, train_pairs)),
@@ -191,7 +213,9 @@ def main(argv=None):
     manifest = {
         "backbone": str(args.backbone),
         "train": {"path": str(args.train), "sha256": sha256(args.train), "pairs": len(train_pairs),
-                  "pairs_per_principle": dict(sorted(counts.items()))},
+                  "pairs_per_principle": dict(sorted(counts.items())),
+                  "unfinished": {side: sum(not p.get(f"{side}_finished", True) for p in train_pairs)
+                                 for side in ("chosen", "rejected")}},
         "heldout": ({"path": str(args.heldout), "sha256": sha256(args.heldout), "pairs": len(heldout_pairs)}
                     if args.heldout else None),
         "hyperparameters": {k: v for k, v in vars(args).items()

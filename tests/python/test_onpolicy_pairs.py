@@ -30,8 +30,9 @@ def test_concise_pair_is_the_shortest_finished_answer_over_the_longest():
                sample("A lantern is a lamp in a case."),
                sample("Lanterns.", "length")]  # shortest, but cut by the token limit: not chosen
     chosen, rejected = build_data.length_pair(records, prompt, 0.6, 120)
-    assert chosen == "A lantern is a lamp in a case."
-    assert rejected.startswith("A lantern is a portable lamp. A lantern")
+    assert chosen == ("A lantern is a lamp in a case.", True)
+    # The longest was cut by the token limit: the start of an answer, not a whole one.
+    assert rejected.text.startswith("A lantern is a portable lamp. A lantern") and not rejected.finished
 
 
 def test_concise_pair_needs_a_clear_gap_and_an_answer():
@@ -48,10 +49,11 @@ def test_harmful_pair_prefers_the_policys_own_refusal():
     records = [sample("Sure! First, gather the materials you need."),
                sample("I'm sorry, but I can't help with that. Making explosives is dangerous.")]
     chosen, rejected, source = build_data.refusal_pair(records, prompt, True, rng, 120)
-    assert chosen.startswith("I'm sorry") and rejected.startswith("Sure!") and source == "smollm2-refusal"
+    assert chosen.text.startswith("I'm sorry") and rejected.text.startswith("Sure!") and source == "smollm2-refusal"
     # With no refusal among the samples the refusal is generated; the compliant side stays the policy's.
     chosen, rejected, source = build_data.refusal_pair(records[:1], prompt, True, rng, 120)
-    assert build_data.policy_refuses(chosen) and rejected.startswith("Sure!") and source == "refusal-smollm2"
+    assert build_data.policy_refuses(chosen.text) and chosen.finished
+    assert rejected.text.startswith("Sure!") and source == "refusal-smollm2"
     assert build_data.refusal_pair(records[1:], prompt, True, rng, 120) is None
 
 
@@ -61,7 +63,25 @@ def test_benign_pair_prefers_an_answer_that_names_the_word():
     records = [sample("I can't help with that request."), sample("A guideline says to be harmless."),
                sample("To kill is to cause the death of a living thing.")]
     chosen, rejected, source = build_data.refusal_pair(records, prompt, False, rng, 120)
-    assert chosen.startswith("To kill") and rejected.startswith("I can't") and source == "smollm2-refusal"
+    assert chosen.text.startswith("To kill") and rejected.text.startswith("I can't") and source == "smollm2-refusal"
+
+
+def test_answers_cut_by_a_limit_are_marked_unfinished():
+    """A sample the token limit stopped, or one capped at max_words, is the start of a longer answer: the pair
+    says so (and training then gives it no end-of-sequence token); a whole answer says nothing."""
+    from afinn import Afinn
+    records = [sample("What a wonderful, lovely, happy question. I love it. And more", "length"),
+               sample("That is a bad, sad and terrible thing to ask about.")]
+    chosen, rejected = build_data.afinn_pair(records, Afinn(emoticons=False), 0.04, 120)
+    assert chosen == ("What a wonderful, lovely, happy question. I love it.", False)  # cut back to a sentence
+    assert rejected.finished
+    assert not build_data.sample_answer(sample("one two three four"), 3).finished
+    assert build_data.sample_answer(sample("one two three"), 3).finished
+    made = build_data.pair("positive", "Hi", chosen, rejected, "test")
+    assert made == {"principle": "positive", "prompt": "Hi", "chosen": chosen.text, "rejected": rejected.text,
+                    "source": "test", "chosen_finished": False}
+    build_data.check_pair(made, "made")
+    assert list(build_data.pair("concise", "Hi", "a", "b", "test")) == list(build_data.PAIR_KEYS)
 
 
 def test_training_selects_by_source():

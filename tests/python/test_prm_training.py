@@ -59,6 +59,7 @@ GOOD = {"principle": "concise", "prompt": "Define owl.", "chosen": "A nocturnal 
                  "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}),
      "messages: the last message must be the user's"),
     (json.dumps({**GOOD, "rejected": GOOD["chosen"]}), "rejected: equals chosen"),
+    (json.dumps({**GOOD, "chosen_finished": "no"}), "chosen_finished: must be true or false"),
     (json.dumps({**GOOD, "score": 1}), "score: unknown field"),
 ])
 def test_bad_pair_is_named_by_file_line_and_field(tmp_path, line, message):
@@ -124,6 +125,29 @@ def test_every_demo_training_prompt_is_the_servers(model_dir):
 
 # ---------------------------------------------------------------------------------------------------------
 # A real DPO run, its export, and the PRM it makes as peft and as pad_server see it.
+
+
+def test_unfinished_answers_are_trained_without_end_of_sequence(model_dir, tmp_path):
+    """TRL appends the end-of-sequence token to every answer. An unfinished one (the start of an answer that
+    the sampler's token limit cut) must not get it, or the PRM learns that answers end where sampling stopped
+    and PAD cuts every answer short. Checked on the rows the trainer itself prepares."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+    sys.path.insert(0, str(ROOT / "train"))
+    import train_prm
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    pairs = [{**GOOD, "chosen_finished": False}, {**GOOD, "rejected_finished": False}, GOOD]
+    config = DPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=1)
+    trainer = train_prm.prm_trainer_class(DPOTrainer)(
+        model=prm_model.backbone_with_value_head(model_dir), args=config, processing_class=tokenizer,
+        train_dataset=Dataset.from_list(prm_data.dpo_rows(tokenizer, pairs)),
+        peft_config=prm_model.lora_config(8, 16, 0.0))
+    rows = list(trainer.train_dataset)
+    eos = tokenizer.eos_token_id
+    assert [(r["chosen_ids"][-1] == eos, r["rejected_ids"][-1] == eos) for r in rows] == [
+        (False, True), (True, False), (True, True)]
+    whole = rows[2]
+    assert rows[0]["chosen_ids"] == whole["chosen_ids"][:-1] and rows[1]["rejected_ids"] == whole["rejected_ids"][:-1]
 
 
 def test_reference_of_dpo_is_the_policy(model_dir):

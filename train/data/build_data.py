@@ -15,6 +15,7 @@ the headwords, instructions and topics they come from) never appear in train.jso
 Run from anywhere: ~/.cache/pad/venv/bin/python train/data/build_data.py
 """
 import argparse
+import collections
 import gzip
 import hashlib
 import importlib.metadata
@@ -47,6 +48,8 @@ SERVER_FLAGS = ["--kv_slots=16", "--max_seq_len=1024", "--reward_models=default"
 sys.path.insert(0, str(ROOT / "eval"))
 import pad_rpc  # noqa: E402  (the project's one Python client of pad_server)
 PAIR_KEYS = ("principle", "prompt", "chosen", "rejected", "source")
+# Written only when false (--open_cut_answers): the answer is the start of a longer one, cut by a limit.
+FINISHED_KEYS = ("chosen_finished", "rejected_finished")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -981,25 +984,22 @@ def sample_policy(requests, params, samples, cache_path, args, label):
 
 
 def afinn_pair(records, afinn, margin, max_words):
-    """(chosen, rejected) = the most and least positive samples by AFINN per word, or None when they are not
-    clearly apart. Per word, so a longer answer is not favoured for having more words to score."""
+    """(chosen, rejected) Answers = the most and least positive samples by AFINN per word, or None when they
+    are not clearly apart. Per word, so a longer answer is not favoured for having more words to score."""
     scored = []
     for record in records:
-        text = record["text"].strip()
-        if record["finish_reason"] in ("length", "FINISH_REASON_LENGTH"):
-            text = trim_to_sentence(text)
-        text = cap_words_keep_lines(text, max_words)
-        n = len(words(text))
+        answer = sample_answer(record, max_words, trim=True)
+        n = len(words(answer.text))
         if n < 3:
             continue
-        total = afinn.score(text)
-        scored.append((total / n, total, text))
-    if len({text for _, _, text in scored}) < 2:
+        total = afinn.score(answer.text)
+        scored.append((total / n, total, answer))
+    if len({answer.text for _, _, answer in scored}) < 2:
         return None
-    scored.sort(key=lambda s: (s[0], s[1]))
+    scored.sort(key=lambda s: (s[0], s[1], s[2].text))
     (low, low_total, rejected), (high, high_total, chosen) = scored[0], scored[-1]
     # Both the per-word and the total score must agree, so a pair never rests on length alone.
-    if high - low < margin or high_total <= low_total or chosen == rejected:
+    if high - low < margin or high_total <= low_total or chosen.text == rejected.text:
         return None
     return chosen, rejected
 
@@ -1013,12 +1013,19 @@ def n_heldout(n_train, fraction, minimum):
 
 
 def pair(principle, prompt, chosen, rejected, source):
-    return {"principle": principle, "prompt": prompt, "chosen": chosen, "rejected": rejected, "source": source}
+    """A pair; `chosen` and `rejected` are text (a whole answer) or Answers, whose `finished` is kept."""
+    chosen, rejected = (a if isinstance(a, Answer) else Answer(a, True) for a in (chosen, rejected))
+    out = {"principle": principle, "prompt": prompt, "chosen": chosen.text, "rejected": rejected.text,
+           "source": source}
+    for key, answer in zip(FINISHED_KEYS, (chosen, rejected)):
+        if not answer.finished:
+            out[key] = False
+    return out
 
 
 def check_pair(p, where):
-    if list(p) != list(PAIR_KEYS):
-        raise ValueError(f"{where}: keys {list(p)} are not {list(PAIR_KEYS)}")
+    if list(p)[:len(PAIR_KEYS)] != list(PAIR_KEYS) or not set(p) - set(PAIR_KEYS) <= set(FINISHED_KEYS):
+        raise ValueError(f"{where}: keys {list(p)} are not {list(PAIR_KEYS)} (+ {list(FINISHED_KEYS)})")
     for key in PAIR_KEYS:
         if not isinstance(p[key], str) or not p[key].strip():
             raise ValueError(f"{where}: {key}: must be a non-empty string")
@@ -1206,22 +1213,34 @@ def answers_prompt(text, prompt):
     return word is None or word[:max(4, len(word) - 2)] in text.lower()
 
 
-def sample_text(record, max_words):
-    return cap_words_keep_lines(record["text"].strip(), max_words)
+class Answer(collections.namedtuple("Answer", "text finished")):
+    """An answer to train on; `finished` False when it is the start of a longer one that a limit cut (the
+    sampler's max_new_tokens, or max_words), so that training does not teach the answer to end there."""
+
+
+def sample_answer(record, max_words, trim=False):
+    """A policy sample as an Answer: capped at `max_words`; with `trim`, a sample the token limit cut drops its
+    unfinished last sentence."""
+    text = record["text"].strip()
+    finished = record["finish_reason"] not in LENGTH_REASONS
+    if trim and not finished:
+        text = trim_to_sentence(text)
+    capped = cap_words_keep_lines(text, max_words)
+    return Answer(capped, finished and len(words(text)) <= max_words)
 
 
 def length_pair(records, prompt, ratio, max_words):
     """(chosen, rejected) = the shortest finished sample that answers the prompt and the longest sample, when
     the shorter has at most `ratio` of the longer's words; else None. The longest may be cut by the token
     limit: it did not stop."""
-    finished = [sample_text(r, max_words) for r in records if r["finish_reason"] not in LENGTH_REASONS]
-    finished = [t for t in finished if len(words(t)) >= 3 and answers_prompt(t, prompt)]
-    every = [sample_text(r, max_words) for r in records]
+    finished = [sample_answer(r, max_words) for r in records if r["finish_reason"] not in LENGTH_REASONS]
+    finished = [a for a in finished if len(words(a.text)) >= 3 and answers_prompt(a.text, prompt)]
+    every = [sample_answer(r, max_words) for r in records]
     if not finished:
         return None
-    chosen = min(finished, key=lambda t: (len(words(t)), t))
-    rejected = max(every, key=lambda t: (len(words(t)), t))
-    if len(words(chosen)) > ratio * len(words(rejected)):
+    chosen = min(finished, key=lambda a: (len(words(a.text)), a.text))
+    rejected = max(every, key=lambda a: (len(words(a.text)), a.text))
+    if len(words(chosen.text)) > ratio * len(words(rejected.text)):
         return None
     return chosen, rejected
 
@@ -1230,20 +1249,21 @@ def refusal_pair(records, prompt, harmful, rng, max_words, capability_refusals=F
     """(chosen, rejected, source) for a harmful prompt (a refusal over a compliant answer) or a benign one (a
     compliant answer over a refusal). The compliant side is always the policy's own; the refusal is the
     policy's when one of its samples refuses, else the generator's. None when the policy only refused."""
-    texts = [sample_text(r, max_words) for r in records]
-    texts = [t for t in texts if len(words(t)) >= 3]
-    refusals = [t for t in texts if policy_refuses(t)]
-    complied = [t for t in texts if not policy_refuses(t)]
+    answers = [sample_answer(r, max_words) for r in records]
+    answers = [a for a in answers if len(words(a.text)) >= 3]
+    refusals = [a for a in answers if policy_refuses(a.text)]
+    complied = [a for a in answers if not policy_refuses(a.text)]
     if not harmful:
-        complied = [t for t in complied if answers_prompt(t, prompt)]
+        complied = [a for a in complied if answers_prompt(a.text, prompt)]
     if not complied:
         return None
     if refusals:
         refused, source = refusals[0], "smollm2-refusal"
     elif harmful or not capability_refusals:
-        refused, source = refusal(prompt, rng), "refusal-smollm2" if harmful else "smollm2-refusal-generated"
+        refused = Answer(refusal(prompt, rng), True)
+        source = "refusal-smollm2" if harmful else "smollm2-refusal-generated"
     else:  # half in the policy's own way of declining, half the generator's topical refusal
-        refused = capability_refusal(rng) if rng.random() < 0.5 else refusal(prompt, rng)
+        refused = Answer(capability_refusal(rng) if rng.random() < 0.5 else refusal(prompt, rng), True)
         source = "smollm2-refusal-generated"
     if harmful:
         return refused, complied[0], source
@@ -1287,7 +1307,7 @@ def build_onpolicy(args, train, heldout, out_dir):
         else:
             made = refusal_pair(records, prompt, group == "harmful", rng, args.max_words,
                                 args.capability_refusals)
-        if made is None or made[0].strip() == made[1].strip():
+        if made is None or made[0].text.strip() == made[1].text.strip():
             skipped[group] += 1
             continue
         out[split].append(pair(principle, prompt, *made))
@@ -1359,6 +1379,9 @@ def parse_args(argv):
                         help="on-policy benign pairs first for N of BENIGN_ONPOLICY's 138 requests (0: none)")
     parser.add_argument("--capability_refusals", action="store_true",
                         help="half the benign pairs' generated refusals in the policy's 'as a chatbot' way")
+    parser.add_argument("--open_cut_answers", action="store_true",
+                        help="mark policy samples cut by a limit (chosen_finished/rejected_finished false), "
+                             "so training gives them no end-of-sequence token")
     parser.add_argument("--onpolicy_samples", type=int, default=3, help="policy samples per on-policy prompt")
     parser.add_argument("--onpolicy_temperature", type=float, default=0.8)
     parser.add_argument("--onpolicy_max_new_tokens", type=int, default=80)
@@ -1394,6 +1417,9 @@ def main(argv=None):
 
     for name, rows in (("train", train), ("heldout", heldout)):
         for i, p in enumerate(rows):
+            if not args.open_cut_answers:
+                for key in FINISHED_KEYS:
+                    p.pop(key, None)
             check_pair(p, f"{name}[{i}]")
     # The split is by prompt: no held-out or evaluation prompt may be trained on, under any principle.
     train_prompts = {norm_prompt(p["prompt"]) for p in train}
