@@ -21,7 +21,9 @@ COPY --from=build /opt/pad/venv/lib/python3.11/site-packages/nvidia /opt/pad/sit
 COPY --from=build /src/build/server/pad_server /src/build/client/pad_client /usr/local/bin/
 COPY --from=build /src/models/SmolLM2-135M-Instruct /opt/pad/models/SmolLM2-135M-Instruct
 COPY prm/SmolLM2-135M-PAD-demo /opt/pad/prm/SmolLM2-135M-PAD-demo
-ENV LD_LIBRARY_PATH=/opt/pad/site-packages/torch/lib OMP_NUM_THREADS=2
+# GOMP_SPINCOUNT: libgomp's idle threads spin briefly, then sleep, so that they do not take the cores from
+# other processes on the node (bench/RESULTS.md, "Idle servers and servers sharing the machine").
+ENV LD_LIBRARY_PATH=/opt/pad/site-packages/torch/lib OMP_NUM_THREADS=2 GOMP_SPINCOUNT=3000
 USER 10001
 EXPOSE 50051 9090
 HEALTHCHECK --interval=10s --timeout=2s --start-period=60s CMD ["curl", "-fsS", "http://127.0.0.1:9090/healthz"]

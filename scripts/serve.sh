@@ -18,5 +18,9 @@ cat >&2 <<MSG
   Ctrl-C (SIGINT) or SIGTERM drains the streams in flight and stops.
 
 MSG
+# libgomp's threads spin up to 300,000 times before they sleep, taking the cores from any other process busy
+# on them; 3,000 keeps one server's speed and lets two share the cores (bench/RESULTS.md). libgomp reads it
+# when it loads, so it is set here, not by the server.
+export GOMP_SPINCOUNT="${GOMP_SPINCOUNT:-3000}"
 exec "$PAD_BUILD/server/pad_server" --policy="$PAD_MODEL" --listen=0.0.0.0:50051 --http_listen=0.0.0.0:9090 \
   --kv_slots=16 --max_seq_len=4096 --reward_models="smollm2-demo=:$PAD_DEMO_PRM,identity" "$@"
