@@ -39,6 +39,8 @@ ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(bool, cpu_kernels, true,
           "on the CPU, decode-shaped products on the project's kernels (false: LibTorch's)");
 ABSL_FLAG(std::string, quantization, "none", "none or int8 (weight-only, on the CPU kernels)");
+ABSL_FLAG(bool, cuda_graphs, false,
+          "decode steps as CUDA graphs (DecodeGraphs); on the CPU, in fixed shapes");
 ABSL_FLAG(bool, json, false, "print one JSON object per row instead of a table");
 
 namespace {
@@ -167,6 +169,7 @@ int main(int argc, char** argv) {
   pad::DecoderOptions decoder_options;
   decoder_options.kv_slots = max_rows * max_batch;
   decoder_options.max_seq_len = absl::GetFlag(FLAGS_prompt_tokens) + 128 + absl::GetFlag(FLAGS_new_tokens);
+  decoder_options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   auto decoder = pad::OrDie(models->MakeDecoder(decoder_options));
 
   const double bandwidth = CopyBandwidth(options.device);

@@ -67,6 +67,10 @@ ABSL_FLAG(double, gpu_memory_fraction, 0,
 ABSL_FLAG(int64_t, max_batch_tokens, 512,
           "most tokens one engine step feeds the models: decode rows first, then prompts in chunks, so "
           "long prompts arriving cannot stall running streams; 0: prompts are prefilled whole");
+ABSL_FLAG(
+    bool, cuda_graphs, false,
+    "decode steps in fixed shapes, recorded as CUDA graphs on a GPU (one per slot and length bucket, at "
+    "first use) and replayed; on the CPU the same steps run directly");
 ABSL_FLAG(int64_t, memory_reserve_mib, 2048,
           "with --gpu_memory_fraction: memory kept for activations and workspace");
 ABSL_FLAG(int64_t, max_seq_len, 4096, "most tokens of one sequence, prompt and answer");
@@ -142,6 +146,7 @@ pad::EngineOptions EngineOptionsFromFlags() {
   options.decoder.memory_fraction = fraction;
   if (absl::GetFlag(FLAGS_max_batch_tokens) < 0) Die("--max_batch_tokens: must be at least 0");
   options.decoder.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.decoder.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.decoder.memory_reserve_bytes = absl::GetFlag(FLAGS_memory_reserve_mib) << 20;
   options.decoder.max_seq_len = max_seq_len;
   options.decoder.max_prompt_tokens =

@@ -7,9 +7,9 @@ Llama-3's 128,256-token vocabulary and tokenizer). Checks:
   1. logits: model_probe on --device against transformers on the same device, float32 and bfloat16, over
      a prefill and decode steps; the error is relative to the largest logit, and bfloat16 is judged against
      transformers' own bfloat16 error (both against float32).
-  2. PAD: pad_probe's greedy tokens on --device (float32) equal pad_probe's on the CPU and the rule as
-     tests/python/pad_reference.py writes it with transformers + peft, replayed at every step; bfloat16's
-     steps equal to float32's are reported.
+  2. PAD: pad_probe's greedy tokens on --device (float32) equal pad_probe's on the CPU, pad_probe's with
+     decode steps as CUDA graphs (cuda_graphs), and the rule as tests/python/pad_reference.py writes it with
+     transformers + peft, replayed at every step; bfloat16's steps equal to float32's are reported.
 Prints one JSON object per check and writes them to OUT/parity.jsonl; exits 1 if a check fails.
 Usage: parity.py --build DIR --smollm2 DIR --llama3_tokenizer DIR --device cuda --out DIR [--small]
 """
@@ -131,11 +131,11 @@ def check_pad(args, name, model_dir, adapter_dir, n_tokens):
     prms = [{"name": "default", "backbone": str(model_dir), "adapter": str(adapter_dir),
              "value_head": str(adapter_dir / "value_head.safetensors")}]
 
-    def generate(device, dtype):
+    def generate(device, dtype, cuda_graphs=False):
         answer = run_probe(args.build, "pad_probe", {
             "command": "generate", "policy": str(model_dir), "dtype": dtype, "device": device,
             "reward_models": prms, "requests": [r for _, r in requests], "batched": True, "kv_slots": 16,
-            "max_seq_len": 512})
+            "max_seq_len": 512, "cuda_graphs": cuda_graphs})
         for result in answer["results"]:
             if "error" in result:
                 raise RuntimeError(f"pad_probe on {device}: {result['error']}")
@@ -143,16 +143,19 @@ def check_pad(args, name, model_dir, adapter_dir, n_tokens):
 
     on_device, on_cpu, on_device16 = (generate(args.device, "float32"), generate("cpu", "float32"),
                                       generate(args.device, "bfloat16"))
+    graphs = generate(args.device, "float32", cuda_graphs=True)
     formatter, policy = ref.Formatter(model_dir), ref.Policy(model_dir)
     prm = ref.RewardModel(model_dir, adapter_dir, adapter_dir / "value_head.safetensors")
     rows = []
-    for (label, request), tokens, cpu_tokens, tokens16 in zip(requests, on_device, on_cpu, on_device16):
+    for (label, request), tokens, cpu_tokens, tokens16, graph_tokens in zip(requests, on_device, on_cpu,
+                                                                           on_device16, graphs):
         choices = [step.token for step in ref.replay(policy, prm, formatter, request, tokens)]
         first = next((t for t in range(len(tokens)) if choices[t] != tokens[t]), None)
         same16 = next((t for t in range(len(tokens)) if tokens16[t] != tokens[t]), len(tokens))
         rows.append({"check": f"pad {name} {label}", "device": args.device, "steps": len(tokens),
-                     "equals_cpu": tokens == cpu_tokens, "first_reference_mismatch": first,
-                     "bf16_same_steps": same16, "ok": tokens == cpu_tokens and first is None})
+                     "equals_cpu": tokens == cpu_tokens, "equals_graphs": tokens == graph_tokens,
+                     "first_reference_mismatch": first, "bf16_same_steps": same16,
+                     "ok": tokens == cpu_tokens and tokens == graph_tokens and first is None})
     return rows
 
 

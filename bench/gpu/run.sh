@@ -6,7 +6,8 @@
 #      tokens against the CPU path and the transformers + peft reference;
 #   3. throughput with Llama-3-8B shapes and random bfloat16 weights made on the GPU (bench_pad): prompt 512,
 #      128 new tokens, VANILLA, PAD (PROMPT), PAD (WEIGHTED, 3 principles) on a shared backbone and PAD with a
-#      separate PRM backbone, batch 1, 8, 32, 64, each beside its bandwidth floor;
+#      separate PRM backbone, batch 1, 8, 32, 64, each beside its bandwidth floor; then VANILLA and PAD (PROMPT)
+#      with decode steps as CUDA graphs (--cuda_graphs);
 #   4. one table, printed last (bench/gpu/report.py); logs under $OUT.
 # From this machine: bench/gpu/prepare.sh, then
 #   run(command="bench/gpu/run.sh", carry=[".deps/debs", ".deps/smollm2", ".deps/llama3-8b"], timeout_s=600)
@@ -91,6 +92,7 @@ bench_status=0
 say "throughput on $DEVICE"
 bench shared --modes vanilla,pad_prompt,pad_weighted
 bench separate --modes vanilla,pad_prompt --separate_prm_backbone
+bench graphs --modes vanilla,pad_prompt --cuda_graphs
 
 # 4. The table.
 "$PYTHON" "$ROOT/bench/gpu/report.py" --out "$OUT" --device "$DEVICE" --shapes "$SHAPES" | tee "$OUT/table.md"

@@ -95,8 +95,9 @@ absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(const LlamaModel*
       slot_bytes += KvCache::SlotBytes(backbone->config(), options.max_seq_len, backbone->options());
     }
     PAD_ASSIGN_OR_RETURN(const DeviceMemory memory, QueryDeviceMemory(policy->options().device));
-    const KvPlan plan = PlanKvSlots(memory, options.memory_fraction, options.memory_reserve_bytes, slot_bytes,
-                                    options.kv_slots);
+    KvPlan plan = PlanKvSlots(memory, options.memory_fraction, options.memory_reserve_bytes, slot_bytes,
+                              options.kv_slots + (options.cuda_graphs ? 1 : 0));
+    if (options.cuda_graphs) --plan.slots;  // the padding slot
     if (plan.slots < 1) {
       return absl::ResourceExhaustedError(
           absl::StrCat("no KV cache slot of ", options.max_seq_len, " tokens fits: ", plan.ToString()));
@@ -114,8 +115,20 @@ absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(const LlamaModel*
   KvCacheOptions cache_options;
   cache_options.max_slots = decoder->options_.kv_slots;
   cache_options.max_seq_len = options.max_seq_len;
+  cache_options.padding_slot = options.cuda_graphs;
   for (const LlamaModel* backbone : backbones) {
     PAD_ASSIGN_OR_RETURN(auto cache, KvCache::Create(backbone->config(), cache_options, backbone->options()));
+    if (options.cuda_graphs) {
+      std::vector<const LoraAdapter*> adapters;  // of the PRMs on this backbone
+      for (const RewardModel* prm : decoder->reward_models_) {
+        if (&prm->backbone() == backbone && prm->adapter() != nullptr &&
+            std::find(adapters.begin(), adapters.end(), prm->adapter()) == adapters.end()) {
+          adapters.push_back(prm->adapter());
+        }
+      }
+      PAD_ASSIGN_OR_RETURN(auto graphs, DecodeGraphs::Create(backbone, cache.get(), std::move(adapters)));
+      decoder->graphs_.push_back(std::move(graphs));
+    }
     decoder->caches_.emplace_back(backbone, std::move(cache));
   }
   return decoder;
@@ -405,6 +418,18 @@ int64_t PadDecoder::kv_tokens_in_use() const {
   return total;
 }
 
+int64_t PadDecoder::fixed_shape_steps() const {
+  int64_t total = 0;
+  for (const auto& graphs : graphs_) total += graphs->steps();
+  return total;
+}
+
+int64_t PadDecoder::graphs_recorded() const {
+  int64_t total = 0;
+  for (const auto& graphs : graphs_) total += graphs->graphs();
+  return total;
+}
+
 absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
   std::vector<Sequence*> prefill, decode;
   for (auto& [id, sequence] : sequences_) (sequence->prefilled ? decode : prefill).push_back(sequence.get());
@@ -524,7 +549,11 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
   std::vector<at::Tensor> hidden(caches_.size());  // per backbone: [rows, hidden]
   for (size_t b = 0; b < caches_.size(); ++b) {
     if (rows[b].empty()) continue;
-    PAD_ASSIGN_OR_RETURN(hidden[b], caches_[b].first->Forward(rows[b], caches_[b].second.get()));
+    if (!prefill && !graphs_.empty()) {
+      PAD_ASSIGN_OR_RETURN(hidden[b], graphs_[b]->Forward(rows[b]));
+    } else {
+      PAD_ASSIGN_OR_RETURN(hidden[b], caches_[b].first->Forward(rows[b], caches_[b].second.get()));
+    }
   }
   if (n == 0) return absl::OkStatus();  // chunks only
 

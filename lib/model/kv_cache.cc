@@ -27,9 +27,9 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const LlamaConfig& conf
     const auto tensor_options = at::TensorOptions().dtype(model_options.dtype).device(model_options.device);
     for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
       // Zeroed so that positions no sequence has written are finite even where a mask lets them through.
-      cache->keys_.push_back(
-          at::zeros({options.max_slots, config.num_key_value_heads, options.max_seq_len, config.head_dim},
-                    tensor_options));
+      cache->keys_.push_back(at::zeros({options.max_slots + (options.padding_slot ? 1 : 0),
+                                        config.num_key_value_heads, options.max_seq_len, config.head_dim},
+                                       tensor_options));
       cache->values_.push_back(at::zeros_like(cache->keys_.back()));
     }
   } catch (const c10::Error& e) {

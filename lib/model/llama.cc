@@ -175,6 +175,21 @@ at::Tensor Project(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, 
   return adapted && residual.defined() ? residual + y : y;
 }
 
+// x [S, 1, in] -> [S, 1, out] as Project, for a fixed-shape step: each adapter's update is computed for
+// every row and kept where its mask [S, 1, 1] (1 or 0, in x's dtype) selects the row, so that the step's
+// shapes do not depend on which rows use which adapter.
+at::Tensor ProjectMasked(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
+                         absl::Span<const LoraAdapter* const> adapters, const std::vector<at::Tensor>& masks,
+                         int64_t layer, LoraUpdate LoraLayer::*update,
+                         const at::Tensor& residual = at::Tensor()) {
+  at::Tensor y = Linear(isa, x, weight, bias);
+  for (size_t a = 0; a < adapters.size(); ++a) {
+    const LoraUpdate& lora = adapters[a]->layer(layer).*update;
+    if (lora.defined()) y = y + at::linear(at::linear(x, lora.a), lora.b) * masks[a];
+  }
+  return residual.defined() ? residual + y : y;
+}
+
 std::string LayerName(int64_t layer, const char* rest) {
   return absl::StrCat("model.layers.", layer, ".", rest);
 }
@@ -288,31 +303,37 @@ int64_t LlamaModel::parameter_bytes() const {
   return total;
 }
 
-absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const ForwardRow> rows, KvCache* cache,
-                                               bool all_positions) const {
-  if (rows.empty()) return absl::InvalidArgumentError("forward: no rows");
-  std::vector<bool> seen(cache->max_slots(), false);
+absl::Status LlamaModel::CheckRows(absl::Span<const ForwardRow> rows, const KvCache& cache,
+                                   absl::string_view caller) const {
+  if (rows.empty()) return absl::InvalidArgumentError(absl::StrCat(caller, ": no rows"));
+  std::vector<bool> seen(cache.max_slots(), false);
   for (size_t r = 0; r < rows.size(); ++r) {
     const ForwardRow& row = rows[r];
-    if (row.slot < 0 || row.slot >= cache->max_slots() || !cache->in_use(row.slot) || seen[row.slot]) {
-      return absl::InvalidArgumentError(absl::StrCat("forward: rows[", r, "].slot ", row.slot,
+    if (row.slot < 0 || row.slot >= cache.max_slots() || !cache.in_use(row.slot) || seen[row.slot]) {
+      return absl::InvalidArgumentError(absl::StrCat(caller, ": rows[", r, "].slot ", row.slot,
                                                      " is not an allocated slot, or appears twice"));
     }
     seen[row.slot] = true;
     if (row.tokens.empty())
-      return absl::InvalidArgumentError(absl::StrCat("forward: rows[", r, "] has no tokens"));
+      return absl::InvalidArgumentError(absl::StrCat(caller, ": rows[", r, "] has no tokens"));
     for (int32_t token : row.tokens) {
       if (token < 0 || token >= config_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("forward: rows[", r, "] token ", token,
+        return absl::InvalidArgumentError(absl::StrCat(caller, ": rows[", r, "] token ", token,
                                                        " outside the vocabulary of ", config_.vocab_size));
       }
     }
-    if (cache->length(row.slot) + static_cast<int64_t>(row.tokens.size()) > cache->max_seq_len()) {
-      return absl::OutOfRangeError(absl::StrCat("forward: rows[", r, "] would hold ",
-                                                cache->length(row.slot) + row.tokens.size(),
-                                                " tokens, more than max_seq_len ", cache->max_seq_len()));
+    if (cache.length(row.slot) + static_cast<int64_t>(row.tokens.size()) > cache.max_seq_len()) {
+      return absl::OutOfRangeError(absl::StrCat(caller, ": rows[", r, "] would hold ",
+                                                cache.length(row.slot) + row.tokens.size(),
+                                                " tokens, more than max_seq_len ", cache.max_seq_len()));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const ForwardRow> rows, KvCache* cache,
+                                               bool all_positions) const {
+  PAD_RETURN_IF_ERROR(CheckRows(rows, *cache, "forward"));
   try {
     return ForwardUnchecked(rows, cache, all_positions);
   } catch (const c10::Error& e) {
@@ -514,6 +535,79 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
 
   for (const ForwardRow& row : rows) cache->Advance(row.slot, static_cast<int64_t>(row.tokens.size()));
   return x.index_select(0, all_positions ? valid_t : last_t);
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, KvCache* cache) const {
+  const int64_t slots = step.slots, key_len = step.key_len;
+  if (cache->padding_slot() < 0)
+    return absl::InvalidArgumentError("fixed decode: the cache has no padding slot");
+  if (slots < 1 || slots > cache->max_slots() || key_len < 1 || key_len > cache->max_seq_len()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fixed decode: ", slots, " slots of ", key_len, " keys do not fit the cache"));
+  }
+  try {
+    const int64_t hidden = config_.hidden_size, head_dim = config_.head_dim;
+    const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
+    const int64_t groups = heads / kv_heads, inter = config_.intermediate_size;
+    const double eps = config_.rms_norm_eps;
+    const at::Tensor ids = step.inputs[0], positions = step.inputs[1];         // [S] each
+    const at::Tensor write_slots = step.inputs[2], key_ends = step.inputs[3];  // [S] each
+    const at::Tensor adapter_index = step.inputs[4];                           // [S]
+    std::vector<at::Tensor> masks;  // per adapter: [S, 1, 1] in the model dtype
+    for (size_t a = 0; a < step.adapters.size(); ++a) {
+      masks.push_back(adapter_index.eq(static_cast<int64_t>(a)).to(options_.dtype).view({slots, 1, 1}));
+    }
+    at::Tensor x = embed_tokens_.index_select(0, ids).view({slots, 1, hidden});  // [S, 1, hidden]
+    const at::Tensor angles =
+        positions.to(at::kFloat).view({slots, 1, 1}) * inv_freq_;               // [S, 1, head_dim / 2]
+    const at::Tensor emb = at::cat({angles, angles}, -1);                       // [S, 1, head_dim]
+    const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);           // [S, 1, 1, head_dim]
+    const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);           // [S, 1, 1, head_dim]
+    const at::Tensor key_positions = at::arange(key_len, positions.options());  // [L]
+    const at::Tensor mask =
+        key_positions.view({1, 1, 1, key_len}) < key_ends.view({slots, 1, 1, 1});  // [S, 1, 1, L]
+
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const LlamaLayer& layer = layers_[l];
+      at::Tensor h = RmsNorm(x, layer.input_norm, eps);
+      const at::Tensor qkv =
+          ProjectMasked(kernel_isa_, h, layer.qkv, layer.qkv_bias, step.adapters, masks, l, &LoraLayer::qkv);
+      // qkv: [S, 1, (heads + 2 kv_heads) * head_dim]
+      at::Tensor q = qkv.narrow(-1, 0, heads * head_dim).view({slots, 1, heads, head_dim}).transpose(1, 2);
+      at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
+                         .view({slots, 1, kv_heads, head_dim})
+                         .transpose(1, 2);
+      const at::Tensor v = qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
+                               .view({slots, kv_heads, head_dim});  // [S, kv_heads, head_dim]
+      q = ApplyRope(q, cos, sin);                                   // [S, heads, 1, head_dim]
+      k = ApplyRope(k, cos, sin);                                   // [S, kv_heads, 1, head_dim]
+      at::Tensor& cache_k = cache->keys(l);    // [slots + 1, kv_heads, max_seq, head_dim]
+      at::Tensor& cache_v = cache->values(l);  // [slots + 1, kv_heads, max_seq, head_dim]
+      cache_k.index_put_({write_slots, Slice(), positions}, k.squeeze(2));
+      cache_v.index_put_({write_slots, Slice(), positions}, v);
+      // Row s is slot s: the cache is read in place. A query head's group of kv_heads' heads goes in as that
+      // kv head's queries (one query position each), so no backend needs grouped-query support.
+      const at::Tensor keys =
+          cache_k.narrow(0, 0, slots).narrow(2, 0, key_len);  // [S, kv_heads, L, head_dim]
+      const at::Tensor values =
+          cache_v.narrow(0, 0, slots).narrow(2, 0, key_len);  // [S, kv_heads, L, head_dim]
+      const at::Tensor attn =
+          at::scaled_dot_product_attention(q.reshape({slots, kv_heads, groups, head_dim}), keys, values,
+                                           mask);  // [S, kv_heads, groups, head_dim]
+      x = ProjectMasked(kernel_isa_, attn.reshape({slots, 1, heads * head_dim}), layer.o, layer.o_bias,
+                        step.adapters, masks, l, &LoraLayer::o, x);
+      h = RmsNorm(x, layer.post_norm, eps);
+      const at::Tensor gate_up =
+          ProjectMasked(kernel_isa_, h, layer.gate_up, layer.gate_up_bias, step.adapters, masks, l,
+                        &LoraLayer::gate_up);  // [S, 1, 2 * inter]
+      const at::Tensor act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
+      x = ProjectMasked(kernel_isa_, act, layer.down, layer.down_bias, step.adapters, masks, l,
+                        &LoraLayer::down, x);
+    }
+    return RmsNorm(x, final_norm_, eps).view({slots, hidden});
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("fixed decode: ", e.what_without_backtrace()));
+  }
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Logits(const at::Tensor& hidden) const {

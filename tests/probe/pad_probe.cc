@@ -2,12 +2,13 @@
 //
 //   {"command": "generate", "policy": DIR, "dtype": "float32", "device": "cpu", "quantization": "none",
 //    "reward_models": [{"name", "backbone", "adapter", "value_head"}], "requests": [REQUEST...],
-//    "batched": true, "max_batch_tokens": 0}
+//    "batched": true, "kv_slots": 24, "max_seq_len": 2560, "max_batch_tokens": 0, "cuda_graphs": false}
 //     REQUEST holds AlignmentRequest's fields by name ("mode": "pad" | "vanilla" | "preference_prompt",
 //     "composition": "prompt" | "weighted"; beta and temperature may be "nan", "inf" or "-inf").
 //     Answers {"results": [{"tokens", "text", "finish_reason", "prompt_tokens", "first_token_step",
 //     "diagnostics"} |
-//     {"error": {"code", "message"}}]}, all requests decoded in one batch or one at a time.
+//     {"error": {"code", "message"}}]}, all requests decoded in one batch or one at a time; with cuda_graphs
+//     also "fixed_shape_steps" and "graphs_recorded" (PadDecoder's).
 //   {"command": "prm_logits", ..., "reward_model": NAME, "sequences": [[ids]], "output": PATH}
 //     The PRM's full-vocabulary logits at every position, float32, to PATH. Answers {"rows", "vocab"}.
 //   {"command": "sample", ..., "requests": [REQUEST], "draws": N}
@@ -213,12 +214,17 @@ int main() {
   decoder_options.kv_slots = request.value("kv_slots", 24);
   decoder_options.max_seq_len = request.value("max_seq_len", 2560);
   decoder_options.max_batch_tokens = request.value("max_batch_tokens", int64_t{0});
+  decoder_options.cuda_graphs = request.value("cuda_graphs", false);
   auto decoder = pad::OrDie(models->MakeDecoder(decoder_options));
   if (command == "generate" || command == "prepare") {
     std::vector<pad::AlignmentRequest> requests;
     for (const Json& r : request["requests"]) requests.push_back(ParseRequest(r));
     answer = command == "prepare" ? Prepare(*decoder, requests)
                                   : Generate(*decoder, requests, request.value("batched", true));
+    if (decoder_options.cuda_graphs) {
+      answer["fixed_shape_steps"] = decoder->fixed_shape_steps();
+      answer["graphs_recorded"] = decoder->graphs_recorded();
+    }
   } else if (command == "sample") {
     answer = Sample(*decoder, ParseRequest(request["requests"].at(0)), request.value("draws", 1000));
   } else {

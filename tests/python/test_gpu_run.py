@@ -1,6 +1,7 @@
 """bench/gpu/run.sh --dry-run: the GPU run's script, whole, on this CPU with tiny shapes, so that it is known to
 work before a device is lent: the Debian packages unpacked and built against with PAD_WITH_GRPC=OFF, parity,
-both throughput runs and the table."""
+the three throughput runs (shared and separate PRM backbones, and decode steps as CUDA graphs, here their CPU
+twin) and the table."""
 import os
 import subprocess
 
@@ -18,13 +19,17 @@ def test_gpu_run_dry_run(tmp_path):
     parity = [line for line in table.splitlines() if line.startswith("| logits") or line.startswith("| pad")]
     assert len(parity) == 10, table  # 2 models x 2 dtypes of logits, 2 models x 3 requests of PAD
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith(("| VANILLA", "| PAD"))]
-    # VANILLA, PAD (PROMPT), PAD (WEIGHTED) shared, and PAD (PROMPT) separate, at batch 1 and 2.
-    assert [(r[0], r[1], r[2]) for r in rows] == [
-        (f"| {mode}", backbone, batch)
-        for mode, backbone in (("VANILLA", ""), ("PAD (PROMPT)", "shared"),
-                               ("PAD (WEIGHTED, 3 principles)", "shared"), ("PAD (PROMPT)", "separate"))
+    # VANILLA, PAD (PROMPT), PAD (WEIGHTED) shared, PAD (PROMPT) separate, then VANILLA and PAD (PROMPT) as
+    # CUDA graphs, at batch 1 and 2.
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        (f"| {mode}", backbone, steps, batch)
+        for mode, backbone, steps in (("VANILLA", "", "eager"), ("PAD (PROMPT)", "shared", "eager"),
+                                      ("PAD (WEIGHTED, 3 principles)", "shared", "eager"),
+                                      ("PAD (PROMPT)", "separate", "eager"), ("VANILLA", "", "CUDA graphs"),
+                                      ("PAD (PROMPT)", "shared", "CUDA graphs"))
         for batch in ("1", "2")]
     for r in rows:
-        tokens_per_s, step_ms, floor_ms = float(r[4]), float(r[5]), float(r[6])
+        tokens_per_s, step_ms, floor_ms = float(r[5]), float(r[6]), float(r[7])
         assert tokens_per_s > 0 and 0 < floor_ms and floor_ms < 5 * step_ms, r
-    assert "PAD single stream at" in table and "costs at most" in table
+    for steps in ("eager", "CUDA graphs"):
+        assert f"{steps}: PAD single stream at" in table and f"{steps}: PAD (shared backbone) costs at most" in table

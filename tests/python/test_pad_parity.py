@@ -94,6 +94,8 @@ def generate(model_dir, adapter_dir, requests, batched=True, **options):
                         "reward_models": reward_models(model_dir, adapter_dir), "requests": requests,
                         "batched": batched, **options})
     assert len(answer["results"]) == len(requests)
+    if options.get("cuda_graphs"):  # the fixed-shape steps ran (on the CPU nothing is recorded)
+        assert answer["fixed_shape_steps"] > 0 and answer["graphs_recorded"] == 0, answer
     return answer["results"]
 
 
@@ -255,6 +257,20 @@ def test_pad_is_not_vanilla(parity_results):
     assert overridden >= 10
 
 
+def test_fixed_shape_steps_equal_the_proven_ones(parity_results, model_dir, adapter):
+    """Decode steps in fixed shapes (cuda_graphs: on the CPU their twin, the same arithmetic run directly)
+    choose the tokens the official rule chooses above, with the same scores."""
+    labels = list(parity_results)
+    results = generate(model_dir, adapter, [parity_results[label][0] for label in labels], batched=True,
+                       kv_slots=32, max_seq_len=512, cuda_graphs=True)
+    for label, result in zip(labels, results):
+        proven = parity_results[label][1]
+        assert tokens_of(result) == tokens_of(proven), label
+        for ours, theirs in zip(result["diagnostics"], proven["diagnostics"]):
+            assert ours["candidates"] == theirs["candidates"], label
+            assert np.allclose(ours["scores"], theirs["scores"], rtol=1e-4, atol=1e-4), label
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Batching: a request's tokens do not depend on what it is decoded with.
 
@@ -286,6 +302,16 @@ def test_batched_equals_one_at_a_time(tiny_model):
                                                                         b["prompt_tokens"]), request
     assert {r["finish_reason"] for r in alone} == {"stop", "length"}
     assert len({len(r["tokens"]) for r in alone}) >= 5  # rows leave the batch at different steps
+
+
+def test_fixed_shape_steps_with_rows_coming_and_going(tiny_model):
+    """With cuda_graphs, rows leave at different steps, prompts prefill in chunks beside decoding rows and
+    the caches repack: the tokens are those of the eager steps."""
+    eager = generate(*tiny_model, BATCH_REQUESTS, batched=True, max_batch_tokens=40)
+    fixed = generate(*tiny_model, BATCH_REQUESTS, batched=True, max_batch_tokens=40, cuda_graphs=True)
+    for request, a, b in zip(BATCH_REQUESTS, eager, fixed):
+        assert tokens_of(a) == tokens_of(b), request
+        assert (a["text"], a["finish_reason"]) == (b["text"], b["finish_reason"]), request
 
 
 @pytest.mark.parametrize("budget", [24, 40])

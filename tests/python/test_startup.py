@@ -136,6 +136,16 @@ def test_kv_slots_without_memory_fraction(model_dir):
         server.stop_and_check()
 
 
+def test_cuda_graphs_give_each_cache_a_padding_slot(model_dir):
+    # Planned from memory, the padding slot counts against the plan, not against --kv_slots' requests.
+    server = Server(model_dir, "--cuda_graphs", "--gpu_memory_fraction=1", "--kv_slots=2", "--max_seq_len=256")
+    try:
+        assert server.metric("pad_kv_cache_slots") == 2
+        assert server.metric("pad_kv_cache_bytes") == 3 * smollm2_slot_bytes(model_dir, 256)
+    finally:
+        server.stop_and_check()
+
+
 def test_memory_fraction_with_no_room_fails_naming_the_numbers(model_dir):
     line = assert_fails_naming(model_dir, ["--gpu_memory_fraction=0.001"], "no KV cache slot of 4096 tokens fits")
     assert "left for the KV caches 0.00 GiB: 0 slots" in line, line

@@ -26,6 +26,9 @@ struct DecoderOptions {
   // prefilled with what is left, in chunks across steps, so that a burst of long prompts cannot stall the
   // running streams for one long step. 0: every admitted prompt is prefilled whole in its first step.
   int64_t max_batch_tokens = 0;
+  // Decode steps in fixed shapes (DecodeGraphs), recorded as CUDA graphs on a GPU; on the CPU the same
+  // arithmetic runs directly (the tests' twin of the GPU path). Each cache gets one padding slot more.
+  bool cuda_graphs = false;
   int64_t max_seq_len = 4096;    // prompt plus generated tokens of one sequence
   int max_prompt_tokens = 2048;  // longer prompts are refused, never truncated
   int max_new_tokens_limit = 4096;

@@ -19,6 +19,9 @@ namespace pad {
 struct KvCacheOptions {
   int64_t max_slots = 8;       // sequences resident at once
   int64_t max_seq_len = 4096;  // tokens per sequence, prompt and generated
+  // One more slot, index max_slots, that is never allocated: fixed-shape decode steps (DecodeGraphs) write
+  // the keys and values of their padding rows there.
+  bool padding_slot = false;
 };
 
 // Dense per-slot storage allocated once, so the memory a deployment needs is known at start-up and a
@@ -50,11 +53,13 @@ class KvCache {
 
   int64_t max_slots() const { return options_.max_slots; }
   int64_t max_seq_len() const { return options_.max_seq_len; }
+  // max_slots, or -1 without options.padding_slot.
+  int64_t padding_slot() const { return options_.padding_slot ? options_.max_slots : -1; }
   int64_t slots_in_use() const;
   int64_t tokens_in_use() const;
   int64_t bytes() const;
 
-  // [max_slots, num_key_value_heads, max_seq_len, head_dim]
+  // [max_slots (+ 1 with the padding slot), num_key_value_heads, max_seq_len, head_dim]
   at::Tensor& keys(int64_t layer) { return keys_[layer]; }
   at::Tensor& values(int64_t layer) { return values_[layer]; }
 
@@ -62,10 +67,11 @@ class KvCache {
   KvCache() = default;
 
   KvCacheOptions options_;
-  std::vector<at::Tensor> keys_;    // per layer: [max_slots, num_key_value_heads, max_seq_len, head_dim]
-  std::vector<at::Tensor> values_;  // per layer: [max_slots, num_key_value_heads, max_seq_len, head_dim]
-  std::vector<int64_t> lengths_;    // [max_slots] tokens written per slot
-  std::vector<bool> in_use_;        // [max_slots]
+  std::vector<at::Tensor> keys_;  // per layer: [max_slots (+ 1), num_key_value_heads, max_seq_len, head_dim]
+  std::vector<at::Tensor>
+      values_;                    // per layer: [max_slots (+ 1), num_key_value_heads, max_seq_len, head_dim]
+  std::vector<int64_t> lengths_;  // [max_slots] tokens written per slot
+  std::vector<bool> in_use_;      // [max_slots]
 };
 
 }  // namespace pad

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "pad/kv_cache.h"
 #include "pad/lora.h"
@@ -27,6 +28,19 @@ struct ForwardRow {
   int slot = 0;
   absl::Span<const int32_t> tokens;
   const LoraAdapter* adapter = nullptr;
+};
+
+// A decode step in fixed shapes, so that it can be recorded once and replayed as a CUDA graph
+// (DecodeGraphs): row s is cache slot s, for every slot in [0, slots); rows that do not decode this step
+// write into the cache's padding slot and their output is not used. Every per-step value is read from
+// device tensors by kernels, so that the step's inputs can be rewritten in place between replays.
+struct FixedDecodeStep {
+  int64_t slots = 0;    // S
+  int64_t key_len = 0;  // L: keys each row attends over, masked to its own; every key end is <= L
+  // [5, S] int64: token id, position (where its key and value go), slot written (s, or the padding slot),
+  // key end (the keys it sees: position + 1), adapter (index into `adapters`, or -1)
+  at::Tensor inputs;
+  std::vector<const LoraAdapter*> adapters;
 };
 
 struct LlamaLayer;
@@ -52,6 +66,14 @@ class LlamaModel {
   // INVALID_ARGUMENT for a bad slot or token id; OUT_OF_RANGE when a slot would exceed max_seq_len.
   absl::StatusOr<at::Tensor> Forward(absl::Span<const ForwardRow> rows, KvCache* cache,
                                      bool all_positions = false) const;
+  // Forward's checks of `rows`, errors prefixed by `caller`.
+  absl::Status CheckRows(absl::Span<const ForwardRow> rows, const KvCache& cache,
+                         absl::string_view caller) const;
+
+  // The decode step `step` describes, over `cache` (which has a padding slot): hidden [S, hidden] after the
+  // final norm, row s for slot s. Writes every decoding row's key and value; does not Advance the cache.
+  // LibTorch's operations only, none that waits for the device, so that it can be captured.
+  absl::StatusOr<at::Tensor> DecodeFixed(const FixedDecodeStep& step, KvCache* cache) const;
 
   // hidden [n, hidden] -> logits [n, vocab], float32.
   absl::StatusOr<at::Tensor> Logits(const at::Tensor& hidden) const;

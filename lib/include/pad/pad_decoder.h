@@ -13,6 +13,7 @@
 #include "pad/alignment_request.h"
 #include "pad/batch_decoder.h"
 #include "pad/chat_template.h"
+#include "pad/decode_graphs.h"
 #include "pad/kv_cache.h"
 #include "pad/llama.h"
 #include "pad/reward_model.h"
@@ -46,6 +47,9 @@ class PadDecoder final : public BatchDecoder {
   int64_t kv_cache_bytes() const override;
   std::string kv_plan() const override { return kv_plan_; }
   const DecoderOptions& options() const { return options_; }
+  // With options.cuda_graphs: forwards run as fixed-shape decode steps, and graphs recorded, over all caches.
+  int64_t fixed_shape_steps() const;
+  int64_t graphs_recorded() const;
 
  private:
   struct Sequence;
@@ -75,6 +79,8 @@ class PadDecoder final : public BatchDecoder {
   DecoderOptions options_;
   // One cache per distinct backbone, the policy's first.
   std::vector<std::pair<const LlamaModel*, std::unique_ptr<KvCache>>> caches_;
+  // With options.cuda_graphs, the decode steps of each cache (same order), else empty.
+  std::vector<std::unique_ptr<DecodeGraphs>> graphs_;
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   uint64_t next_id_ = 1;
   std::string kv_plan_;
