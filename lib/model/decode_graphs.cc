@@ -155,7 +155,8 @@ absl::StatusOr<at::Tensor> DecodeGraphs::Capture(const FixedDecodeStep& step, Gr
     if (!result.ok()) return result.status();
     c10::cuda::device_synchronize();
     auto recording = std::make_unique<at::cuda::CUDAGraph>();
-    recording->capture_begin(pool);
+    // Thread-local: only the engine thread uses the device, and no other thread's call may void the capture.
+    recording->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
     // Recorded, not run: the step's writes into the cache happened above.
     absl::StatusOr<at::Tensor> recorded = model_->DecodeFixed(step, cache_);
     recording->capture_end();
