@@ -55,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--loss_types", nargs="+", default=["sigmoid"],
                    help="TRL loss types: sigmoid is DPO; sigmoid sft adds the chosen answers' NLL (RPO)")
     p.add_argument("--loss_weights", nargs="+", type=float, help="one per loss type; default 1 each")
+    p.add_argument("--eos_in_preference", action=argparse.BooleanOptionalAction, default=True,
+                   help="train an answer's end-of-sequence token in the preference (DPO) term; with "
+                        "--no-eos_in_preference only the likelihood (sft) term trains it")
     p.add_argument("--max_length", type=int, default=512, help="prompt + answer tokens; answers are cut")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="bf16: autocast, fp32 master weights")
     p.add_argument("--export_dtype", choices=["float32", "bfloat16"], default="bfloat16")
@@ -99,14 +102,54 @@ def without_eos_when_unfinished(row, eos_id):
 
 
 def prm_trainer_class(dpo_trainer):
-    """TRL's DPOTrainer, except that an unfinished answer is trained without the end-of-sequence token: TRL
-    appends it to every non-conversational answer and has no switch for that, so the tokenized rows are
-    mended after its own preparation (TRL is pinned in requirements.txt; a test checks the rows)."""
+    """TRL's DPOTrainer with two changes TRL has no switch for (TRL is pinned in requirements.txt; tests check
+    both):
+
+    - an unfinished answer is trained without the end-of-sequence token, which TRL appends to every
+      non-conversational answer: the tokenized rows are mended after TRL's own preparation;
+    - with `eos_in_preference` False, the end-of-sequence token is left out of the preference term and trained
+      by the likelihood ("sft") term alone. Both answers of a pair end with it, so DPO can meet a preference by
+      raising it after the chosen answer and lowering it after the rejected one: the token becomes a
+      classifier of the whole answer, and PAD, scoring tokens, ends every answer that already reads as
+      preferred. The likelihood term keeps the PRM a language model that knows where answers end.
+    """
 
     class PrmDpoTrainer(dpo_trainer):
+        eos_in_preference = True
+
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             return dataset.map(without_eos_when_unfinished, fn_kwargs={"eos_id": self._tokenizer.eos_token_id})
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            if self.eos_in_preference:
+                return super()._compute_loss(model, inputs, return_outputs)
+            if self.precompute_ref_logps:
+                raise ValueError("--no-eos_in_preference computes the reference with the answers' masks; "
+                                 "precomputed reference log-probs would include end-of-sequence")
+            completion_mask = inputs["completion_mask"]  # [2B, T]: B chosen rows, then B rejected rows
+            is_eos = (inputs["input_ids"] == self._tokenizer.eos_token_id) & completion_mask.bool()  # [2B, T]
+            types, weights = self.loss_types, self.loss_weights
+            sft_weight = sum(w for t, w in zip(types, weights) if t == "sft")
+            kept = [(t, w) for t, w in zip(types, weights) if t != "sft"]
+            self.loss_types, self.loss_weights = [t for t, _ in kept], [w for _, w in kept]
+            try:
+                result = super()._compute_loss(
+                    model, {**inputs, "completion_mask": completion_mask * ~is_eos}, return_outputs)
+            finally:
+                self.loss_types, self.loss_weights = types, weights
+            if not sft_weight:
+                return result
+            loss, outputs = result if return_outputs else (result, None)
+            rows = completion_mask.size(0) // 2
+            chosen_ids = inputs["input_ids"][:rows]  # [B, T]
+            logits = model(input_ids=chosen_ids, attention_mask=inputs["attention_mask"][:rows],
+                           use_cache=False).logits[:, :-1]  # [B, T-1, vocab]
+            logps = logits.float().log_softmax(-1).gather(-1, chosen_ids[:, 1:, None]).squeeze(-1)  # [B, T-1]
+            nll = -logps[completion_mask[:rows, 1:].bool()].mean()
+            self._metrics["train" if model.training else "eval"]["nll"].append(nll.item())
+            loss = loss + sft_weight * nll
+            return (loss, outputs) if return_outputs else loss
 
     return PrmDpoTrainer
 
@@ -199,6 +242,7 @@ def main(argv=None):
         peft_config=prm_model.lora_config(args.lora_rank, args.lora_alpha, args.lora_dropout),
         callbacks=[callback],
     )
+    trainer.eos_in_preference = args.eos_in_preference
     resume = get_last_checkpoint(str(out / "checkpoints")) if args.resume else None
     if args.resume and resume is None:
         print(f"[train_prm] no checkpoint in {out / 'checkpoints'}; starting from the beginning", flush=True)

@@ -5,6 +5,7 @@ The reference for the exported files is pad_reference.RewardModel: peft's PeftMo
 fresh backbone, then the value head from value_head.safetensors, then lm_head. The server side is
 build/tests/pad_probe, the same PadDecoder::Prepare and RewardModel that pad_server runs.
 """
+import contextlib
 import json
 import pathlib
 import subprocess
@@ -148,6 +149,51 @@ def test_unfinished_answers_are_trained_without_end_of_sequence(model_dir, tmp_p
         (False, True), (True, False), (True, True)]
     whole = rows[2]
     assert rows[0]["chosen_ids"] == whole["chosen_ids"][:-1] and rows[1]["rejected_ids"] == whole["rejected_ids"][:-1]
+
+
+def test_end_of_sequence_can_be_left_to_the_likelihood_term(model_dir, tmp_path):
+    """With --no-eos_in_preference the DPO term sums each answer's log-ratio without its end-of-sequence token,
+    and the sft term is the chosen answers' mean negative log-likelihood with it: computed here by hand from
+    the model's logits and compared with the trainer's loss, on a batch the trainer itself collates."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+    sys.path.insert(0, str(ROOT / "train"))
+    import train_prm
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    pairs = [GOOD, {**GOOD, "prompt": "Define lamp.", "chosen": "A light.", "rejected": "A device that gives light."}]
+    config = DPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=2,
+                       loss_type=["sigmoid", "sft"], beta=0.1)
+    trainer = train_prm.prm_trainer_class(DPOTrainer)(
+        model=prm_model.backbone_with_value_head(model_dir), args=config, processing_class=tokenizer,
+        train_dataset=Dataset.from_list(prm_data.dpo_rows(tokenizer, pairs)),
+        peft_config=prm_model.lora_config(8, 16, 0.0))
+    model = trainer.model
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.02)
+    batch = next(iter(trainer.get_train_dataloader()))
+    ids, attention = batch["input_ids"], batch["attention_mask"]  # [4, T]: 2 chosen rows, then 2 rejected
+    answer = batch["completion_mask"][:, 1:].bool()  # [4, T-1]: the answer tokens, as predicted
+    eos = (ids[:, 1:] == tokenizer.eos_token_id) & answer  # [4, T-1]
+    assert eos.sum(dim=1).tolist() == [1, 1, 1, 1]
+
+    def token_logps(adapters):  # [4, T-1]
+        with torch.no_grad(), (contextlib.nullcontext() if adapters else model.disable_adapter()):
+            logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()  # [4, T-1, vocab]
+        return logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+    policy, reference = token_logps(True), token_logps(False)
+    ratio = ((policy - reference) * (answer & ~eos)).sum(dim=1)  # [4]
+    preference = -torch.nn.functional.logsigmoid(0.1 * (ratio[:2] - ratio[2:])).mean()
+    likelihood = -policy[:2][answer[:2]].mean()
+    with torch.no_grad():
+        trainer.eos_in_preference = False
+        loss = trainer.compute_loss(model, batch)
+        trainer.eos_in_preference = True
+        loss_with_eos = trainer.compute_loss(model, batch)
+    torch.testing.assert_close(loss, preference + likelihood, rtol=0, atol=1e-4)
+    assert abs(loss_with_eos - loss) > 1e-3
 
 
 def test_reference_of_dpo_is_the_policy(model_dir):
