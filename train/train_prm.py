@@ -32,6 +32,9 @@ import prm_data  # noqa: E402
 import prm_model  # noqa: E402
 
 
+EOS_TERMS = ("preference", "likelihood")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backbone", required=True, help="the policy's Hugging Face directory (the frozen backbone)")
@@ -55,9 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--loss_types", nargs="+", default=["sigmoid"],
                    help="TRL loss types: sigmoid is DPO; sigmoid sft adds the chosen answers' NLL (RPO)")
     p.add_argument("--loss_weights", nargs="+", type=float, help="one per loss type; default 1 each")
-    p.add_argument("--eos_in_preference", action=argparse.BooleanOptionalAction, default=True,
-                   help="train an answer's end-of-sequence token in the preference (DPO) term; with "
-                        "--no-eos_in_preference only the likelihood (sft) term trains it")
+    p.add_argument("--eos_trained_by", nargs="*", choices=EOS_TERMS, default=list(EOS_TERMS),
+                   help="the loss terms that train an answer's end-of-sequence token: preference (DPO), "
+                        "likelihood (sft), both (the default) or none")
     p.add_argument("--max_length", type=int, default=512, help="prompt + answer tokens; answers are cut")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="bf16: autocast, fp32 master weights")
     p.add_argument("--export_dtype", choices=["float32", "bfloat16"], default="bfloat16")
@@ -107,46 +110,46 @@ def prm_trainer_class(dpo_trainer):
 
     - an unfinished answer is trained without the end-of-sequence token, which TRL appends to every
       non-conversational answer: the tokenized rows are mended after TRL's own preparation;
-    - with `eos_in_preference` False, the end-of-sequence token is left out of the preference term and trained
-      by the likelihood ("sft") term alone. Both answers of a pair end with it, so DPO can meet a preference by
-      raising it after the chosen answer and lowering it after the rejected one: the token becomes a
-      classifier of the whole answer, and PAD, scoring tokens, ends every answer that already reads as
-      preferred. The likelihood term keeps the PRM a language model that knows where answers end.
+    - `eos_trained_by` names the loss terms that train that token ("preference": DPO, "likelihood": the sft
+      term), because where an answer's ending is learned decides how long PAD's answers are (README.md).
+      The preference term runs in TRL; when only the likelihood term leaves the token out or only it keeps
+      it, that term is computed here, with its own forward pass over the chosen answers.
     """
 
     class PrmDpoTrainer(dpo_trainer):
-        eos_in_preference = True
+        eos_trained_by = EOS_TERMS
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             return dataset.map(without_eos_when_unfinished, fn_kwargs={"eos_id": self._tokenizer.eos_token_id})
 
         def _compute_loss(self, model, inputs, return_outputs):
-            if self.eos_in_preference:
-                return super()._compute_loss(model, inputs, return_outputs)
-            if self.precompute_ref_logps:
-                raise ValueError("--no-eos_in_preference computes the reference with the answers' masks; "
-                                 "precomputed reference log-probs would include end-of-sequence")
+            in_preference, in_likelihood = (term in self.eos_trained_by for term in EOS_TERMS)
             completion_mask = inputs["completion_mask"]  # [2B, T]: B chosen rows, then B rejected rows
             is_eos = (inputs["input_ids"] == self._tokenizer.eos_token_id) & completion_mask.bool()  # [2B, T]
+            without_eos = completion_mask * ~is_eos  # [2B, T]
+            preference_inputs = inputs if in_preference else {**inputs, "completion_mask": without_eos}
             types, weights = self.loss_types, self.loss_weights
             sft_weight = sum(w for t, w in zip(types, weights) if t == "sft")
+            if in_preference == in_likelihood or not sft_weight:
+                return super()._compute_loss(model, preference_inputs, return_outputs)
+            if self.precompute_ref_logps:
+                raise ValueError("--eos_trained_by with one term: the reference is computed with each term's "
+                                 "masks, so it cannot be precomputed")
             kept = [(t, w) for t, w in zip(types, weights) if t != "sft"]
             self.loss_types, self.loss_weights = [t for t, _ in kept], [w for _, w in kept]
             try:
-                result = super()._compute_loss(
-                    model, {**inputs, "completion_mask": completion_mask * ~is_eos}, return_outputs)
+                result = super()._compute_loss(model, preference_inputs, return_outputs)
             finally:
                 self.loss_types, self.loss_weights = types, weights
-            if not sft_weight:
-                return result
             loss, outputs = result if return_outputs else (result, None)
             rows = completion_mask.size(0) // 2
             chosen_ids = inputs["input_ids"][:rows]  # [B, T]
+            answer = (completion_mask if in_likelihood else without_eos)[:rows, 1:].bool()  # [B, T-1]
             logits = model(input_ids=chosen_ids, attention_mask=inputs["attention_mask"][:rows],
                            use_cache=False).logits[:, :-1]  # [B, T-1, vocab]
             logps = logits.float().log_softmax(-1).gather(-1, chosen_ids[:, 1:, None]).squeeze(-1)  # [B, T-1]
-            nll = -logps[completion_mask[:rows, 1:].bool()].mean()
+            nll = -logps[answer].mean()
             self._metrics["train" if model.training else "eval"]["nll"].append(nll.item())
             loss = loss + sft_weight * nll
             return (loss, outputs) if return_outputs else loss
@@ -242,7 +245,7 @@ def main(argv=None):
         peft_config=prm_model.lora_config(args.lora_rank, args.lora_alpha, args.lora_dropout),
         callbacks=[callback],
     )
-    trainer.eos_in_preference = args.eos_in_preference
+    trainer.eos_trained_by = tuple(args.eos_trained_by)
     resume = get_last_checkpoint(str(out / "checkpoints")) if args.resume else None
     if args.resume and resume is None:
         print(f"[train_prm] no checkpoint in {out / 'checkpoints'}; starting from the beginning", flush=True)

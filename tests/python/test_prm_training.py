@@ -151,10 +151,12 @@ def test_unfinished_answers_are_trained_without_end_of_sequence(model_dir, tmp_p
     assert rows[0]["chosen_ids"] == whole["chosen_ids"][:-1] and rows[1]["rejected_ids"] == whole["rejected_ids"][:-1]
 
 
-def test_end_of_sequence_can_be_left_to_the_likelihood_term(model_dir, tmp_path):
-    """With --no-eos_in_preference the DPO term sums each answer's log-ratio without its end-of-sequence token,
-    and the sft term is the chosen answers' mean negative log-likelihood with it: computed here by hand from
-    the model's logits and compared with the trainer's loss, on a batch the trainer itself collates."""
+@pytest.mark.parametrize("eos_trained_by", [("preference", "likelihood"), ("likelihood",), ("preference",), ()])
+def test_end_of_sequence_is_trained_by_the_terms_named(model_dir, tmp_path, eos_trained_by):
+    """--eos_trained_by names the loss terms that see an answer's end-of-sequence token: the DPO term sums each
+    answer's log-ratio with or without it, the sft term is the chosen answers' mean negative log-likelihood
+    with or without it. Computed here by hand from the model's logits and compared with the trainer's loss,
+    on a batch the trainer itself collates."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
     sys.path.insert(0, str(ROOT / "train"))
@@ -167,6 +169,7 @@ def test_end_of_sequence_can_be_left_to_the_likelihood_term(model_dir, tmp_path)
         model=prm_model.backbone_with_value_head(model_dir), args=config, processing_class=tokenizer,
         train_dataset=Dataset.from_list(prm_data.dpo_rows(tokenizer, pairs)),
         peft_config=prm_model.lora_config(8, 16, 0.0))
+    trainer.eos_trained_by = eos_trained_by
     model = trainer.model
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -184,16 +187,14 @@ def test_end_of_sequence_can_be_left_to_the_likelihood_term(model_dir, tmp_path)
         return logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
 
     policy, reference = token_logps(True), token_logps(False)
-    ratio = ((policy - reference) * (answer & ~eos)).sum(dim=1)  # [4]
+    in_preference = answer if "preference" in eos_trained_by else answer & ~eos  # [4, T-1]
+    in_likelihood = answer if "likelihood" in eos_trained_by else answer & ~eos  # [4, T-1]
+    ratio = ((policy - reference) * in_preference).sum(dim=1)  # [4]
     preference = -torch.nn.functional.logsigmoid(0.1 * (ratio[:2] - ratio[2:])).mean()
-    likelihood = -policy[:2][answer[:2]].mean()
+    likelihood = -policy[:2][in_likelihood[:2]].mean()
     with torch.no_grad():
-        trainer.eos_in_preference = False
         loss = trainer.compute_loss(model, batch)
-        trainer.eos_in_preference = True
-        loss_with_eos = trainer.compute_loss(model, batch)
     torch.testing.assert_close(loss, preference + likelihood, rtol=0, atol=1e-4)
-    assert abs(loss_with_eos - loss) > 1e-3
 
 
 def test_reference_of_dpo_is_the_policy(model_dir):
