@@ -112,8 +112,8 @@ def prm_trainer_class(dpo_trainer):
       non-conversational answer: the tokenized rows are mended after TRL's own preparation;
     - `eos_trained_by` names the loss terms that train that token ("preference": DPO, "likelihood": the sft
       term), because where an answer's ending is learned decides how long PAD's answers are (README.md).
-      The preference term runs in TRL; when only the likelihood term leaves the token out or only it keeps
-      it, that term is computed here, with its own forward pass over the chosen answers.
+      The preference term runs in TRL; when the two terms differ on the token, the likelihood term is
+      computed here, with its own forward pass over the chosen answers.
     """
 
     class PrmDpoTrainer(dpo_trainer):
