@@ -125,13 +125,15 @@ def prm_trainer_class(dpo_trainer):
 
         def _compute_loss(self, model, inputs, return_outputs):
             in_preference, in_likelihood = (term in self.eos_trained_by for term in EOS_TERMS)
+            if in_preference and in_likelihood:
+                return super()._compute_loss(model, inputs, return_outputs)
             completion_mask = inputs["completion_mask"]  # [2B, T]: B chosen rows, then B rejected rows
             is_eos = (inputs["input_ids"] == self._tokenizer.eos_token_id) & completion_mask.bool()  # [2B, T]
             without_eos = completion_mask * ~is_eos  # [2B, T]
             preference_inputs = inputs if in_preference else {**inputs, "completion_mask": without_eos}
             types, weights = self.loss_types, self.loss_weights
             sft_weight = sum(w for t, w in zip(types, weights) if t == "sft")
-            if in_preference == in_likelihood or not sft_weight:
+            if not (in_preference or in_likelihood) or not sft_weight:
                 return super()._compute_loss(model, preference_inputs, return_outputs)
             if self.precompute_ref_logps:
                 raise ValueError("--eos_trained_by with one term: the reference is computed with each term's "

@@ -195,6 +195,11 @@ def test_end_of_sequence_is_trained_by_the_terms_named(model_dir, tmp_path, eos_
     with torch.no_grad():
         loss = trainer.compute_loss(model, batch)
     torch.testing.assert_close(loss, preference + likelihood, rtol=0, atol=1e-4)
+    # The batch tells the settings apart: TRL's own loss (the token in both terms) is another number.
+    whole_ratio = ((policy - reference) * answer).sum(dim=1)  # [4]
+    every_token = (-torch.nn.functional.logsigmoid(0.1 * (whole_ratio[:2] - whole_ratio[2:])).mean()
+                   - policy[:2][answer[:2]].mean())
+    assert (abs(loss - every_token) > 1e-3) == (len(eos_trained_by) < 2)
 
 
 def test_reference_of_dpo_is_the_policy(model_dir):
