@@ -93,13 +93,16 @@ def build_cells(sets, n_sweep):
                           ("PAD, WEIGHTED 0.5/0.5", request_fields("PAD", both, composition="weighted",
                                                                    weights=[0.5, 0.5]))):
         cells.append(Cell("combination", "concise and positive", label, "concise+positive", mixed, fields))
-    # Sweeps of PAD's beta (k 10) and k (beta 1) on the first n_sweep positive and concise prompts.
-    points = [(f"beta {b:g}, k 10", b, 10) for b in (0.5, 1.0, 1.5, 2.0)] + \
-        [(f"beta 1, k {k}", 1.0, k) for k in (5, 20)]
+    # Sweeps of PAD's beta (k 10), k (beta 1) and frequency penalty (beta 1, k 10) on the first n_sweep
+    # positive and concise prompts.
+    points = [(f"beta {b:g}, k 10", dict(beta=b, top_k=10)) for b in (0.5, 1.0, 1.5, 2.0)] + \
+        [(f"beta 1, k {k}", dict(beta=1.0, top_k=k)) for k in (5, 20)] + \
+        [(f"beta 1, k 10, frequency penalty {f:g}", dict(beta=1.0, top_k=10, frequency_penalty=f))
+         for f in (0.5, 1)]
     for s in ("positive", "concise"):
-        for label, beta, k in [("VANILLA", None, None)] + points:
-            fields = request_fields("VANILLA") if beta is None else request_fields("PAD", [s], beta=beta, top_k=k)
-            cells.append(Cell("sweep", s, label, s, sets[s][:n_sweep], fields))
+        cells.append(Cell("sweep", s, "VANILLA", s, sets[s][:n_sweep], request_fields("VANILLA")))
+        for label, extra in points:
+            cells.append(Cell("sweep", s, label, s, sets[s][:n_sweep], request_fields("PAD", [s], **extra)))
     return cells
 
 
@@ -632,7 +635,7 @@ def main():
             "PRM pass per principle, reward = 0.5 r_concise + 0.5 r_positive.", "")
     rep.table(rep.rows("combination", "concise and positive"), ["words", "vader", "textblob", "ppl"])
 
-    rep.add("## PAD sweeps (beta at k 10; k at beta 1)", "")
+    rep.add("## PAD sweeps (beta at k 10; k at beta 1; frequency penalty at beta 1, k 10)", "")
     for topic in ("positive", "concise"):
         rep.add(f"### {topic} ({n_sweep} prompts)", "")
         rep.table(rep.rows("sweep", topic), TOPIC_SCORERS[topic])

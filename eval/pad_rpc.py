@@ -139,7 +139,8 @@ _COMPOSITIONS = {"prompt": "COMPOSITION_PROMPT", "weighted": "COMPOSITION_WEIGHT
 
 
 def make_request(prompt, *, mode="pad", principles=(), weights=None, composition="prompt", reward_model="",
-                 top_k=10, beta=1.0, temperature=0.0, seed=0, max_new_tokens=128):
+                 top_k=10, beta=1.0, temperature=0.0, seed=0, max_new_tokens=128, presence_penalty=0.0,
+                 frequency_penalty=0.0):
     """The GenerateAlignedRequest for one user message; vanilla sends no principles."""
     pb, _ = load_stubs()
     request = pb.GenerateAlignedRequest(messages=[pb.ChatMessage(role="user", content=prompt)])
@@ -158,11 +159,14 @@ def make_request(prompt, *, mode="pad", principles=(), weights=None, composition
     request.decoding.temperature = temperature
     request.decoding.seed = seed
     request.decoding.max_new_tokens = max_new_tokens
+    request.decoding.presence_penalty = presence_penalty
+    request.decoding.frequency_penalty = frequency_penalty
     return request
 
 
 def generate(stub, prompt, *, mode="pad", principles=(), weights=None, composition="prompt", reward_model="",
-             top_k=10, beta=1.0, temperature=0.0, seed=0, max_new_tokens=128, timeout=600.0):
+             top_k=10, beta=1.0, temperature=0.0, seed=0, max_new_tokens=128, presence_penalty=0.0,
+             frequency_penalty=0.0, timeout=600.0):
     """One streamed answer -> {"text", "finish_reason" ("stop"|"length"|"cancelled"), "generated_tokens"}.
 
     Raises grpc.RpcError on a failed call.
@@ -170,7 +174,8 @@ def generate(stub, prompt, *, mode="pad", principles=(), weights=None, compositi
     pb, _ = load_stubs()
     request = make_request(prompt, mode=mode, principles=principles, weights=weights, composition=composition,
                            reward_model=reward_model, top_k=top_k, beta=beta, temperature=temperature,
-                           seed=seed, max_new_tokens=max_new_tokens)
+                           seed=seed, max_new_tokens=max_new_tokens, presence_penalty=presence_penalty,
+                           frequency_penalty=frequency_penalty)
     pieces, final = [], None
     for message in stub.GenerateAligned(request, timeout=timeout):
         pieces.append(message.text)

@@ -25,6 +25,8 @@ const FieldPaths& ProtoPaths() {
       {"top_k", {"decoding.top_k", ""}},
       {"beta", {"decoding.beta", ""}},
       {"temperature", {"decoding.temperature", ""}},
+      {"presence_penalty", {"decoding.presence_penalty", ""}},
+      {"frequency_penalty", {"decoding.frequency_penalty", ""}},
       {"max_new_tokens", {"decoding.max_new_tokens", ""}},
       {"stop", {"decoding.stop", ""}},
   };
@@ -126,6 +128,8 @@ absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& pro
   if (decoding.has_top_k()) request.top_k = decoding.top_k();
   if (decoding.has_beta()) request.beta = decoding.beta();
   request.temperature = decoding.temperature();
+  request.presence_penalty = decoding.presence_penalty();
+  request.frequency_penalty = decoding.frequency_penalty();
   request.seed = decoding.seed();
   if (decoding.has_max_new_tokens()) {
     // Unset means the server's default; a value sent must be a count (libpad reads 0 as "default").

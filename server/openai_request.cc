@@ -175,7 +175,6 @@ absl::Status Unsupported(const std::string& key, const json& value) {
   };
   if (key == "n") return only(1, "only 1 is supported");
   if (key == "top_p") return only(1, "only 1 is supported (candidates are the top k: see pad.top_k)");
-  if (key == "presence_penalty" || key == "frequency_penalty") return only(0, "penalties are not supported");
   if (key == "logprobs") {
     return only(false, "is not supported (pad.diagnostics gives each token's candidates and scores)");
   }
@@ -214,6 +213,8 @@ const FieldPaths& OpenAiPaths() {
       {"top_k", {"pad.top_k", ""}},
       {"beta", {"pad.beta", ""}},
       {"temperature", {"temperature", ""}},
+      {"presence_penalty", {"presence_penalty", ""}},
+      {"frequency_penalty", {"frequency_penalty", ""}},
       {"stop", {"stop", ""}},
   };
   return *paths;
@@ -268,6 +269,10 @@ absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(absl::string_vi
       if (!(request.temperature >= 0 && request.temperature <= 2)) {
         return Invalid(key, absl::StrCat(request.temperature, " is not in [0, 2]"));
       }
+    } else if (key == "presence_penalty") {
+      PAD_ASSIGN_OR_RETURN(request.presence_penalty, GetNumber(value, key));
+    } else if (key == "frequency_penalty") {
+      PAD_ASSIGN_OR_RETURN(request.frequency_penalty, GetNumber(value, key));
     } else if (key == "seed") {
       PAD_ASSIGN_OR_RETURN(int64_t seed, GetInteger(value, key, std::numeric_limits<int64_t>::min(),
                                                     std::numeric_limits<int64_t>::max()));

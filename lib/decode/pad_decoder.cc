@@ -7,6 +7,7 @@
 #include <limits>
 #include <random>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "pad/device_memory.h"
@@ -30,6 +31,7 @@ struct PadDecoder::Sequence {
   bool prefilled = false;
   int32_t last_token = 0;
   int generated = 0;
+  absl::flat_hash_map<int32_t, int> generated_counts;  // token id -> times generated: the penalties' c(a)
   std::mt19937_64 rng;
   std::unique_ptr<IncrementalDecoder> text;
   std::string held;  // decoded text withheld because it may begin a stop string
@@ -193,6 +195,8 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
   if (!std::isfinite(request.temperature) || request.temperature < 0) {
     return Invalid("temperature", "must be a finite number >= 0");
   }
+  if (!(std::abs(request.presence_penalty) <= 2)) return Invalid("presence_penalty", "is not in [-2, 2]");
+  if (!(std::abs(request.frequency_penalty) <= 2)) return Invalid("frequency_penalty", "is not in [-2, 2]");
   if (request.max_new_tokens < 1 || request.max_new_tokens > o.max_new_tokens_limit) {
     return Invalid("max_new_tokens",
                    absl::StrCat(request.max_new_tokens, " is not in [1, ", o.max_new_tokens_limit, "]"));
@@ -635,6 +639,17 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
     Sequence& s = *batch[i];
     const AlignmentRequest& request = s.prepared.request;
     const float* score_row = scores + i * k_max;
+    std::vector<float> penalized;  // [ks[i]]: the scores less the request's penalties
+    if (request.presence_penalty != 0 || request.frequency_penalty != 0) {
+      penalized.assign(score_row, score_row + ks[i]);
+      for (int64_t j = 0; j < ks[i]; ++j) {
+        const auto seen = s.generated_counts.find(static_cast<int32_t>(candidates[i * k_max + j]));
+        if (seen == s.generated_counts.end()) continue;
+        penalized[j] -=
+            static_cast<float>(request.presence_penalty + request.frequency_penalty * seen->second);
+      }
+      score_row = penalized.data();
+    }
     const double uniform = std::uniform_real_distribution<double>(0.0, 1.0)(s.rng);
     const int64_t choice = SampleIndex(score_row, ks[i], static_cast<float>(request.temperature), uniform);
     TokenEvent event;
@@ -656,6 +671,7 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
     s.prefilled = true;
     s.last_token = event.token;
     ++s.generated;
+    ++s.generated_counts[event.token];
 
     const auto& eos = policy_->config().eos_token_ids;
     const bool at_eos = !request.ignore_eos && std::find(eos.begin(), eos.end(), event.token) != eos.end();

@@ -70,6 +70,8 @@ pad::AlignmentRequest ParseRequest(const Json& j) {
   r.top_k = j.value("top_k", 10);
   if (j.contains("beta")) r.beta = Number(j["beta"]);
   if (j.contains("temperature")) r.temperature = Number(j["temperature"]);
+  if (j.contains("presence_penalty")) r.presence_penalty = Number(j["presence_penalty"]);
+  if (j.contains("frequency_penalty")) r.frequency_penalty = Number(j["frequency_penalty"]);
   r.seed = j.value("seed", uint64_t{0});
   r.max_new_tokens = j.value("max_new_tokens", 128);
   r.stop = j.value("stop", std::vector<std::string>{});

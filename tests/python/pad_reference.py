@@ -12,6 +12,7 @@ rewards and scores. If every choice equals the given token, `generate` would hav
 continuation (causal attention: the logits at position t depend on tokens <= t only; the two differ only by
 float rounding, about 2e-5 on SmolLM2's scores), so a 64-step parity check costs two forwards instead of 128.
 """
+import collections
 import dataclasses
 
 import torch
@@ -127,14 +128,25 @@ def pad_step(z_b, z_r_rows, weights, top_k, beta):
     return candidates, policy_top, reward, policy_top + beta * reward
 
 
-def rule(request, z_b, z_r_rows, weights):
-    """The greedy Step for one state. Vanilla and preference_prompt: the policy's argmax (its top 10 shown)."""
+def penalized(scores, candidates, request, generated):
+    """OpenAI's presence and frequency penalties on the candidates' scores [k] (float32), given the tokens
+    generated so far: score(a) - presence * [c(a) > 0] - frequency * c(a), the penalty summed in float64."""
+    counts = collections.Counter(generated)
+    c = torch.tensor([counts[int(a)] for a in candidates], dtype=torch.float64)
+    penalty = request.get("presence_penalty", 0.0) * (c > 0) + request.get("frequency_penalty", 0.0) * c
+    return scores - penalty.to(scores.dtype)
+
+
+def rule(request, z_b, z_r_rows, weights, generated=()):
+    """The greedy Step for one state, after the tokens `generated`. Vanilla and preference_prompt: the policy's
+    top k scored by its own logits."""
+    k = request.get("top_k", 10)
     if request.get("mode", "pad") == "pad":
-        candidates, top, reward, scores = pad_step(z_b, z_r_rows, weights, request.get("top_k", 10),
-                                                   request.get("beta", 1.0))
+        candidates, top, reward, scores = pad_step(z_b, z_r_rows, weights, k, request.get("beta", 1.0))
     else:
-        top, candidates = torch.topk(z_b, 10)
-        reward, scores = torch.zeros(10), top
+        top, candidates = torch.topk(z_b, k)
+        reward, scores = torch.zeros(k), top
+    scores = penalized(scores, candidates, request, generated)
     token = int(candidates[int(torch.argmax(scores))])
     return Step(token, candidates.tolist(), top.tolist(), reward.tolist(), scores.tolist())
 
@@ -162,7 +174,7 @@ def generate(policy, prm, formatter, request):
     for _ in range(request.get("max_new_tokens", 128)):
         z_b = policy.logits(ctx.policy + generated, last_only=True)[-1]
         z_r = [prm.logits(ids + generated, last_only=True)[-1] for ids in ctx.prm] if mode == "pad" else None
-        steps.append(rule(request, z_b, z_r, ctx.weights))
+        steps.append(rule(request, z_b, z_r, ctx.weights, generated))
         generated.append(steps[-1].token)
         if generated[-1] in eos:
             break
@@ -178,4 +190,4 @@ def replay(policy, prm, formatter, request, tokens):
     n = len(tokens)
     z_b_all = policy.logits(ctx.policy + tokens)[len(ctx.policy) - 1:len(ctx.policy) - 1 + n]
     z_r_all = [prm.logits(ids + tokens)[len(ids) - 1:len(ids) - 1 + n] for ids in ctx.prm]
-    return [rule(request, z_b_all[t], [z[t] for z in z_r_all], ctx.weights) for t in range(n)]
+    return [rule(request, z_b_all[t], [z[t] for z in z_r_all], ctx.weights, tokens[:t]) for t in range(n)]

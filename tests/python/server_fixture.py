@@ -56,7 +56,9 @@ def to_proto(pb, spec):
         preference.policy_sees_guideline = spec["policy_sees_guideline"]
     decoding = pad_pb2.DecodingParams(mode=modes[spec.get("mode", "pad")], temperature=spec.get("temperature", 0.0),
                                       seed=spec.get("seed", 0), stop=spec.get("stop", []),
-                                      ignore_eos=spec.get("ignore_eos", False))
+                                      ignore_eos=spec.get("ignore_eos", False),
+                                      presence_penalty=spec.get("presence_penalty", 0.0),
+                                      frequency_penalty=spec.get("frequency_penalty", 0.0))
     for field in ("top_k", "beta", "max_new_tokens"):
         if field in spec:
             setattr(decoding, field, spec[field])

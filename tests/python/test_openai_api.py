@@ -104,6 +104,15 @@ def test_sampling_follows_the_seed(pb, server):
     assert len(unseeded) > 1, unseeded
 
 
+def test_penalties_are_grpcs(pb, server):
+    """OpenAI's presence and frequency penalties reach the engine: the answer is gRPC's with the same values,
+    and not the unpenalized one."""
+    penalties = dict(presence_penalty=0.5, frequency_penalty=1.0)
+    text = ask(server, False, max_tokens=48, **penalties)[0]
+    assert text == grpc_answer(pb, server, mode="vanilla", max_new_tokens=48, **penalties)[0]
+    assert text != grpc_answer(pb, server, mode="vanilla", max_new_tokens=48)[0]
+
+
 def test_stop_strings(pb, server):
     text, finish, _, _ = ask(server, True, stop=[" the", "."], max_tokens=64)
     expected, final = grpc_answer(pb, server, mode="vanilla", stop=[" the", "."], max_new_tokens=64)
@@ -164,7 +173,7 @@ ERRORS = {
     "top_p": ({"top_p": 0.5}, 400, "top_p"),
     "logprobs": ({"logprobs": True}, 400, "logprobs"),
     "tools": ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400, "tools"),
-    "presence_penalty": ({"presence_penalty": 1.0}, 400, "presence_penalty"),
+    "presence_penalty": ({"presence_penalty": 2.5}, 400, "presence_penalty"),
     "unknown_field": ({"extra_body": {"frobnicate": 1}}, 400, "frobnicate"),
     "temperature": ({"temperature": 3}, 400, "temperature"),
     "max_tokens": ({"max_tokens": 0}, 400, "max_tokens"),

@@ -193,13 +193,17 @@ def parity_requests():
                                                 "principles": prompt_fields["principles"]}))
     cases.append(("unguided_policy", {**PARITY_CASES[0][0], **common, "principles": ["humor"],
                                       "policy_sees_guideline": False}))
+    # OpenAI's penalties, off in every case above.
+    penalties = {"presence_penalty": 0.4, "frequency_penalty": 0.3}
+    cases.append(("penalized_pad", {**PARITY_CASES[0][0], **common, **PARITY_CASES[0][1], **penalties}))
+    cases.append(("penalized_vanilla", {**PARITY_CASES[0][0], **common, "mode": "vanilla", **penalties}))
     return cases
 
 
 @pytest.fixture(scope="module")
 def parity_results(model_dir, adapter):
     cases = parity_requests()
-    # One batch: 13 policy rows and 13 PRM rows on the shared backbone, more KV slots than the default.
+    # One batch: 15 policy rows and 14 PRM rows on the shared backbone, more KV slots than the default.
     results = generate(model_dir, adapter, [request for _, request in cases], batched=True, kv_slots=32,
                        max_seq_len=512)
     return {label: (request, result) for (label, request), result in zip(cases, results)}
@@ -255,6 +259,13 @@ def test_pad_is_not_vanilla(parity_results):
                      for label, (request, result) in parity_results.items()
                      if request.get("mode", "pad") == "pad" for d in result["diagnostics"])
     assert overridden >= 10
+
+
+def test_penalties_change_the_answer(parity_results):
+    """The penalties have force: with them, PAD's and VANILLA's answers differ (and still equal the reference's,
+    test_greedy_matches_official_rule)."""
+    for penalized, plain in (("penalized_pad", "prompt0"), ("penalized_vanilla", "vanilla0")):
+        assert tokens_of(parity_results[penalized][1]) != tokens_of(parity_results[plain][1]), penalized
 
 
 def test_fixed_shape_steps_equal_the_proven_ones(parity_results, model_dir, adapter):
@@ -426,6 +437,8 @@ INVALID = [
     ("prompt", {"prompt": ""}),
     ("max_new_tokens", {"max_new_tokens": 100000}),  # 0 is libpad's "default"; the API refuses a sent 0
     ("max_new_tokens", {"max_new_tokens": -1}),
+    ("presence_penalty", {"presence_penalty": 2.5}),
+    ("frequency_penalty", {"frequency_penalty": "nan"}),
 ]
 
 

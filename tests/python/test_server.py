@@ -240,6 +240,8 @@ INVALID = [
     ("top_k_zero", lambda pb: to_proto(pb, spec("vanilla", top_k=0)), "decoding.top_k"),
     ("top_k_huge", lambda pb: to_proto(pb, spec("vanilla", top_k=100000)), "decoding.top_k"),
     ("negative_temperature", lambda pb: to_proto(pb, spec("vanilla", temperature=-0.5)), "decoding.temperature"),
+    ("penalty_out_of_range", lambda pb: to_proto(pb, spec("vanilla", frequency_penalty=-3.0)),
+     "decoding.frequency_penalty"),
     ("beta_nan", lambda pb: to_proto(pb, spec("pad", principles=["humor"], beta=float("nan"))), "decoding.beta"),
     ("max_new_tokens_zero", lambda pb: to_proto(pb, spec("vanilla", max_new_tokens=0)), "decoding.max_new_tokens"),
     ("unknown_reward_model", lambda pb: to_proto(pb, spec("pad", principles=["humor"], reward_model="nope")),

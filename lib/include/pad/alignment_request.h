@@ -41,8 +41,12 @@ struct AlignmentRequest {
   int top_k = 10;            // candidates from the policy, in every mode (vanilla sampling is top-k sampling)
   double beta = 1.0;         // reward weight: score = z_b + beta * r
   double temperature = 0.0;  // 0 is greedy; else draw from softmax(score / temperature) over the top k
-  uint64_t seed = 0;         // the request's own random stream
-  int max_new_tokens = 0;    // 0: the decoder's default_max_new_tokens
+  // OpenAI's penalties, applied to the top k candidates' scores before the draw: score(a) - presence *
+  // [c(a) > 0] - frequency * c(a), c(a) the times this request has generated token a. 0 is off.
+  double presence_penalty = 0.0;
+  double frequency_penalty = 0.0;
+  uint64_t seed = 0;              // the request's own random stream
+  int max_new_tokens = 0;         // 0: the decoder's default_max_new_tokens
   std::vector<std::string> stop;  // generation ends before the first occurrence of any of these
   bool ignore_eos = false;        // keep going past the model's end-of-sequence ids
   bool diagnostics = false;       // per token: candidates, their policy logits, rewards and scores
