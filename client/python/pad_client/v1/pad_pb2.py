@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10pad/v1/pad.proto\x12\x06pad.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"9\n\tPrinciple\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_weight\"\xb1\x01\n\nPreference\x12%\n\nprinciples\x18\x01 \x03(\x0b\x32\x11.pad.v1.Principle\x12(\n\x0b\x63omposition\x18\x02 \x01(\x0e\x32\x13.pad.v1.Composition\x12\x14\n\x0creward_model\x18\x03 \x01(\t\x12\"\n\x15policy_sees_guideline\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x18\n\x16_policy_sees_guideline\"\xe3\x01\n\x0e\x44\x65\x63odingParams\x12\"\n\x04mode\x18\x01 \x01(\x0e\x32\x14.pad.v1.DecodingMode\x12\x12\n\x05top_k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x11\n\x04\x62\x65ta\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x1b\n\x0emax_new_tokens\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x12\n\nignore_eos\x18\x08 \x01(\x08\x42\x08\n\x06_top_kB\x07\n\x05_betaB\x11\n\x0f_max_new_tokens\"\xd7\x01\n\x16GenerateAlignedRequest\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.pad.v1.ChatMessage\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12&\n\npreference\x18\x03 \x01(\x0b\x32\x12.pad.v1.Preference\x12(\n\x08\x64\x65\x63oding\x18\x04 \x01(\x0b\x32\x16.pad.v1.DecodingParams\x12\x18\n\x10return_token_ids\x18\x05 \x01(\x08\x12\x1a\n\x12return_diagnostics\x18\x06 \x01(\x08\"w\n\x10TokenDiagnostics\x12\x12\n\ncandidates\x18\x01 \x03(\x05\x12\x15\n\rpolicy_logits\x18\x02 \x03(\x02\x12\x0f\n\x07rewards\x18\x03 \x03(\x02\x12\x0e\n\x06scores\x18\x04 \x03(\x02\x12\x17\n\x0f\x63\x61ndidate_texts\x18\x05 \x03(\t\"w\n\x0eGeneratedToken\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0e\n\x06reward\x18\x02 \x01(\x02\x12\x1a\n\x12\x63hanged_top_choice\x18\x03 \x01(\x08\x12-\n\x0b\x64iagnostics\x18\x04 \x01(\x0b\x32\x18.pad.v1.TokenDiagnostics\"g\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x18\n\x10generated_tokens\x18\x02 \x01(\x03\x12\x15\n\rqueue_seconds\x18\x03 \x01(\x01\x12\x16\n\x0e\x64\x65\x63ode_seconds\x18\x04 \x01(\x01\"R\n\x05\x46inal\x12+\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x14.pad.v1.FinishReason\x12\x1c\n\x05usage\x18\x02 \x01(\x0b\x32\r.pad.v1.Usage\"m\n\x17GenerateAlignedResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x03(\x0b\x32\x16.pad.v1.GeneratedToken\x12\x1c\n\x05\x66inal\x18\x03 \x01(\x0b\x32\r.pad.v1.Final\"\x13\n\x11ListModelsRequest\"b\n\x0fRewardModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x03 \x01(\t\x12\x1e\n\x16shares_policy_backbone\x18\x04 \x01(\x08\"\xb8\x01\n\x06Limits\x12\x19\n\x11max_prompt_tokens\x18\x01 \x01(\x05\x12\x16\n\x0emax_new_tokens\x18\x02 \x01(\x05\x12\x11\n\tmax_top_k\x18\x03 \x01(\x05\x12\x16\n\x0emax_principles\x18\x04 \x01(\x05\x12\x18\n\x10max_stop_strings\x18\x05 \x01(\x05\x12\x1b\n\x13max_sequence_tokens\x18\x06 \x01(\x05\x12\x19\n\x11max_request_bytes\x18\x07 \x01(\x05\"t\n\x12ListModelsResponse\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12.\n\rreward_models\x18\x02 \x03(\x0b\x32\x17.pad.v1.RewardModelInfo\x12\x1e\n\x06limits\x18\x03 \x01(\x0b\x32\x0e.pad.v1.Limits*\x84\x01\n\x0c\x44\x65\x63odingMode\x12\x1d\n\x19\x44\x45\x43ODING_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45\x43ODING_MODE_PAD\x10\x01\x12\x19\n\x15\x44\x45\x43ODING_MODE_VANILLA\x10\x02\x12#\n\x1f\x44\x45\x43ODING_MODE_PREFERENCE_PROMPT\x10\x03*\\\n\x0b\x43omposition\x12\x1b\n\x17\x43OMPOSITION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OMPOSITION_PROMPT\x10\x01\x12\x18\n\x14\x43OMPOSITION_WEIGHTED\x10\x02*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xa7\x01\n\nPadService\x12T\n\x0fGenerateAligned\x12\x1e.pad.v1.GenerateAlignedRequest\x1a\x1f.pad.v1.GenerateAlignedResponse0\x01\x12\x43\n\nListModels\x12\x19.pad.v1.ListModelsRequest\x1a\x1a.pad.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10pad/v1/pad.proto\x12\x06pad.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"9\n\tPrinciple\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x06weight\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\t\n\x07_weight\"\xb1\x01\n\nPreference\x12%\n\nprinciples\x18\x01 \x03(\x0b\x32\x11.pad.v1.Principle\x12(\n\x0b\x63omposition\x18\x02 \x01(\x0e\x32\x13.pad.v1.Composition\x12\x14\n\x0creward_model\x18\x03 \x01(\t\x12\"\n\x15policy_sees_guideline\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x18\n\x16_policy_sees_guideline\"\x98\x02\n\x0e\x44\x65\x63odingParams\x12\"\n\x04mode\x18\x01 \x01(\x0e\x32\x14.pad.v1.DecodingMode\x12\x12\n\x05top_k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x11\n\x04\x62\x65ta\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x1b\n\x0emax_new_tokens\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x12\n\nignore_eos\x18\x08 \x01(\x08\x12\x18\n\x10presence_penalty\x18\t \x01(\x01\x12\x19\n\x11\x66requency_penalty\x18\n \x01(\x01\x42\x08\n\x06_top_kB\x07\n\x05_betaB\x11\n\x0f_max_new_tokens\"\xd7\x01\n\x16GenerateAlignedRequest\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.pad.v1.ChatMessage\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12&\n\npreference\x18\x03 \x01(\x0b\x32\x12.pad.v1.Preference\x12(\n\x08\x64\x65\x63oding\x18\x04 \x01(\x0b\x32\x16.pad.v1.DecodingParams\x12\x18\n\x10return_token_ids\x18\x05 \x01(\x08\x12\x1a\n\x12return_diagnostics\x18\x06 \x01(\x08\"w\n\x10TokenDiagnostics\x12\x12\n\ncandidates\x18\x01 \x03(\x05\x12\x15\n\rpolicy_logits\x18\x02 \x03(\x02\x12\x0f\n\x07rewards\x18\x03 \x03(\x02\x12\x0e\n\x06scores\x18\x04 \x03(\x02\x12\x17\n\x0f\x63\x61ndidate_texts\x18\x05 \x03(\t\"w\n\x0eGeneratedToken\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0e\n\x06reward\x18\x02 \x01(\x02\x12\x1a\n\x12\x63hanged_top_choice\x18\x03 \x01(\x08\x12-\n\x0b\x64iagnostics\x18\x04 \x01(\x0b\x32\x18.pad.v1.TokenDiagnostics\"g\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x18\n\x10generated_tokens\x18\x02 \x01(\x03\x12\x15\n\rqueue_seconds\x18\x03 \x01(\x01\x12\x16\n\x0e\x64\x65\x63ode_seconds\x18\x04 \x01(\x01\"R\n\x05\x46inal\x12+\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x14.pad.v1.FinishReason\x12\x1c\n\x05usage\x18\x02 \x01(\x0b\x32\r.pad.v1.Usage\"m\n\x17GenerateAlignedResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12&\n\x06tokens\x18\x02 \x03(\x0b\x32\x16.pad.v1.GeneratedToken\x12\x1c\n\x05\x66inal\x18\x03 \x01(\x0b\x32\r.pad.v1.Final\"\x13\n\x11ListModelsRequest\"b\n\x0fRewardModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61\x63kbone\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x03 \x01(\t\x12\x1e\n\x16shares_policy_backbone\x18\x04 \x01(\x08\"\xb8\x01\n\x06Limits\x12\x19\n\x11max_prompt_tokens\x18\x01 \x01(\x05\x12\x16\n\x0emax_new_tokens\x18\x02 \x01(\x05\x12\x11\n\tmax_top_k\x18\x03 \x01(\x05\x12\x16\n\x0emax_principles\x18\x04 \x01(\x05\x12\x18\n\x10max_stop_strings\x18\x05 \x01(\x05\x12\x1b\n\x13max_sequence_tokens\x18\x06 \x01(\x05\x12\x19\n\x11max_request_bytes\x18\x07 \x01(\x05\"t\n\x12ListModelsResponse\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12.\n\rreward_models\x18\x02 \x03(\x0b\x32\x17.pad.v1.RewardModelInfo\x12\x1e\n\x06limits\x18\x03 \x01(\x0b\x32\x0e.pad.v1.Limits*\x84\x01\n\x0c\x44\x65\x63odingMode\x12\x1d\n\x19\x44\x45\x43ODING_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45\x43ODING_MODE_PAD\x10\x01\x12\x19\n\x15\x44\x45\x43ODING_MODE_VANILLA\x10\x02\x12#\n\x1f\x44\x45\x43ODING_MODE_PREFERENCE_PROMPT\x10\x03*\\\n\x0b\x43omposition\x12\x1b\n\x17\x43OMPOSITION_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OMPOSITION_PROMPT\x10\x01\x12\x18\n\x14\x43OMPOSITION_WEIGHTED\x10\x02*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xa7\x01\n\nPadService\x12T\n\x0fGenerateAligned\x12\x1e.pad.v1.GenerateAlignedRequest\x1a\x1f.pad.v1.GenerateAlignedResponse0\x01\x12\x43\n\nListModels\x12\x19.pad.v1.ListModelsRequest\x1a\x1a.pad.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pad.v1.pad_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECODINGMODE']._serialized_start=1730
-  _globals['_DECODINGMODE']._serialized_end=1862
-  _globals['_COMPOSITION']._serialized_start=1864
-  _globals['_COMPOSITION']._serialized_end=1956
-  _globals['_FINISHREASON']._serialized_start=1958
-  _globals['_FINISHREASON']._serialized_end=2082
+  _globals['_DECODINGMODE']._serialized_start=1783
+  _globals['_DECODINGMODE']._serialized_end=1915
+  _globals['_COMPOSITION']._serialized_start=1917
+  _globals['_COMPOSITION']._serialized_end=2009
+  _globals['_FINISHREASON']._serialized_start=2011
+  _globals['_FINISHREASON']._serialized_end=2135
   _globals['_CHATMESSAGE']._serialized_start=28
   _globals['_CHATMESSAGE']._serialized_end=72
   _globals['_PRINCIPLE']._serialized_start=74
@@ -44,27 +44,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREFERENCE']._serialized_start=134
   _globals['_PREFERENCE']._serialized_end=311
   _globals['_DECODINGPARAMS']._serialized_start=314
-  _globals['_DECODINGPARAMS']._serialized_end=541
-  _globals['_GENERATEALIGNEDREQUEST']._serialized_start=544
-  _globals['_GENERATEALIGNEDREQUEST']._serialized_end=759
-  _globals['_TOKENDIAGNOSTICS']._serialized_start=761
-  _globals['_TOKENDIAGNOSTICS']._serialized_end=880
-  _globals['_GENERATEDTOKEN']._serialized_start=882
-  _globals['_GENERATEDTOKEN']._serialized_end=1001
-  _globals['_USAGE']._serialized_start=1003
-  _globals['_USAGE']._serialized_end=1106
-  _globals['_FINAL']._serialized_start=1108
-  _globals['_FINAL']._serialized_end=1190
-  _globals['_GENERATEALIGNEDRESPONSE']._serialized_start=1192
-  _globals['_GENERATEALIGNEDRESPONSE']._serialized_end=1301
-  _globals['_LISTMODELSREQUEST']._serialized_start=1303
-  _globals['_LISTMODELSREQUEST']._serialized_end=1322
-  _globals['_REWARDMODELINFO']._serialized_start=1324
-  _globals['_REWARDMODELINFO']._serialized_end=1422
-  _globals['_LIMITS']._serialized_start=1425
-  _globals['_LIMITS']._serialized_end=1609
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1611
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1727
-  _globals['_PADSERVICE']._serialized_start=2085
-  _globals['_PADSERVICE']._serialized_end=2252
+  _globals['_DECODINGPARAMS']._serialized_end=594
+  _globals['_GENERATEALIGNEDREQUEST']._serialized_start=597
+  _globals['_GENERATEALIGNEDREQUEST']._serialized_end=812
+  _globals['_TOKENDIAGNOSTICS']._serialized_start=814
+  _globals['_TOKENDIAGNOSTICS']._serialized_end=933
+  _globals['_GENERATEDTOKEN']._serialized_start=935
+  _globals['_GENERATEDTOKEN']._serialized_end=1054
+  _globals['_USAGE']._serialized_start=1056
+  _globals['_USAGE']._serialized_end=1159
+  _globals['_FINAL']._serialized_start=1161
+  _globals['_FINAL']._serialized_end=1243
+  _globals['_GENERATEALIGNEDRESPONSE']._serialized_start=1245
+  _globals['_GENERATEALIGNEDRESPONSE']._serialized_end=1354
+  _globals['_LISTMODELSREQUEST']._serialized_start=1356
+  _globals['_LISTMODELSREQUEST']._serialized_end=1375
+  _globals['_REWARDMODELINFO']._serialized_start=1377
+  _globals['_REWARDMODELINFO']._serialized_end=1475
+  _globals['_LIMITS']._serialized_start=1478
+  _globals['_LIMITS']._serialized_end=1662
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1664
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1780
+  _globals['_PADSERVICE']._serialized_start=2138
+  _globals['_PADSERVICE']._serialized_end=2305
 # @@protoc_insertion_point(module_scope)

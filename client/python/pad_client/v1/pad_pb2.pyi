@@ -67,7 +67,7 @@ class Preference(_message.Message):
     def __init__(self, principles: _Optional[_Iterable[_Union[Principle, _Mapping]]] = ..., composition: _Optional[_Union[Composition, str]] = ..., reward_model: _Optional[str] = ..., policy_sees_guideline: _Optional[bool] = ...) -> None: ...
 
 class DecodingParams(_message.Message):
-    __slots__ = ("mode", "top_k", "beta", "temperature", "seed", "max_new_tokens", "stop", "ignore_eos")
+    __slots__ = ("mode", "top_k", "beta", "temperature", "seed", "max_new_tokens", "stop", "ignore_eos", "presence_penalty", "frequency_penalty")
     MODE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     BETA_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,8 @@ class DecodingParams(_message.Message):
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     IGNORE_EOS_FIELD_NUMBER: _ClassVar[int]
+    PRESENCE_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_PENALTY_FIELD_NUMBER: _ClassVar[int]
     mode: DecodingMode
     top_k: int
     beta: float
@@ -84,7 +86,9 @@ class DecodingParams(_message.Message):
     max_new_tokens: int
     stop: _containers.RepeatedScalarFieldContainer[str]
     ignore_eos: bool
-    def __init__(self, mode: _Optional[_Union[DecodingMode, str]] = ..., top_k: _Optional[int] = ..., beta: _Optional[float] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., ignore_eos: _Optional[bool] = ...) -> None: ...
+    presence_penalty: float
+    frequency_penalty: float
+    def __init__(self, mode: _Optional[_Union[DecodingMode, str]] = ..., top_k: _Optional[int] = ..., beta: _Optional[float] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., ignore_eos: _Optional[bool] = ..., presence_penalty: _Optional[float] = ..., frequency_penalty: _Optional[float] = ...) -> None: ...
 
 class GenerateAlignedRequest(_message.Message):
     __slots__ = ("messages", "prompt", "preference", "decoding", "return_token_ids", "return_diagnostics")
