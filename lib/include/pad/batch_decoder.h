@@ -44,7 +44,7 @@ struct TokenDiagnostics {
   std::vector<std::string> candidate_texts;  // each candidate alone, decoded (a partial character is U+FFFD)
   std::vector<float> policy_logits;
   std::vector<float> rewards;  // r(a); zero outside PAD
-  std::vector<float> scores;   // z_b(a) + beta * r(a)
+  std::vector<float> scores;   // z_b(a) + beta * r(a), less the request's penalties
 };
 
 // One sequence's progress in one step.
