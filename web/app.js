@@ -92,7 +92,7 @@ function label(mode) {
 async function streamAnswer(messages, mode, view, signal) {
   const body = { model: state.model, messages, stream: true, stream_options: { include_usage: true },
     max_tokens: Number($("max-tokens").value), temperature: Number($("temperature").value),
-    pad: padParameters(mode) };
+    frequency_penalty: Number($("frequency-penalty").value), pad: padParameters(mode) };
   const response = await fetch("/v1/chat/completions", { method: "POST", headers: requestHeaders(),
     body: JSON.stringify(body), signal });
   if (!response.ok) throw new Error(await errorMessage(response));
@@ -260,7 +260,8 @@ async function send(text) {
 function applyUrlParameters(params) {
   for (const text of (params.get("principles") || "").split(",").filter(Boolean)) addPrinciple(text.trim());
   const fields = { mode: "mode", composition: "composition", beta: "beta", top_k: "top-k",
-    temperature: "temperature", max_tokens: "max-tokens", token: "api-token", reward_model: "reward-model" };
+    temperature: "temperature", frequency_penalty: "frequency-penalty", max_tokens: "max-tokens",
+    token: "api-token", reward_model: "reward-model" };
   for (const [name, id] of Object.entries(fields)) {
     if (params.has(name)) $(id).value = params.get(name);
   }

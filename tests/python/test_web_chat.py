@@ -44,11 +44,11 @@ def page_url(server, **params):
     return f"http://127.0.0.1:{server.http_port}/?{urllib.parse.urlencode({'token': TOKEN, **params})}"
 
 
-def api_answer(server, pad, max_tokens):
+def api_answer(server, pad, max_tokens, **fields):
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.http_port}/v1", api_key=TOKEN, max_retries=0)
     return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Tell me about owls"}],
-                                          max_tokens=max_tokens, temperature=0,
-                                          extra_body={"pad": pad}).choices[0].message.content
+                                          max_tokens=max_tokens, temperature=0, extra_body={"pad": pad},
+                                          **fields).choices[0].message.content
 
 
 def test_assets_are_served_and_load_nothing_from_elsewhere(server):
@@ -97,6 +97,19 @@ def test_compare_and_token_view(server, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web_chat.png"))
     assert not errors, errors
+    page.close()
+
+
+def test_frequency_penalty_is_sent(server, browser):
+    """The page's frequency penalty reaches the engine: its answer is the API's with that penalty, not without."""
+    page = browser.new_page()
+    page.goto(page_url(server, prompt="Tell me about owls", principles="humorous", max_tokens=48, temperature=0,
+                       frequency_penalty=1, autorun=1))
+    page.wait_for_selector("body[data-state=done]", timeout=60000)
+    text = page.locator(".message.assistant .content").inner_text()
+    pad = {"principles": ["humorous"], "reward_model": "smollm2-demo"}
+    assert text == api_answer(server, pad, 48, frequency_penalty=1)
+    assert text != api_answer(server, pad, 48)
     page.close()
 
 
