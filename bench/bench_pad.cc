@@ -35,6 +35,7 @@ ABSL_FLAG(std::string, batches, "1,8", "comma-separated batch sizes");
 ABSL_FLAG(int, prompt_tokens, 200, "approximate instruction length in tokens");
 ABSL_FLAG(int, new_tokens, 128, "generated tokens per request");
 ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
+ABSL_FLAG(double, frequency_penalty, 0.0, "every request's frequency penalty (0: off, the paper's rule)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(bool, cpu_kernels, true,
           "on the CPU, decode-shaped products on the project's kernels (false: LibTorch's)");
@@ -50,6 +51,7 @@ pad::AlignmentRequest RequestFor(const std::string& mode, const std::string& ins
   request.messages = {{"user", instruction}};
   request.max_new_tokens = absl::GetFlag(FLAGS_new_tokens);
   request.ignore_eos = true;
+  request.frequency_penalty = absl::GetFlag(FLAGS_frequency_penalty);
   request.principles = {"helpfulness", "harmlessness", "humor"};
   if (mode == "vanilla") {
     request.mode = pad::DecodingMode::kVanilla;
