@@ -31,7 +31,7 @@ struct PadDecoder::Sequence {
   bool prefilled = false;
   int32_t last_token = 0;
   int generated = 0;
-  absl::flat_hash_map<int32_t, int> generated_counts;  // token id -> times generated: the penalties' c(a)
+  absl::flat_hash_map<int32_t, int> generated_counts;  // token id -> times generated (kept with penalties)
   std::mt19937_64 rng;
   std::unique_ptr<IncrementalDecoder> text;
   std::string held;  // decoded text withheld because it may begin a stop string
@@ -639,8 +639,9 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
     Sequence& s = *batch[i];
     const AlignmentRequest& request = s.prepared.request;
     const float* score_row = scores + i * k_max;
+    const bool has_penalties = request.presence_penalty != 0 || request.frequency_penalty != 0;
     std::vector<float> penalized;  // [ks[i]]: the scores less the request's penalties
-    if (request.presence_penalty != 0 || request.frequency_penalty != 0) {
+    if (has_penalties) {
       penalized.assign(score_row, score_row + ks[i]);
       for (int64_t j = 0; j < ks[i]; ++j) {
         const auto seen = s.generated_counts.find(static_cast<int32_t>(candidates[i * k_max + j]));
@@ -671,7 +672,7 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
     s.prefilled = true;
     s.last_token = event.token;
     ++s.generated;
-    ++s.generated_counts[event.token];
+    if (has_penalties) ++s.generated_counts[event.token];
 
     const auto& eos = policy_->config().eos_token_ids;
     const bool at_eos = !request.ignore_eos && std::find(eos.begin(), eos.end(), event.token) != eos.end();
