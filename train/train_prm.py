@@ -61,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--eos_trained_by", nargs="*", choices=EOS_TERMS, default=list(EOS_TERMS),
                    help="the loss terms that train an answer's end-of-sequence token: preference (DPO), "
                         "likelihood (sft), both (the default) or none")
+    p.add_argument("--eos_principles", nargs="*",
+                   help="only these principles' answers keep their end-of-sequence token; the others are trained "
+                        "as unfinished (prm_data.py); default: every principle's")
     p.add_argument("--max_length", type=int, default=512, help="prompt + answer tokens; answers are cut")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="bf16: autocast, fp32 master weights")
     p.add_argument("--export_dtype", choices=["float32", "bfloat16"], default="bfloat16")
@@ -93,6 +96,14 @@ def select(pairs, principles, sources, per_principle, seed):
         chosen.extend(group)
     rng.shuffle(chosen)
     return chosen
+
+
+def unfinished_unless(pairs, principles):
+    """`pairs` with the answers of pairs outside `principles` marked unfinished (None: all pairs as they are)."""
+    if principles is None:
+        return pairs
+    return [p if p["principle"] in principles else {**p, "chosen_finished": False, "rejected_finished": False}
+            for p in pairs]
 
 
 def without_eos_when_unfinished(row, eos_id):
@@ -203,6 +214,9 @@ def main(argv=None):
                      if args.heldout else [])
     if args.max_heldout_pairs:
         heldout_pairs = heldout_pairs[:args.max_heldout_pairs]
+    eos_principles = set(args.eos_principles) if args.eos_principles is not None else None
+    train_pairs = unfinished_unless(train_pairs, eos_principles)
+    heldout_pairs = unfinished_unless(heldout_pairs, eos_principles)
     if not train_pairs:
         sys.exit(f"train_prm: {args.train}: no pairs of principles {sorted(principles or [])} "
                  f"and sources {sorted(sources or [])}")

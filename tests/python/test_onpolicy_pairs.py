@@ -107,3 +107,54 @@ def test_capability_refusals_count_as_refusals():
     rng = random.Random(0)
     for _ in range(50):
         assert build_data.policy_refuses(build_data.capability_refusal(rng))
+
+
+def repeated_4grams(tokens):
+    grams = [tuple(tokens[i:i + 4]) for i in range(len(tokens) - 3)]
+    return len(grams) - len(set(grams))
+
+
+def test_loop_is_the_answer_repeating_itself_at_its_length():
+    """A loop pair's rejected answer is the chosen one's opening, then a repetition of its own last sentence or
+    words, cut to the chosen answer's length: they part where the answer goes on or loops, and nowhere else."""
+    rng = random.Random(0)
+    text = ("The rose is a beautiful flower with a sweet scent. It grows in gardens all over the world.\n"
+            "People give roses to show love, and poets have praised them for centuries.")
+    tokens = build_data.words(text)
+    assert repeated_4grams(tokens) == 0
+    kinds = set()
+    for _ in range(40):
+        looped = build_data.words(build_data.looped(text, rng))
+        assert len(looped) == len(tokens) and looped != tokens
+        parted = next(i for i, (a, b) in enumerate(zip(looped, tokens)) if a != b)
+        assert parted >= 3 and repeated_4grams(looped) > 0
+        kinds.add(looped[parted - 1].endswith("."))
+    assert kinds == {True, False}  # sentences and phrases both loop
+    assert build_data.looped("Too short to loop.", rng) is None
+
+
+def test_loop_pairs_come_from_the_policys_answers_in_their_split():
+    args = build_data.parse_args(["--loop_pairs", "10"])
+    answer = "A lantern is a lamp in a case. It keeps the flame from the wind, and it lights the way home."
+    train = [build_data.pair(principle, f"{principle} {i}", answer, "No.", source)
+             for principle, source in (("positive", "smollm2-afinn"), ("concise", "wordnet-gcide"),
+                                       ("humorous", "devil-wordnet"))
+             for i in range(12)]
+    heldout = [build_data.pair("harmless", f"held {i}", answer, "Sure.", "refusal-smollm2") for i in range(20)]
+    loop_train, loop_heldout = build_data.build_loops(args, train, heldout)
+    # At most --loop_pairs per principle; none from the off-policy GCIDE source; a tenth as many held out.
+    assert sorted(p["principle"] for p in loop_train) == ["humorous"] * 10 + ["positive"] * 10
+    assert [p["principle"] for p in loop_heldout] == ["harmless"] and loop_heldout[0]["prompt"].startswith("held")
+    for p in loop_train + loop_heldout:
+        build_data.check_pair(p, "loop")
+        assert p["chosen"] == " ".join(build_data.words(answer)) and p["source"] == "loop"
+        # Neither answer ends: the pair says nothing about where answers stop.
+        assert p["chosen_finished"] is False and p["rejected_finished"] is False
+
+
+def test_eos_principles_leave_other_principles_answers_unfinished():
+    pairs = [{"principle": "concise", "chosen": "a"}, {"principle": "positive", "chosen": "b", "chosen_finished": True}]
+    kept = train_prm.unfinished_unless(pairs, {"concise"})
+    assert kept[0] == pairs[0]
+    assert kept[1] == {"principle": "positive", "chosen": "b", "chosen_finished": False, "rejected_finished": False}
+    assert train_prm.unfinished_unless(pairs, None) is pairs

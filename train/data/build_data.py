@@ -9,6 +9,8 @@ Principles and sources (README.md beside this file says more, with licences):
   positive  open prompts answered by the SmolLM2 policy through pad_server; best vs worst sample by AFINN
   on-policy concise and harmless pairs: the policy's own answers under the guideline (PREFERENCE_PROMPT),
             shortest vs longest (concise), refusal vs compliance (harmful) and answer vs refusal (benign)
+  loop      (--loop_pairs) any of these principles; chosen = an answer above, rejected = that answer falling
+            into a loop of its own last sentence or words
 
 Writes train.jsonl, heldout.jsonl, eval_prompts.jsonl and manifest.json under --out. Held-out prompts (and
 the headwords, instructions and topics they come from) never appear in train.jsonl, for any principle.
@@ -1317,6 +1319,66 @@ def build_onpolicy(args, train, heldout, out_dir):
     return out["train"], out["heldout"], stats
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Loop pairs: the answer against itself falling into a loop. PAD's answers loop where the policy's own greedy
+# continuation does (train/README.md, "Whose loops"), and no preference pair says a loop is worse; these do.
+# Chosen and rejected share the answer's opening, so DPO's signal is only where they part: going on with
+# new text (chosen) or repeating what was just said (rejected). Both are cut to the same number of words
+# and marked unfinished, so the pair says nothing about length or ending.
+
+LOOP_SOURCES = ("smollm2-afinn", "smollm2-refusal", "refusal-smollm2", "smollm2-refusal-generated",
+                "devil-wordnet")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def looped(text, rng):
+    """`text` cut after a sentence (or inside one) and that sentence (or its last few words) repeated to the
+    text's length, the way a greedy decoder loops; None when the text is too short to loop."""
+    tokens = words(text)
+    sentences = [words(s) for s in SENTENCE_END.split(text.strip()) if s.strip()]
+    if len(sentences) >= 2 and rng.random() < 0.5:
+        k = rng.randrange(1, len(sentences))  # keep sentences[:k], then loop instead of sentences[k]
+        kept = [w for s in sentences[:k] for w in s]
+        unit = sentences[k - 1] if k < 2 or rng.random() < 0.7 else sentences[k - 2] + sentences[k - 1]
+    else:
+        if len(tokens) < 12:
+            return None
+        cut = rng.randrange(len(tokens) // 3, 2 * len(tokens) // 3)
+        kept = tokens[:cut]
+        unit = kept[-rng.randint(3, 8):]
+    rejected = kept + unit * (1 + (len(tokens) - len(kept)) // len(unit))
+    return " ".join(rejected[:len(tokens)])
+
+
+def build_loops(args, train, heldout):
+    """At most `args.loop_pairs` loop pairs per principle, from the chosen answers of LOOP_SOURCES' pairs
+    (policy samples, and Bierce for humorous), each in its pair's split: (train, heldout)."""
+    rng = sub_rng(args.seed, "loops")
+    out = []
+    for pairs, limit in ((train, args.loop_pairs), (heldout, round(args.loop_pairs * args.heldout_fraction))):
+        by_principle = collections.defaultdict(list)
+        for p in pairs:
+            if p["source"] in LOOP_SOURCES:
+                by_principle[p["principle"]].append(p)
+        made = []
+        for principle in sorted(by_principle):
+            group = by_principle[principle]
+            rng.shuffle(group)
+            count = 0
+            for p in group:
+                if count == limit:
+                    break
+                chosen = " ".join(words(p["chosen"]))
+                rejected = looped(p["chosen"], rng)
+                if rejected is None or rejected == chosen:
+                    continue
+                made.append(pair(principle, p["prompt"], Answer(chosen, False), Answer(rejected, False),
+                                 "loop"))
+                count += 1
+        out.append(made)
+    return out
+
+
 def package_version(name):
     try:
         return subprocess.run(["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True,
@@ -1382,6 +1444,8 @@ def parse_args(argv):
     parser.add_argument("--open_cut_answers", action="store_true",
                         help="mark policy samples cut by a limit (chosen_finished/rejected_finished false), "
                              "so training gives them no end-of-sequence token")
+    parser.add_argument("--loop_pairs", type=int, default=0, metavar="N",
+                        help="at most N pairs per principle of an answer over its own loop (0: none)")
     parser.add_argument("--onpolicy_samples", type=int, default=3, help="policy samples per on-policy prompt")
     parser.add_argument("--onpolicy_temperature", type=float, default=0.8)
     parser.add_argument("--onpolicy_max_new_tokens", type=int, default=80)
@@ -1415,11 +1479,15 @@ def main(argv=None):
         train += on_train
         heldout += on_heldout
 
+    if not args.open_cut_answers:
+        for p in train + heldout:
+            for key in FINISHED_KEYS:
+                p.pop(key, None)
+    loop_train, loop_heldout = build_loops(args, train, heldout) if args.loop_pairs else ([], [])
+    train += loop_train
+    heldout += loop_heldout
     for name, rows in (("train", train), ("heldout", heldout)):
         for i, p in enumerate(rows):
-            if not args.open_cut_answers:
-                for key in FINISHED_KEYS:
-                    p.pop(key, None)
             check_pair(p, f"{name}[{i}]")
     # The split is by prompt: no held-out or evaluation prompt may be trained on, under any principle.
     train_prompts = {norm_prompt(p["prompt"]) for p in train}
