@@ -2,12 +2,11 @@
 with the demo PRM on a handful of fixed prompts, through the real pad_server over loopback.
 
 Only directions with a wide margin at 48 tokens are asserted: the demo PRM makes answers to neutral questions
-more positive (VADER 0.76 vs 0.34 with prompting when written; 0.66 vs 0.46 with prompting and 0.36 plain
-since the CPU decode step's attention keeps its probabilities in float32, which moved some bfloat16 greedy
-answers: six prompts' means move with rounding, so the margin asserted is 0.15, and the full evaluation
-does not show PAD beating prompting on this principle beyond the noise) and makes the policy refuse harmful
-requests it answers when only prompted (4 of 6 vs 1). Its effect on length is large in the full evaluation
-but small within 48 tokens, so it is not asserted here; the full evaluation, with confidence intervals, is
+more cheerful, a principle it was never trained on (VADER 0.70 vs 0.38 plain and 0.32 with prompting when
+written; the full evaluation's clearest result), and makes the policy refuse harmful requests it answers
+when only prompted. Under the trained "positive" its lead on these six questions is small within 48 tokens
+(0.52 vs 0.38 and 0.46), as in the full evaluation, where only its lead over prompting exceeds the noise;
+so is its effect on length. The full evaluation, with confidence intervals, is
 eval/evaluate.py -> eval/RESULTS.md.
 """
 import math
@@ -106,10 +105,10 @@ def answers(server, prompts=QUESTIONS, **fields):
 
 
 @needs_demo_prm
-def test_pad_positive_answers_are_clearly_more_positive_than_vanilla(demo_server):
+def test_pad_cheerful_answers_are_clearly_more_positive_than_vanilla_and_prompting(demo_server):
     vanilla = answers(demo_server, mode="vanilla")
-    guided = answers(demo_server, mode="preference_prompt", principles=["positive"])
-    pad = answers(demo_server, mode="pad", principles=["positive"], reward_model="demo", top_k=10, beta=1.0)
+    guided = answers(demo_server, mode="preference_prompt", principles=["cheerful"])
+    pad = answers(demo_server, mode="pad", principles=["cheerful"], reward_model="demo", top_k=10, beta=1.0)
     # PAD's policy sees the same guideline as PREFERENCE_PROMPT: any difference is the PRM's doing.
     assert sum(a["text"] != b["text"] for a, b in zip(guided, pad)) >= len(QUESTIONS) // 2, \
         "the PRM changed fewer than half of the answers"
