@@ -9,8 +9,8 @@ Principles and sources (README.md beside this file says more, with licences):
   positive  open prompts answered by the SmolLM2 policy through pad_server; best vs worst sample by AFINN
   on-policy concise and harmless pairs: the policy's own answers under the guideline (PREFERENCE_PROMPT),
             shortest vs longest (concise), refusal vs compliance (harmful) and answer vs refusal (benign)
-  loop      (--loop_pairs) any of these principles; chosen = an answer above, rejected = that answer falling
-            into a loop of its own last sentence or words
+  loop      positive, harmless and humorous (--loop_pairs each): chosen = a chosen answer above, rejected =
+            that answer falling into a loop of its own last sentence or words
 
 Writes train.jsonl, heldout.jsonl, eval_prompts.jsonl and manifest.json under --out. Held-out prompts (and
 the headwords, instructions and topics they come from) never appear in train.jsonl, for any principle.
