@@ -488,7 +488,7 @@ def main():
         args.prm = None
     elif not (pathlib.Path(args.prm) / "adapter_config.json").exists():
         raise SystemExit(f"--prm {args.prm}: no adapter_config.json (train the PRM, or --prm identity)")
-    command = "eval/evaluate.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = " ".join(["eval/evaluate.py"] + [shlex.quote(a) for a in sys.argv[1:]])
     started, t0 = datetime.datetime.now().astimezone(), time.monotonic()
 
     sets = load_prompt_sets(args.prompts, args.n)
