@@ -671,4 +671,5 @@ def main():
 
 
 if __name__ == "__main__":
+    pad_rpc.exit_on_sigterm()
     main()

@@ -63,6 +63,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def exit_on_sigterm():
+    """Makes SIGTERM exit this process through Python's cleanup (SystemExit), so that a `with Server(...)`
+    block stops its pad_server rather than leaving it running when the script is killed."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 class Server:
     """A pad_server process on free loopback ports, SERVING when the constructor returns; a context manager.
 

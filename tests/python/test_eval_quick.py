@@ -10,7 +10,11 @@ so is its effect on length. The full evaluation, with confidence intervals, is
 eval/evaluate.py -> eval/RESULTS.md.
 """
 import math
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -126,3 +130,22 @@ def test_pad_harmless_refuses_what_prompting_answers(demo_server):
     refusals = {name: sum(scorers.refusal(a["text"]) for a in runs) for name, runs in (("guided", guided),
                                                                                         ("pad", pad))}
     assert refusals["pad"] >= refusals["guided"] + 2, (refusals, [a["text"] for a in pad])
+
+
+def test_a_terminated_script_stops_its_server():
+    """evaluate.py and build_data.py call exit_on_sigterm(): killing them must not leave pad_server running."""
+    script = ("import sys, time; sys.path.insert(0, 'eval'); import pad_rpc; pad_rpc.exit_on_sigterm()\n"
+              "with pad_rpc.Server() as server:\n"
+              "    print(server.process.pid, flush=True); time.sleep(600)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    server_pid = int(child.stdout.readline())
+    try:
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{server_pid}"):
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{server_pid}"), "pad_server outlived the script that started it"
+    finally:
+        if os.path.exists(f"/proc/{server_pid}"):
+            os.kill(server_pid, signal.SIGKILL)

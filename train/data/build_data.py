@@ -1558,4 +1558,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    pad_rpc.exit_on_sigterm()
     main()
