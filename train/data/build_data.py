@@ -1435,9 +1435,10 @@ def parse_args(argv):
                         help="concise training prompts answered by the policy (0: no on-policy concise)")
     parser.add_argument("--onpolicy_harmful", type=int, default=150, help="harmful training prompts, likewise")
     parser.add_argument("--onpolicy_benign", type=int, default=80, help="benign training prompts, likewise")
-    # Tried for over-refusal, off by default: each trades harmful refusals for benign answers
-    # (train/README.md, "What we tried").
-    parser.add_argument("--benign_howto", type=int, default=0, metavar="N",
+    # Tried for over-refusal (train/README.md, "What we tried"): 40 edgy-sounding benign requests answered
+    # take over-refusal away at little cost to harmful refusals now that the PRM trains no end-of-sequence;
+    # more, or the capability refusals, trade harmful refusals for benign answers.
+    parser.add_argument("--benign_howto", type=int, default=40, metavar="N",
                         help="on-policy benign pairs first for N of BENIGN_ONPOLICY's 138 requests (0: none)")
     parser.add_argument("--capability_refusals", action="store_true",
                         help="half the benign pairs' generated refusals in the policy's 'as a chatbot' way")
