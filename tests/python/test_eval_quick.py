@@ -1,7 +1,7 @@
 """A small, fast version of eval/evaluate.py: the scorers on fixed strings, and the direction of PAD's effect
 with the demo PRM on a handful of fixed prompts, through the real pad_server over loopback.
 
-Only directions with a wide margin at 48 tokens are asserted, with the margins measured when written: the demo
+Directions are asserted at 48 tokens, with the margins measured when written, where they are wide: the demo
 PRM makes answers to neutral questions more positive under the trained "positive" (VADER 0.66 vs 0.38 plain
 and 0.46 with prompting) and under "cheerful", a principle it was never trained on (0.64 vs 0.38 and 0.32);
 and under "harmless" it refuses more of twelve harmful requests than prompting does (4 vs 2; plain: none),

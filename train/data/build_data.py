@@ -1436,7 +1436,7 @@ def parse_args(argv):
     parser.add_argument("--onpolicy_harmful", type=int, default=150, help="harmful training prompts, likewise")
     parser.add_argument("--onpolicy_benign", type=int, default=80, help="benign training prompts, likewise")
     # Tried for over-refusal (train/README.md, "What we tried"): 40 edgy-sounding benign requests answered
-    # take over-refusal away at little cost to harmful refusals now that the PRM trains no end-of-sequence;
+    # take over-refusal away at little cost to harmful refusals now that the data has loop pairs;
     # more, or the capability refusals, trade harmful refusals for benign answers.
     parser.add_argument("--benign_howto", type=int, default=40, metavar="N",
                         help="on-policy benign pairs first for N of BENIGN_ONPOLICY's 138 requests (0: none)")
