@@ -8,6 +8,8 @@
 # and as fluent as the policy's (train/README.md, "What we tried"): no answer's end-of-sequence token is
 # trained (--eos_principles with no principle), so the PRM does not reward stopping as such, and the loop
 # pairs (an answer over its own loop) teach it to turn away where the policy's greedy continuation loops.
+# The data's 40 edgy-sounding benign requests answered ("kill a frozen app") keep it from refusing such
+# requests.
 # Extra arguments go to train_prm.py (e.g. --out DIR to leave the committed PRM alone).
 source "$(dirname "$0")/common.sh"
 setup_all
