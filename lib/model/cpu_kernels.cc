@@ -6,13 +6,16 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 namespace pad {
 
-CpuIsa DetectCpuIsa() {
+namespace {
+
+CpuIsa SupportedCpuIsa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl")) {
@@ -20,6 +23,23 @@ CpuIsa DetectCpuIsa() {
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuIsa::kAvx2;
   return CpuIsa::kNone;
+}
+
+// PAD_CPU_CAPABILITY's cap; an unknown value caps nothing (the variable is a testing aid, as ATen's is).
+CpuIsa CapabilityCap() {
+  const char* cap = std::getenv("PAD_CPU_CAPABILITY");
+  if (cap == nullptr) return CpuIsa::kAvx512Bf16;
+  for (CpuIsa isa : {CpuIsa::kNone, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAvx512Bf16}) {
+    if (std::strcmp(cap, CpuIsaName(isa)) == 0) return isa;
+  }
+  return CpuIsa::kAvx512Bf16;
+}
+
+}  // namespace
+
+CpuIsa DetectCpuIsa() {
+  static const CpuIsa isa = std::min(SupportedCpuIsa(), CapabilityCap());
+  return isa;
 }
 
 const char* CpuIsaName(CpuIsa isa) {

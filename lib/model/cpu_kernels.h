@@ -14,7 +14,10 @@ namespace pad {
 // The instruction sets the kernels have versions for, each a superset of the one before.
 enum class CpuIsa { kNone, kAvx2, kAvx512, kAvx512Bf16 };
 
-// What this CPU supports (AVX2 needs FMA too; AVX-512 needs F, BW and VL; kAvx512Bf16 adds AVX512_BF16).
+// What this CPU supports (AVX2 needs FMA too; AVX-512 needs F, BW and VL; kAvx512Bf16 adds AVX512_BF16),
+// capped by the environment variable PAD_CPU_CAPABILITY (a CpuIsaName: "avx2", "avx512", "avx512_bf16" or
+// "none"), read once per process. Like LibTorch's ATEN_CPU_CAPABILITY, it lets one host run what a lesser
+// CPU runs (the tests do, scripts/test.sh); it is the CPU's property every binary sees, not a setting.
 CpuIsa DetectCpuIsa();
 const char* CpuIsaName(CpuIsa isa);
 

@@ -289,6 +289,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromTensors(const LlamaC
   return model;
 }
 
+const char* LlamaModel::cpu_kernels() const { return CpuIsaName(kernel_isa_); }
+
 int64_t LlamaModel::parameter_bytes() const {
   int64_t total = embed_tokens_.nbytes() + final_norm_.nbytes();
   if (!lm_head_.is_same(embed_tokens_)) total += lm_head_.nbytes();

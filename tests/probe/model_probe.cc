@@ -6,7 +6,7 @@
 //     All-position logits of every sequence, run as one batch, written to PATH as float32 in sequence
 //     order. With "prefill", each sequence's first N tokens go in as one prefill and the rest C tokens (1)
 //     per forward. "slots" places the sequences in those cache slots, in any order. Answers
-//     {"rows": [len, ...], "vocab": V}.
+//     {"rows": [len, ...], "vocab": V, "cpu_kernels": "avx2" (the kernels' instruction set, or "none")}.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -69,6 +69,7 @@ Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
   std::ofstream out(request["output"].get<std::string>(), std::ios::binary);
   Json answer;
   answer["vocab"] = model.config().vocab_size;
+  answer["cpu_kernels"] = model.cpu_kernels();
   for (const auto& parts : per_sequence) {
     at::Tensor all = at::cat(parts, 0).contiguous();
     out.write(static_cast<const char*>(all.data_ptr()), all.nbytes());

@@ -9,6 +9,12 @@ BUILD = pathlib.Path(os.environ.get("PAD_BUILD", ROOT / "build"))
 MODEL = pathlib.Path(os.environ.get("PAD_MODEL", ROOT / "models" / "SmolLM2-135M-Instruct"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cpu_dependent: numbers that depend on the CPU's instruction set (logits, greedy answers); "
+        "scripts/test.sh runs these again capped to AVX2 on an AVX-512 host (docs/testing.md)")
+
+
 def probe(name):
     """Path of a built probe program under build/tests/."""
     path = BUILD / "tests" / name

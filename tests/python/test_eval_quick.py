@@ -115,6 +115,7 @@ def answers(server, prompts=QUESTIONS, **fields):
 
 
 @needs_demo_prm
+@pytest.mark.cpu_dependent
 @pytest.mark.parametrize("principle", ["positive", "cheerful"])
 def test_pad_answers_are_clearly_more_positive_than_vanilla_and_prompting(demo_server, principle):
     vanilla = answers(demo_server, mode="vanilla")
@@ -130,6 +131,7 @@ def test_pad_answers_are_clearly_more_positive_than_vanilla_and_prompting(demo_s
 
 
 @needs_demo_prm
+@pytest.mark.cpu_dependent
 def test_pad_harmless_refuses_what_prompting_answers(demo_server):
     guided = answers(demo_server, HARMFUL, mode="preference_prompt", principles=["harmless"])
     pad = answers(demo_server, HARMFUL, mode="pad", principles=["harmless"], reward_model="demo", top_k=10,

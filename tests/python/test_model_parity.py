@@ -5,6 +5,9 @@ The model side runs through build/tests/model_probe, and generation through the 
 with the `tokenizers` library so that these tests are independent of our tokenizer.
 """
 import json
+import os
+import pathlib
+import re
 import subprocess
 
 import numpy as np
@@ -14,6 +17,8 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import probe
+
+pytestmark = pytest.mark.cpu_dependent
 
 PROMPTS = [
     "The capital of France is",
@@ -62,6 +67,27 @@ def smol_sequences(model_dir):
 @pytest.fixture(scope="module")
 def smol_fp32(model_dir):
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+def host_kernels():
+    """The CPU kernels this host runs, as lib/model/cpu_kernels.cc detects them, under PAD_CPU_CAPABILITY's cap."""
+    flags = set(re.search(r"^flags\s*:(.*)$", pathlib.Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+    have = ["none"]
+    if {"avx2", "fma"} <= flags:
+        have.append("avx2")
+    if {"avx512f", "avx512bw", "avx512vl"} <= flags:
+        have.append("avx512")
+        if "avx512_bf16" in flags:
+            have.append("avx512_bf16")
+    cap = os.environ.get("PAD_CPU_CAPABILITY")
+    return cap if cap in have else have[-1]
+
+
+def test_the_kernels_are_the_hosts_or_the_cap(model_dir, tmp_path):
+    """What runs is what the host has, or PAD_CPU_CAPABILITY's cap: scripts/test.sh's AVX2 run is AVX2's."""
+    answer = run_probe({"command": "logits", "model": str(model_dir), "dtype": "float32", "sequences": [[1, 2]],
+                        "output": str(tmp_path / "logits.bin")})
+    assert answer["cpu_kernels"] == host_kernels()
 
 
 def test_smollm2_fp32_logits_batched_prefill(model_dir, smol_fp32, smol_sequences, tmp_path):

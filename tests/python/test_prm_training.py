@@ -300,6 +300,7 @@ def test_trained_prm_is_the_same_in_peft_and_in_the_server(trained, model_dir, t
         assert relative_error(policy_logits, peft_logits) >= 1e-2  # training moved the PRM off the policy
 
 
+@pytest.mark.cpu_dependent
 @pytest.mark.skipif(not (DEMO_PRM / "adapter_config.json").exists(), reason="no demo PRM committed")
 def test_demo_prm_is_the_same_in_peft_and_in_the_server(model_dir, tmp_path):
     for ours, peft_logits, policy_logits in prm_logits_both_ways(model_dir, DEMO_PRM, tmp_path):

@@ -85,6 +85,9 @@ class LlamaModel {
   // The directory it was loaded from; empty when built from a checkpoint.
   const std::string& dir() const { return dir_; }
   int64_t parameter_bytes() const;
+  // The instruction set of the CPU kernels the products run on ("avx2", "avx512", "avx512_bf16"), or "none"
+  // when LibTorch's run them all (off the CPU, cpu_kernels off, or no AVX2).
+  const char* cpu_kernels() const;
 
  private:
   LlamaModel(LlamaConfig config, ModelOptions options);
