@@ -92,6 +92,18 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
         response.set_content(absl::StrCat(ErrorText(response.status), "\n"), kTextContentType);
         return httplib::Server::HandlerResponse::Handled;
       }));
+  // cpp-httplib checks payload_max_length against Content-Length only: a chunked body would be read whole,
+  // whatever its size, before any handler could refuse it. Every client of ours sends a length (the SDKs,
+  // browsers, curl -d), so a body without one is refused before it is read (RFC 9110, 411), and the client
+  // told to close the connection, whose unread body would otherwise be taken for the next request.
+  server.set_pre_routing_handler([](const httplib::Request& request, httplib::Response& response) {
+    if (!request.has_header("Transfer-Encoding")) return httplib::Server::HandlerResponse::Unhandled;
+    response.status = 411;
+    response.set_header("Connection", "close");
+    response.set_content("a request body must come with a Content-Length (Transfer-Encoding is not accepted)\n",
+                         kTextContentType);
+    return httplib::Server::HandlerResponse::Handled;
+  });
   // Handlers report failures as statuses; an exception is a bug, answered 500 instead of ending the process.
   server.set_exception_handler(
       [](const httplib::Request&, httplib::Response& response, std::exception_ptr error) {

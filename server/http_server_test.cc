@@ -47,15 +47,12 @@ int Connect(int port) {
   return fd;
 }
 
-// One HTTP/1.1 request over a fresh loopback connection, read until the server closes it. On a transport
-// or parse failure `status` stays 0 and `body` says what went wrong.
-HttpResponse Fetch(int port, absl::string_view method, absl::string_view path, absl::string_view body = "") {
+// The bytes of `request` over a fresh loopback connection, the answer read until the server closes it. On a
+// transport or parse failure `status` stays 0 and `body` says what went wrong.
+HttpResponse Exchange(int port, absl::string_view request) {
   HttpResponse response;
   const int fd = Connect(port);
   if (fd < 0) return {0, {}, "connect failed"};
-  const std::string request = absl::StrCat(
-      method, " ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
-      method == "POST" ? absl::StrCat("Content-Length: ", body.size(), "\r\n") : "", "\r\n", body);
   if (send(fd, request.data(), request.size(), 0) != static_cast<ssize_t>(request.size())) {
     close(fd);
     return {0, {}, "send failed"};
@@ -84,6 +81,13 @@ HttpResponse Fetch(int port, absl::string_view method, absl::string_view path, a
   }
   response.body = raw.substr(header_end + 4);
   return response;
+}
+
+// One HTTP/1.1 request with Connection: close.
+HttpResponse Fetch(int port, absl::string_view method, absl::string_view path, absl::string_view body = "") {
+  return Exchange(port, absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
+                                     method == "POST" ? absl::StrCat("Content-Length: ", body.size(), "\r\n") : "",
+                                     "\r\n", body));
 }
 
 // One endpoint for the suite.
@@ -190,6 +194,19 @@ TEST_F(HttpServerTest, LargeBodiesAreRefused) {
   HttpResponse response = Fetch(endpoint_->port(), "POST", "/metrics", std::string(1001, 'x'));
   EXPECT_EQ(response.status, 413) << response.body;
   EXPECT_EQ(response.body, "request body too large\n");
+}
+
+// cpp-httplib would read a chunked body whole before any limit applied: a body without a length is refused
+// before it is read, and the client told to close. The request below sends only its headers: the answer
+// comes without a byte of the body.
+TEST_F(HttpServerTest, BodiesWithoutALengthAreRefusedUnread) {
+  HttpResponse response = Exchange(endpoint_->port(),
+                                   "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                                   "Transfer-Encoding: chunked\r\n\r\n");
+  EXPECT_EQ(response.status, 411) << response.body;
+  EXPECT_EQ(response.headers["connection"], "close");
+  EXPECT_EQ(response.body, "a request body must come with a Content-Length (Transfer-Encoding is not accepted)\n");
+  EXPECT_EQ(Fetch(endpoint_->port(), "GET", "/healthz").status, 200);
 }
 
 // A kubelet probe has 1 s: clients that connect and send nothing hold a worker each until the read

@@ -1,10 +1,12 @@
 #include "server/openai_request.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <set>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "pad/status_macros.h"
@@ -21,6 +23,59 @@ absl::Status Invalid(absl::string_view field, absl::string_view why) {
 
 // Text for JSON output; strings here are valid UTF-8, but a bad byte must not throw.
 std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// Deeper documents are refused while they are read. nlohmann parses and destroys iteratively, but dumping
+// or comparing a value recurses, so a client's 200,000-deep array would overflow a worker's stack; no
+// request of OpenAI's API nests deeper than about 6.
+constexpr int kMaxJsonDepth = 64;
+// An error message quotes at most this many bytes of a client's value.
+constexpr size_t kMaxQuotedBytes = 64;
+
+// A client's string for an error message: JSON-quoted, cut to kMaxQuotedBytes at a UTF-8 boundary.
+std::string Quoted(absl::string_view text) {
+  if (text.size() <= kMaxQuotedBytes) return Dump(std::string(text));
+  size_t cut = kMaxQuotedBytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat(Dump(std::string(text.substr(0, cut))), "... (", text.size(), " bytes)");
+}
+
+// A client's value of any type for an error message: its type's name, or a short quote of a scalar.
+std::string Described(const json& value) {
+  if (value.is_string()) return Quoted(value.get_ref<const std::string&>());
+  if (value.is_object() || value.is_array()) return absl::StrCat("an ", value.type_name());
+  return Quoted(Dump(value));
+}
+
+// A client's object key as a field name in an error: as it is when it looks like a name, else quoted.
+std::string KeyName(absl::string_view key) {
+  const bool plain = !key.empty() && key.size() <= kMaxQuotedBytes &&
+                     std::all_of(key.begin(), key.end(), [](char c) {
+                       return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+                     });
+  return plain ? std::string(key) : Quoted(key);
+}
+
+struct TooDeep {};
+
+absl::StatusOr<json> ParseBounded(absl::string_view body) {
+  const json::parser_callback_t bounded = [](int depth, json::parse_event_t, json&) {
+    if (depth > kMaxJsonDepth) throw TooDeep();
+    return true;
+  };
+  try {
+    return json::parse(body.begin(), body.end(), bounded);
+  } catch (const TooDeep&) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the request body is not valid JSON: it nests deeper than ", kMaxJsonDepth));
+  } catch (const json::parse_error& e) {
+    // nlohmann's message ends with the token it read last, which can be most of the body: cut it off.
+    absl::string_view what = e.what();
+    what = what.substr(0, what.find("; last read"));
+    return absl::InvalidArgumentError(absl::StrCat("the request body is not valid JSON: ", what));
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("the request body is not valid JSON: ", e.what()));
+  }
+}
 
 absl::StatusOr<std::string> GetString(const json& value, absl::string_view field) {
   if (!value.is_string()) return Invalid(field, "must be a string");
@@ -61,7 +116,7 @@ absl::StatusOr<std::string> MessageContent(const json& content, const std::strin
       return Invalid(part_field, "must be {\"type\": \"text\", ...}");
     if (part["type"] != "text") {
       return Invalid(part_field + ".type",
-                     absl::StrCat(Dump(part["type"]), " is not supported; only text is"));
+                     absl::StrCat(Described(part["type"]), " is not supported; only text is"));
     }
     if (!part.contains("text")) return Invalid(part_field + ".text", "is missing");
     PAD_ASSIGN_OR_RETURN(std::string piece, GetString(part["text"], part_field + ".text"));
@@ -91,7 +146,7 @@ absl::StatusOr<std::vector<ChatMessage>> Messages(const json& messages) {
         // it.
         PAD_RETURN_IF_ERROR(GetString(value, field + ".name").status());
       } else if (!value.is_null()) {
-        return Invalid(absl::StrCat(field, ".", key), "is not supported");
+        return Invalid(absl::StrCat(field, ".", KeyName(key)), "is not supported");
       }
     }
     if (!m.contains("role")) return Invalid(field + ".role", "is missing");
@@ -106,7 +161,7 @@ absl::Status PadParameters(const json& pad, AlignmentRequest* request, bool* mod
   if (!pad.is_object()) return Invalid("pad", "must be an object");
   for (const auto& [key, value] : pad.items()) {
     if (value.is_null()) continue;
-    const std::string field = "pad." + key;
+    const std::string field = "pad." + KeyName(key);
     if (key == "principles") {
       if (!value.is_array()) return Invalid(field, "must be a list of strings");
       for (size_t i = 0; i < value.size(); ++i) {
@@ -126,7 +181,7 @@ absl::Status PadParameters(const json& pad, AlignmentRequest* request, bool* mod
       } else if (composition == "weighted") {
         request->composition = Composition::kWeighted;
       } else {
-        return Invalid(field, absl::StrCat("\"", composition, "\" is not \"prompt\" or \"weighted\""));
+        return Invalid(field, absl::StrCat(Quoted(composition), " is not \"prompt\" or \"weighted\""));
       }
     } else if (key == "mode") {
       PAD_ASSIGN_OR_RETURN(std::string mode, GetString(value, field));
@@ -138,7 +193,7 @@ absl::Status PadParameters(const json& pad, AlignmentRequest* request, bool* mod
         request->mode = DecodingMode::kPreferencePrompt;
       } else {
         return Invalid(field,
-                       absl::StrCat("\"", mode, "\" is not \"pad\", \"vanilla\" or \"preference_prompt\""));
+                       absl::StrCat(Quoted(mode), " is not \"pad\", \"vanilla\" or \"preference_prompt\""));
       }
       *mode_given = true;
     } else if (key == "beta") {
@@ -168,7 +223,8 @@ absl::Status PadParameters(const json& pad, AlignmentRequest* request, bool* mod
 
 // OpenAI parameters this server does not implement. Sent with a value other than their default, they are
 // an error rather than silently ignored.
-absl::Status Unsupported(const std::string& key, const json& value) {
+absl::Status Unsupported(const std::string& name, const json& value) {
+  const std::string key = KeyName(name);
   const auto only = [&](const json& neutral, absl::string_view why) -> absl::Status {
     if (value == neutral) return absl::OkStatus();
     return Invalid(key, why);
@@ -236,12 +292,7 @@ std::string OpenAiErrorBody(absl::string_view message, absl::string_view type, a
 
 absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(absl::string_view body,
                                                                  absl::string_view served_model) {
-  json root;
-  try {
-    root = json::parse(body.begin(), body.end());
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("the request body is not valid JSON: ", e.what()));
-  }
+  PAD_ASSIGN_OR_RETURN(json root, ParseBounded(body));
   if (!root.is_object()) return absl::InvalidArgumentError("the request body is not a JSON object");
 
   ChatCompletionRequest out;
@@ -309,7 +360,7 @@ absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(absl::string_vi
         if (value.is_null()) continue;
         PAD_ASSIGN_OR_RETURN(out.include_usage, GetBool(value, "stream_options.include_usage"));
       } else if (!value.is_null()) {
-        return Invalid("stream_options." + key, "is not supported");
+        return Invalid("stream_options." + KeyName(key), "is not supported");
       }
     }
   }
@@ -319,7 +370,7 @@ absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(absl::string_vi
   PAD_ASSIGN_OR_RETURN(std::string model, GetString(root["model"], "model"));
   if (model != served_model) {
     return absl::NotFoundError(absl::StrCat(
-        "model: \"", model, "\" is not served here; GET /v1/models lists \"", served_model, "\""));
+        "model: ", Quoted(model), " is not served here; GET /v1/models lists \"", served_model, "\""));
   }
   if (!root.contains("messages") || root["messages"].is_null()) return Invalid("messages", "is missing");
   PAD_ASSIGN_OR_RETURN(request.messages, Messages(root["messages"]));

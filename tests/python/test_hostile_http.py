@@ -1,0 +1,112 @@
+"""Hostile clients against the OpenAI-compatible HTTP API of the real pad_server, started as
+./scripts/serve.sh starts it (no token): each input gets a clear 4xx that quotes at most a short prefix of
+what the client sent, and the server stays healthy and answers a normal request after each."""
+import http.client
+import json
+import socket
+
+import pytest
+
+from server_fixture import Server
+
+MODEL = "SmolLM2-135M-Instruct"
+QUESTION = [{"role": "user", "content": "Name a color."}]
+# An error message quotes at most 64 bytes of a client's value; the rest of a message is ours.
+MAX_MESSAGE = 400
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    s = Server(model_dir, "--kv_slots=4")
+    yield s
+    s.stop_and_check()
+
+
+def post(server, body, headers=None):
+    """(status, parsed JSON or text) of POST /v1/chat/completions with a Content-Length."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    connection.request("POST", "/v1/chat/completions", body=body,
+                       headers={"Content-Type": "application/json", **(headers or {})})
+    response = connection.getresponse()
+    data = response.read().decode(errors="replace")
+    connection.close()
+    try:
+        return response.status, json.loads(data)
+    except json.JSONDecodeError:
+        return response.status, data
+
+
+def assert_healthy(server):
+    assert server.http("/healthz")[0] == 200
+    status, answer = post(server, json.dumps({"model": MODEL, "messages": QUESTION, "max_tokens": 2,
+                                              "temperature": 0}))
+    assert status == 200 and answer["usage"]["completion_tokens"] == 2, answer
+
+
+def nested(depth, leaf='"text"'):
+    return "[" * depth + leaf + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [65, 60_000, 200_000])
+def test_deep_nesting_is_refused_while_parsing(server, depth):
+    """The issue's 400 KB body, 200,000 arrays deep, used to overflow a worker's stack when its error message
+    dumped the value; now any document deeper than 64 is refused as it is read."""
+    body = ('{"model": "%s", "messages": [{"role": "user", "content": [{"type": %s}]}]}'
+            % (MODEL, nested(depth)))
+    status, answer = post(server, body)
+    assert status == 400, answer
+    assert answer["error"]["message"] == "the request body is not valid JSON: it nests deeper than 64"
+    assert_healthy(server)
+
+
+def test_nesting_within_the_bound_gets_a_short_message(server):
+    """Under the bound, the unsupported part type is named by its type, not echoed."""
+    body = ('{"model": "%s", "messages": [{"role": "user", "content": [{"type": %s}]}]}'
+            % (MODEL, nested(50)))
+    status, answer = post(server, body)
+    assert status == 400
+    assert answer["error"]["message"] == "messages[0].content[0].type: an array is not supported; only text is"
+    assert answer["error"]["param"] == "messages[0].content[0].type"
+
+
+@pytest.mark.parametrize("field", ["model", "composition", "mode", "key", "pad_key", "type"])
+def test_errors_quote_a_short_prefix_of_long_values(server, field):
+    long = "\u00e9" + "x" * 200_000 + '"\n<script>'
+    request = {"model": MODEL, "messages": QUESTION}
+    if field == "model":
+        request["model"] = long
+    elif field in ("composition", "mode"):
+        request["pad"] = {"principles": ["concise"], field: long}
+    elif field == "key":
+        request[long] = 1
+    elif field == "pad_key":
+        request["pad"] = {long: 1}
+    else:
+        request["messages"] = [{"role": "user", "content": [{"type": long}]}]
+    status, answer = post(server, json.dumps(request))
+    assert status in (400, 404), answer
+    message = answer["error"]["message"]
+    assert len(message) < MAX_MESSAGE and "x" * 65 not in message and "<script>" not in message, message
+    assert f"({len(long.encode())} bytes)" in message, message  # says how long the value was
+    assert_healthy(server)
+
+
+def test_a_truncated_string_is_not_echoed(server):
+    """nlohmann's parse error ends with the token it read last: a 1 MB unterminated string must not come back."""
+    status, answer = post(server, '{"model": "' + "y" * 1_000_000)
+    assert status == 400
+    assert answer["error"]["message"].startswith("the request body is not valid JSON: ")
+    assert len(answer["error"]["message"]) < MAX_MESSAGE and "yyyy" not in answer["error"]["message"]
+    assert_healthy(server)
+
+
+def test_chunked_bodies_are_refused_unread(server):
+    """A chunked body used to bypass --max_request_bytes (32 MiB accepted); now it is refused, 411, from
+    its headers, and the 32 MiB that follow are never buffered."""
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=30) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        head = s.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 411 "), head
+    assert "Connection: close" in head
+    assert_healthy(server)
