@@ -1,5 +1,5 @@
 # pad_server for CPU nodes, with SmolLM2-135M-Instruct and its demo PRM inside (deploy/overlays/cpu).
-#   docker build -f docker/cpu.Dockerfile -t pad-server-cpu .
+#   docker build -f docker/cpu.Dockerfile -t pad-server:0.1.0-cpu .
 # The build stage is the README's setup (./scripts/setup.sh: Debian packages, the venv whose torch wheel
 # provides LibTorch, the build, the model conversion); the runtime stage keeps only what pad_server loads.
 FROM debian:12 AS build

@@ -1,7 +1,7 @@
 # pad_server for NVIDIA GPU nodes (deploy/overlays/gpu): the weights come from a volume at /models, the
 # driver from the node (the NVIDIA container toolkit), the CUDA libraries from the torch wheel.
-#   docker build -f docker/cuda.Dockerfile -t pad-server-cuda .
-#   docker run --gpus all -v /path/to/models:/models:ro -p 50051:50051 -p 9090:9090 pad-server-cuda \
+#   docker build -f docker/cuda.Dockerfile -t pad-server:0.1.0-cuda .
+#   docker run --gpus all -v /path/to/models:/models:ro -p 50051:50051 -p 9090:9090 pad-server:0.1.0-cuda \
 #     --policy=/models/Meta-Llama-3-8B-Instruct --reward_models=pad-prm=:/models/pad-prm-lora
 # The build stage is the README's setup (./scripts/setup.sh); the runtime stage keeps only what pad_server
 # loads.

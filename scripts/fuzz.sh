@@ -27,8 +27,15 @@ cd "$PAD_ROOT"
 for target in "${targets[@]}"; do
   log "fuzzing $target for $seconds s"
   mkdir -p "$fuzz_build/corpus/$target"
+  # The request parsers read what remote clients send: inputs up to 1 MB (libFuzzer's default is about
+  # 4 KB, too short to nest 200,000 deep), guided by a dictionary of JSON's tokens.
+  extra=()
+  if [[ $target == openai_request_fuzz || $target == request_fuzz ]]; then
+    extra=(-max_len=1048576 -len_control=20)
+    [[ $target == openai_request_fuzz ]] && extra+=(-dict=tests/fuzz/json.dict)
+  fi
   # New inputs go to the first corpus directory; the committed seeds are read only.
-  "$fuzz_build/tests/fuzz/$target" "$fuzz_build/corpus/$target" "tests/fuzz/corpus/$target" \
+  "$fuzz_build/tests/fuzz/$target" "$fuzz_build/corpus/$target" "tests/fuzz/corpus/$target" "${extra[@]}" \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
     -artifact_prefix="$fuzz_build/crash-$target-" 2>&1 | tail -n 25
   [[ ${PIPESTATUS[0]} -eq 0 ]] || { log "$target failed"; exit 1; }

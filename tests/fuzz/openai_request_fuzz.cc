@@ -1,6 +1,7 @@
 // A POST /v1/chat/completions body, as any HTTP client can send it: parsed into libpad's request or refused
 // as INVALID_ARGUMENT / NOT_FOUND naming the field, with the error rendered as OpenAI's JSON; never a crash
-// or an exception (nlohmann throws on mistyped access).
+// or an exception (nlohmann throws on mistyped access), and never a message that echoes more than a short
+// prefix of the client's values (whose body may be megabytes).
 #include <cstdint>
 
 #include "server/openai_request.h"
@@ -15,5 +16,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::StatusCode code = request.status().code();
   if (code != absl::StatusCode::kInvalidArgument && code != absl::StatusCode::kNotFound) __builtin_trap();
   if (pad::server::ToOpenAiError(request.status()).body.empty()) __builtin_trap();
+  if (request.status().message().size() > 1024) __builtin_trap();
   return 0;
 }
