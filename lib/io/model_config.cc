@@ -1,5 +1,8 @@
 #include "pad/model_config.h"
 
+#include <cstdint>
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "io/json_file.h"
@@ -15,13 +18,23 @@ absl::Status FieldError(absl::string_view field, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat("config.json: ", field, " ", why));
 }
 
-// Reads an integer field; `required` fields must be present, others keep *out when absent or null.
-absl::Status ReadInt(const Json& json, const char* field, bool required, int64_t* out) {
+// Far above any released model's (Llama-3.1-405B: hidden 16384, 126 layers; Gemma: vocabulary 262144),
+// and low enough that products of them (a KV slot's bytes, a layer's weights) fit in int64.
+constexpr int64_t kMaxDimension = int64_t{1} << 22;   // vocabulary, widths, positions
+constexpr int64_t kMaxCount = 4096;                   // layers, heads, head_dim
+
+// Reads an integer field in [1, max]; `required` fields must be present, others keep *out when absent or null.
+absl::Status ReadInt(const Json& json, const char* field, bool required, int64_t max, int64_t* out) {
   if (!json.contains(field) || json[field].is_null()) {
     return required ? FieldError(field, "is missing") : absl::OkStatus();
   }
-  if (!json[field].is_number_integer()) return FieldError(field, "must be an integer");
-  *out = json[field].get<int64_t>();
+  const Json& value = json[field];
+  if (!value.is_number_integer()) return FieldError(field, "must be an integer");
+  if (value.is_number_unsigned() ? value.get<uint64_t>() > static_cast<uint64_t>(max)
+                                 : value.get<int64_t>() > max) {
+    return FieldError(field, absl::StrCat("must be at most ", max));
+  }
+  *out = value.get<int64_t>();
   if (*out <= 0) return FieldError(field, "must be positive");
   return absl::OkStatus();
 }
@@ -65,7 +78,7 @@ absl::Status ReadRope(const Json& json, RopeConfig* rope) {
   PAD_RETURN_IF_ERROR(ReadDouble(scaling, "factor", &rope->factor));
   PAD_RETURN_IF_ERROR(ReadDouble(scaling, "low_freq_factor", &rope->low_freq_factor));
   PAD_RETURN_IF_ERROR(ReadDouble(scaling, "high_freq_factor", &rope->high_freq_factor));
-  PAD_RETURN_IF_ERROR(ReadInt(scaling, "original_max_position_embeddings", /*required=*/true,
+  PAD_RETURN_IF_ERROR(ReadInt(scaling, "original_max_position_embeddings", /*required=*/true, kMaxDimension,
                               &rope->original_max_position_embeddings));
   if (rope->factor <= 0 || rope->high_freq_factor <= rope->low_freq_factor) {
     return FieldError(scaling_field, "needs factor > 0 and high_freq_factor > low_freq_factor");
@@ -78,13 +91,28 @@ absl::Status ReadEos(const Json& json, absl::string_view file, std::vector<int32
   if (!json.contains("eos_token_id") || json["eos_token_id"].is_null()) return absl::OkStatus();
   const Json& value = json["eos_token_id"];
   std::vector<int32_t> ids;
-  if (value.is_number_integer()) {
-    ids.push_back(value.get<int32_t>());
+  // A token id, or nothing: get<int32_t> of a larger integer would wrap to another token.
+  const auto token_id = [](const Json& id) -> std::optional<int32_t> {
+    if (!id.is_number_integer()) return std::nullopt;
+    if (id.is_number_unsigned() ? id.get<uint64_t>() > kMaxDimension
+                                : id.get<int64_t>() < 0 || id.get<int64_t>() > kMaxDimension) {
+      return std::nullopt;
+    }
+    return static_cast<int32_t>(id.get<int64_t>());
+  };
+  const auto refuse = [&] {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": eos_token_id must hold token ids, integers in [0, ", kMaxDimension, "]"));
+  };
+  if (value.is_number()) {
+    const std::optional<int32_t> id = token_id(value);
+    if (!id.has_value()) return refuse();
+    ids.push_back(*id);
   } else if (value.is_array()) {
-    for (const Json& id : value) {
-      if (!id.is_number_integer())
-        return absl::InvalidArgumentError(absl::StrCat(file, ": eos_token_id must hold integers"));
-      ids.push_back(id.get<int32_t>());
+    for (const Json& entry : value) {
+      const std::optional<int32_t> id = token_id(entry);
+      if (!id.has_value()) return refuse();
+      ids.push_back(*id);
     }
   } else {
     return absl::InvalidArgumentError(absl::StrCat(file, ": eos_token_id must be an integer or a list"));
@@ -118,16 +146,20 @@ absl::StatusOr<LlamaConfig> LlamaConfig::FromJson(absl::string_view config_json)
   }
 
   LlamaConfig config;
-  PAD_RETURN_IF_ERROR(ReadInt(json, "vocab_size", true, &config.vocab_size));
-  PAD_RETURN_IF_ERROR(ReadInt(json, "hidden_size", true, &config.hidden_size));
-  PAD_RETURN_IF_ERROR(ReadInt(json, "intermediate_size", true, &config.intermediate_size));
-  PAD_RETURN_IF_ERROR(ReadInt(json, "num_hidden_layers", true, &config.num_hidden_layers));
-  PAD_RETURN_IF_ERROR(ReadInt(json, "num_attention_heads", true, &config.num_attention_heads));
+  PAD_RETURN_IF_ERROR(ReadInt(json, "vocab_size", true, kMaxDimension, &config.vocab_size));
+  PAD_RETURN_IF_ERROR(ReadInt(json, "hidden_size", true, kMaxDimension, &config.hidden_size));
+  PAD_RETURN_IF_ERROR(ReadInt(json, "intermediate_size", true, kMaxDimension, &config.intermediate_size));
+  PAD_RETURN_IF_ERROR(ReadInt(json, "num_hidden_layers", true, kMaxCount, &config.num_hidden_layers));
+  PAD_RETURN_IF_ERROR(ReadInt(json, "num_attention_heads", true, kMaxCount, &config.num_attention_heads));
   config.num_key_value_heads = config.num_attention_heads;
-  PAD_RETURN_IF_ERROR(ReadInt(json, "num_key_value_heads", false, &config.num_key_value_heads));
+  PAD_RETURN_IF_ERROR(ReadInt(json, "num_key_value_heads", false, kMaxCount, &config.num_key_value_heads));
   config.head_dim = config.hidden_size / config.num_attention_heads;
-  PAD_RETURN_IF_ERROR(ReadInt(json, "head_dim", false, &config.head_dim));
-  PAD_RETURN_IF_ERROR(ReadInt(json, "max_position_embeddings", false, &config.max_position_embeddings));
+  PAD_RETURN_IF_ERROR(ReadInt(json, "head_dim", false, kMaxCount, &config.head_dim));
+  if (config.head_dim == 0) {
+    return FieldError("num_attention_heads", "must not exceed hidden_size (each head needs a width)");
+  }
+  PAD_RETURN_IF_ERROR(
+      ReadInt(json, "max_position_embeddings", false, kMaxDimension, &config.max_position_embeddings));
   PAD_RETURN_IF_ERROR(ReadDouble(json, "rms_norm_eps", &config.rms_norm_eps));
   PAD_RETURN_IF_ERROR(ReadBool(json, "tie_word_embeddings", &config.tie_word_embeddings));
   PAD_RETURN_IF_ERROR(ReadBool(json, "attention_bias", &config.attention_bias));

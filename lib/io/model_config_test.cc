@@ -67,6 +67,35 @@ TEST(LlamaConfig, NamesMissingAndBadFields) {
   EXPECT_EQ(LlamaConfig::FromJson("not json").status().message(), "config.json: not a JSON object");
 }
 
+// Sizes a hostile or broken config.json gives: each refused naming the field, before anything is sized
+// from them (a KV slot's bytes are layers * heads * head_dim * positions).
+TEST(LlamaConfig, RefusesSizesOutOfRange) {
+  const std::string base = R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10, "hidden_size": 8,
+      "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2)";
+  EXPECT_EQ(LlamaConfig::FromJson(base + R"(, "head_dim": 0})").status().message(),
+            "config.json: head_dim must be positive");
+  EXPECT_EQ(LlamaConfig::FromJson(base + R"(, "head_dim": 1000000})").status().message(),
+            "config.json: head_dim must be at most 4096");
+  EXPECT_EQ(LlamaConfig::FromJson(base + R"(, "max_position_embeddings": 18446744073709551615})")
+                .status()
+                .message(),
+            "config.json: max_position_embeddings must be at most 4194304");
+  EXPECT_EQ(LlamaConfig::FromJson(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 10,
+      "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 16})")
+                .status()
+                .message(),
+            "config.json: num_attention_heads must not exceed hidden_size (each head needs a width)");
+  // An end-of-sequence id past int32 used to wrap to another token (4294967298 to 2).
+  for (const char* eos : {"4294967298", "[2, 4294967298]", "-1", "2.5"}) {
+    EXPECT_EQ(LlamaConfig::FromJson(base + R"(, "eos_token_id": )" + eos + "}").status().message(),
+              "config.json: eos_token_id must hold token ids, integers in [0, 4194304]")
+        << eos;
+  }
+  auto fine = LlamaConfig::FromJson(base + R"(, "eos_token_id": [2, 3]})");
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->eos_token_ids, (std::vector<int32_t>{2, 3}));
+}
+
 TEST(LlamaConfig, MissingDirectory) {
   auto config = LlamaConfig::FromModelDir("/nonexistent");
   EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);

@@ -337,8 +337,10 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromModelDir(const std::string& model
       } else if (it->is_array()) {
         // Named templates: the one called "default" is what apply_chat_template uses.
         for (const auto& entry : *it) {
-          if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
-              entry["template"].is_string()) {
+          // Each field's type checked before it is read: nlohmann's value() throws on a mistyped "name",
+          // and at load, on the engine thread, that ended the process.
+          if (entry.is_object() && entry.contains("name") && entry["name"] == "default" &&
+              entry.contains("template") && entry["template"].is_string()) {
             jinja = entry["template"].get<std::string>();
             have_template = true;
           }

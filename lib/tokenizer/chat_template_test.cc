@@ -1,5 +1,6 @@
 #include "pad/chat_template.h"
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -90,6 +91,16 @@ TEST(ChatTemplate, BadRoleAndEmptyMessages) {
             absl::InvalidArgumentError(
                 "messages[1].role: unknown role \"tool\" (expected system, user or assistant)"));
   EXPECT_EQ(chat->Apply({}, true).status(), absl::InvalidArgumentError("messages: must not be empty"));
+}
+
+// A named template whose "name" is not a string is skipped, not thrown on (that ended the server at load).
+TEST(ChatTemplate, MistypedTemplateNameIsAnError) {
+  const std::string dir = ::testing::TempDir() + "/mistyped_template_name";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/tokenizer_config.json")
+      << R"({"chat_template": [{"name": 5, "template": "x"}, {"name": ["default"], "template": "y"}]})";
+  EXPECT_EQ(ChatTemplate::FromModelDir(dir).status(),
+            absl::InvalidArgumentError(dir + "/tokenizer_config.json: chat_template has no \"default\" entry"));
 }
 
 TEST(ChatTemplate, FromModelDir) {
