@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -112,13 +113,24 @@ absl::Status ParseHeader(const MappedFile& file, std::map<std::string, TensorEnt
     if (element_size == 0) {
       return absl::DataLossError(absl::StrCat(where, ": unknown dtype ", entry.dtype));
     }
+    // Counted with overflow checks: a header's dimensions are anyone's numbers, and a product that wrapped
+    // could match the bytes present while the shape asks for far more.
     uint64_t elements = 1;
+    bool overflow = false;
     for (const auto& dim : info["shape"]) {
       if (!dim.is_number_unsigned()) {
         return absl::DataLossError(absl::StrCat(where, ": shape has a non-integer or negative dimension"));
       }
-      entry.shape.push_back(dim.get<int64_t>());
-      elements *= dim.get<uint64_t>();
+      const uint64_t size = dim.get<uint64_t>();
+      overflow = overflow || size > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+                 __builtin_mul_overflow(elements, size, &elements);
+      entry.shape.push_back(static_cast<int64_t>(size));
+    }
+    uint64_t bytes = 0;
+    if (overflow || __builtin_mul_overflow(elements, static_cast<uint64_t>(element_size), &bytes) ||
+        bytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return absl::DataLossError(
+          absl::StrCat(where, ": shape ", info["shape"].dump(), " holds more bytes than any file"));
     }
     const auto& offsets = info["data_offsets"];
     if (!offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned()) {
@@ -130,7 +142,7 @@ absl::Status ParseHeader(const MappedFile& file, std::map<std::string, TensorEnt
                                               ") outside the data section of ", data_size,
                                               " bytes (truncated file?)"));
     }
-    if (end - begin != elements * static_cast<uint64_t>(element_size)) {
+    if (end - begin != bytes) {
       return absl::DataLossError(absl::StrCat(where, ": ", end - begin, " bytes of data for shape ",
                                               ShapeString(entry.shape), " of ", entry.dtype));
     }
