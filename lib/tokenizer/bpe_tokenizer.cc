@@ -175,11 +175,13 @@ class TokenizerImpl {
   bool Known(int32_t id) const { return id >= 0 && id < vocab_size() && known_[id]; }
 
   // Splits `segments`' plain text on the tokens in `trie`, honouring single_word/lstrip/rstrip.
-  void SplitOnAddedTokens(const AddedTokenTrie& trie, std::vector<Segment>* segments) const;
+  absl::Status SplitOnAddedTokens(const AddedTokenTrie& trie, std::vector<Segment>* segments) const;
   // The BPE ids of one pre-tokenized word.
   void TokenizeWord(const std::string& word, std::vector<int32_t>* ids) const;
   std::vector<int32_t> MergeWord(std::string_view word) const;
-  bool IsWordChar(std::string_view text, size_t pos) const { return word_char_->MatchesAt(text, pos); }
+  absl::StatusOr<bool> IsWordChar(std::string_view text, size_t pos) const {
+    return word_char_->MatchesAt(text, pos);
+  }
 
   // The BPE model.
   absl::flat_hash_map<std::string, int32_t> vocab_;
@@ -485,8 +487,9 @@ absl::Status TokenizerImpl::ParseDecoder(const Json& root) {
       absl::StrCat("decoder: unsupported ", type ? Quoted(*type) : "null", " (only ByteLevel)"));
 }
 
-void TokenizerImpl::SplitOnAddedTokens(const AddedTokenTrie& trie, std::vector<Segment>* segments) const {
-  if (trie.empty()) return;
+absl::Status TokenizerImpl::SplitOnAddedTokens(const AddedTokenTrie& trie,
+                                               std::vector<Segment>* segments) const {
+  if (trie.empty()) return absl::OkStatus();
   std::vector<Segment> out;
   for (const Segment& segment : *segments) {
     if (segment.id >= 0) {
@@ -504,9 +507,11 @@ void TokenizerImpl::SplitOnAddedTokens(const AddedTokenTrie& trie, std::vector<S
         if (start > 0) {
           size_t p = start - 1;
           while (p > 0 && (static_cast<uint8_t>(s[p]) & 0xC0) == 0x80) --p;
-          word_before = IsWordChar(s, p);
+          PAD_ASSIGN_OR_RETURN(word_before, IsWordChar(s, p));
         }
-        if (stop < s.size()) word_after = IsWordChar(s, stop);
+        if (stop < s.size()) {
+          PAD_ASSIGN_OR_RETURN(word_after, IsWordChar(s, stop));
+        }
         if (word_before || word_after) continue;
       }
       if (token.lstrip) {
@@ -531,6 +536,7 @@ void TokenizerImpl::SplitOnAddedTokens(const AddedTokenTrie& trie, std::vector<S
     if (start_offset < s.size()) out.push_back({s.substr(start_offset), -1});
   }
   *segments = std::move(out);
+  return absl::OkStatus();
 }
 
 std::vector<int32_t> TokenizerImpl::MergeWord(std::string_view word) const {
@@ -665,8 +671,8 @@ absl::StatusOr<std::vector<int32_t>> TokenizerImpl::Encode(std::string_view text
   // Tokens that match the raw text first, then those that match normalized text (we have no
   // normalizer, but the order still decides which token wins).
   std::vector<Segment> segments = {{text, -1}};
-  SplitOnAddedTokens(non_normalized_trie_, &segments);
-  SplitOnAddedTokens(normalized_trie_, &segments);
+  PAD_RETURN_IF_ERROR(SplitOnAddedTokens(non_normalized_trie_, &segments));
+  PAD_RETURN_IF_ERROR(SplitOnAddedTokens(normalized_trie_, &segments));
 
   std::vector<int32_t> ids;
   std::vector<std::string> words;
@@ -676,7 +682,9 @@ absl::StatusOr<std::vector<int32_t>> TokenizerImpl::Encode(std::string_view text
       continue;
     }
     words.assign(1, std::string(segment.text));
-    if (pre_tokenizer_ != nullptr) pre_tokenizer_->PreTokenize(&words);
+    if (pre_tokenizer_ != nullptr) {
+      PAD_RETURN_IF_ERROR(pre_tokenizer_->PreTokenize(&words));
+    }
     for (const std::string& word : words) TokenizeWord(word, &ids);
   }
   if (!add_special_tokens || single_template_.empty()) return ids;

@@ -328,12 +328,27 @@ std::vector<std::string> PreTokenize(const Json& config, const std::string& text
   absl::StatusOr<std::unique_ptr<PreTokenizer>> pre_tokenizer = ParsePreTokenizer(config, "pre_tokenizer");
   EXPECT_TRUE(pre_tokenizer.ok()) << pre_tokenizer.status();
   std::vector<std::string> pieces = {text};
-  if (pre_tokenizer.ok()) (*pre_tokenizer)->PreTokenize(&pieces);
+  if (pre_tokenizer.ok()) EXPECT_TRUE((*pre_tokenizer)->PreTokenize(&pieces).ok());
   return pieces;
 }
 
 Json Split(Json pattern, const char* behavior, bool invert) {
   return {{"type", "Split"}, {"pattern", pattern}, {"behavior", behavior}, {"invert", invert}};
+}
+
+// A pattern that backtracks past PCRE2's match limit on a text is an error naming where, not a missed
+// match (which tokenized the text differently from tokenizers, silently).
+TEST(PreTokenizer, PatternThatGivesUpIsAnError) {
+  absl::StatusOr<std::unique_ptr<PreTokenizer>> pre_tokenizer =
+      ParsePreTokenizer(Split({{"Regex", "(a+)+$"}}, "Isolated", false), "pre_tokenizer");
+  ASSERT_TRUE(pre_tokenizer.ok()) << pre_tokenizer.status();
+  std::vector<std::string> pieces = {std::string(40, 'a') + "!"};
+  const absl::Status status = (*pre_tokenizer)->PreTokenize(&pieces);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(), "text: the tokenizer's pre-tokenizer pattern gave up at byte 0: match limit exceeded");
+  pieces = {"b aa"};
+  EXPECT_TRUE((*pre_tokenizer)->PreTokenize(&pieces).ok());
+  EXPECT_THAT(pieces, ElementsAre("b ", "aa"));
 }
 
 // Expected pieces are what tokenizers' pre_tokenize_str returns.

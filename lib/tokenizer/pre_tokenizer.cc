@@ -244,7 +244,8 @@ absl::StatusOr<Regex> Regex::Compile(std::string_view pattern) {
   return Regex(std::shared_ptr<pcre2_code>(code, DeletePcre2Code));
 }
 
-bool Regex::Search(std::string_view text, size_t offset, bool anchored, size_t* start, size_t* end) const {
+absl::StatusOr<bool> Regex::Search(std::string_view text, size_t offset, bool anchored, size_t* start,
+                                   size_t* end) const {
   // Match data is per call so that one Regex serves any number of threads.
   std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> data(
       pcre2_match_data_create_from_pattern(code_.get(), nullptr), pcre2_match_data_free);
@@ -256,20 +257,29 @@ bool Regex::Search(std::string_view text, size_t offset, bool anchored, size_t* 
     rc = pcre2_match(code_.get(), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), offset,
                      options | PCRE2_NO_JIT, data.get(), nullptr);
   }
-  if (rc < 0) return false;
+  if (rc == PCRE2_ERROR_NOMATCH) return false;
+  if (rc < 0) {
+    // The match, depth or heap limit: a text the pattern backtracks on too long. Reading it as "no match"
+    // would tokenize the text differently from tokenizers, silently.
+    std::array<PCRE2_UCHAR, 256> message;
+    pcre2_get_error_message(rc, message.data(), message.size());
+    return absl::InvalidArgumentError(absl::StrCat("text: the tokenizer's pre-tokenizer pattern gave up at byte ",
+                                                   offset, ": ", reinterpret_cast<const char*>(message.data())));
+  }
   const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
   *start = ovector[0];
   *end = ovector[1];
   return true;
 }
 
-void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
+absl::Status Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const {
   size_t from = 0;
   bool have_last = false;
   size_t last_end = 0;
   while (from <= text.size()) {
     size_t s, e;
-    if (!Search(text, from, /*anchored=*/false, &s, &e)) break;
+    PAD_ASSIGN_OR_RETURN(const bool found, Search(text, from, /*anchored=*/false, &s, &e));
+    if (!found) break;
     if (s == e && have_last && last_end == e) {
       from += from < text.size() ? CharLen(text, from) : 1;
       continue;
@@ -279,9 +289,10 @@ void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>
     last_end = e;
     matches->emplace_back(s, e);
   }
+  return absl::OkStatus();
 }
 
-bool Regex::MatchesAt(std::string_view text, size_t offset) const {
+absl::StatusOr<bool> Regex::MatchesAt(std::string_view text, size_t offset) const {
   size_t s, e;
   return Search(text, offset, /*anchored=*/true, &s, &e);
 }
@@ -395,14 +406,14 @@ void SplitByRuns(std::string_view text, const std::vector<Run>& runs, Behavior b
 class Matcher {
  public:
   virtual ~Matcher() = default;
-  virtual void FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const = 0;
+  virtual absl::Status FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const = 0;
 };
 
 class RegexMatcher : public Matcher {
  public:
   explicit RegexMatcher(Regex regex) : regex_(std::move(regex)) {}
-  void FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const override {
-    regex_.FindAll(text, matches);
+  absl::Status FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const override {
+    return regex_.FindAll(text, matches);
   }
 
  private:
@@ -413,12 +424,13 @@ class RegexMatcher : public Matcher {
 class LiteralMatcher : public Matcher {
  public:
   explicit LiteralMatcher(std::string literal) : literal_(std::move(literal)) {}
-  void FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const override {
-    if (literal_.empty()) return;  // tokenizers: an empty pattern matches nothing
+  absl::Status FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const override {
+    if (literal_.empty()) return absl::OkStatus();  // tokenizers: an empty pattern matches nothing
     for (size_t pos = text.find(literal_); pos != std::string_view::npos;
          pos = text.find(literal_, pos + literal_.size())) {
       matches->emplace_back(pos, pos + literal_.size());
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -430,15 +442,16 @@ class SplitPreTokenizer : public PreTokenizer {
   SplitPreTokenizer(std::unique_ptr<Matcher> matcher, Behavior behavior, bool invert)
       : matcher_(std::move(matcher)), behavior_(behavior), invert_(invert) {}
 
-  void PreTokenize(std::vector<std::string>* pieces) const override {
+  absl::Status PreTokenize(std::vector<std::string>* pieces) const override {
     std::vector<std::string> out;
     std::vector<std::pair<size_t, size_t>> matches;
     for (const std::string& piece : *pieces) {
       matches.clear();
-      matcher_->FindAll(piece, &matches);
+      PAD_RETURN_IF_ERROR(matcher_->FindAll(piece, &matches));
       SplitByRuns(piece, RunsFromMatches(piece.size(), matches, invert_), behavior_, &out);
     }
     *pieces = std::move(out);
+    return absl::OkStatus();
   }
 
  private:
@@ -455,7 +468,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
   ByteLevelPreTokenizer(bool add_prefix_space, std::optional<Regex> regex)
       : add_prefix_space_(add_prefix_space), regex_(std::move(regex)) {}
 
-  void PreTokenize(std::vector<std::string>* pieces) const override {
+  absl::Status PreTokenize(std::vector<std::string>* pieces) const override {
     std::vector<std::string> split;
     std::vector<std::pair<size_t, size_t>> matches;
     std::string prefixed;
@@ -468,7 +481,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
       }
       if (regex_.has_value()) {
         matches.clear();
-        regex_->FindAll(text, &matches);
+        PAD_RETURN_IF_ERROR(regex_->FindAll(text, &matches));
         SplitByRuns(text, RunsFromMatches(text.size(), matches, false), Behavior::kIsolated, &split);
       } else if (!text.empty()) {
         split.emplace_back(text);
@@ -482,6 +495,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
       for (unsigned char b : s) mapped.append(tables.chars[b]);
       pieces->push_back(std::move(mapped));
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -493,8 +507,9 @@ class SequencePreTokenizer : public PreTokenizer {
  public:
   explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
       : steps_(std::move(steps)) {}
-  void PreTokenize(std::vector<std::string>* pieces) const override {
-    for (const auto& step : steps_) step->PreTokenize(pieces);
+  absl::Status PreTokenize(std::vector<std::string>* pieces) const override {
+    for (const auto& step : steps_) PAD_RETURN_IF_ERROR(step->PreTokenize(pieces));
+    return absl::OkStatus();
   }
 
  private:

@@ -31,15 +31,17 @@ class Regex {
 
   // Appends the [start, end) byte ranges of successive matches in `text` (valid UTF-8), as the onig
   // crate's find_iter yields them: an empty match right where the previous match ended is skipped.
-  void FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const;
+  // INVALID_ARGUMENT when PCRE2 gives up on `text` (its match or heap limit), rather than a match missed.
+  absl::Status FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const;
 
   // Whether the pattern matches `text` starting exactly at byte `offset`.
-  bool MatchesAt(std::string_view text, size_t offset) const;
+  absl::StatusOr<bool> MatchesAt(std::string_view text, size_t offset) const;
 
  private:
   explicit Regex(std::shared_ptr<pcre2_real_code_8> code) : code_(std::move(code)) {}
-  // Runs one search from `offset`; returns false when there is no match.
-  bool Search(std::string_view text, size_t offset, bool anchored, size_t* start, size_t* end) const;
+  // Runs one search from `offset`; false when there is no match.
+  absl::StatusOr<bool> Search(std::string_view text, size_t offset, bool anchored, size_t* start,
+                              size_t* end) const;
 
   std::shared_ptr<pcre2_real_code_8> code_;
 };
@@ -54,7 +56,8 @@ class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
   // Splits each of `pieces` further (ByteLevel also maps bytes to its alphabet); empty pieces drop out.
-  virtual void PreTokenize(std::vector<std::string>* pieces) const = 0;
+  // INVALID_ARGUMENT when a pattern gives up on the text (Regex::FindAll).
+  virtual absl::Status PreTokenize(std::vector<std::string>* pieces) const = 0;
 };
 
 // Builds the pre-tokenizer that `config` (a tokenizer.json "pre_tokenizer" object) describes. Errors
