@@ -44,6 +44,10 @@ ABSL_FLAG(std::vector<std::string>, reward_models, {"default"},
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address");
 ABSL_FLAG(std::string, http_listen, "0.0.0.0:9090",
           "HTTP address of the web chat (/), the OpenAI-compatible API (/v1), /metrics, /healthz, /readyz");
+ABSL_FLAG(std::string, probe_listen, "",
+          "HTTP address of /healthz, /readyz and /metrics alone, with workers of their own, so that probes and "
+          "scrapes answer however busy the API's workers are (Kubernetes: the Deployment's probes); empty: "
+          "only on --http_listen");
 ABSL_FLAG(
     std::string, served_model_name, "",
     "the model name OpenAI clients send and GET /v1/models lists; empty: the --policy directory's name");
@@ -294,11 +298,13 @@ int main(int argc, char** argv) {
   Readiness readiness;
   std::unique_ptr<pad::Engine> engine = pad::Engine::Start(engine_options);
   std::unique_ptr<pad::server::HttpServer> http;
+  std::unique_ptr<pad::server::HttpServer> probes;
   // A port that cannot be served ends the process, said at once. The HTTP workers (maybe answering a
   // probe) stop first and then the engine (maybe still loading): exit's destructors of static objects
   // must not run under a thread still using them.
-  const auto fail = [&engine, &http](const std::string& message) {
+  const auto fail = [&engine, &http, &probes](const std::string& message) {
     std::cerr << "pad_server: " << message << std::endl;
+    probes.reset();
     http.reset();
     engine.reset();
     std::exit(1);
@@ -311,6 +317,19 @@ int main(int argc, char** argv) {
   });
   if (!started.ok()) fail(std::string(started.status().message()));
   http = *std::move(started);
+  if (!absl::GetFlag(FLAGS_probe_listen).empty()) {
+    // A few workers suffice: a probe or a scrape is one short request, and a connection that holds a
+    // worker idle is dropped after a second.
+    pad::server::HttpServerOptions probe_options;
+    probe_options.listen_address = absl::GetFlag(FLAGS_probe_listen);
+    probe_options.num_threads = 4;
+    probe_options.read_timeout = probe_options.write_timeout = probe_options.idle_timeout = absl::Seconds(1);
+    probe_options.max_body_bytes = 1024;
+    auto probes_started = pad::server::HttpServer::Start(
+        probe_options, pad::server::ProbeRoutes(&registry, [&readiness] { return readiness.serving(); }));
+    if (!probes_started.ok()) fail(std::string(probes_started.status().message()));
+    probes = *std::move(probes_started);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   // Health (for kubelet probes) and reflection (the public schema) need no bearer token.

@@ -266,35 +266,51 @@ class OpenAiHandlers {
         });
   }
 
+  // GET /v1/models: the served model, its PRMs by name and the limits requests must respect. No file paths:
+  // any client may ask, and the server's layout is nobody's business but the operator's.
   void Models(const httplib::Request& http_request, httplib::Response& response) const {
     if (!Authorized(http_request)) return SendError(Unauthenticated(), response);
+    response.set_content(Dump({{"object", "list"}, {"data", json::array({ModelObject()})}}), kJson);
+  }
+
+  // GET /v1/models/{id}: the SDKs' models.retrieve.
+  void Model(const httplib::Request& http_request, httplib::Response& response) const {
+    if (!Authorized(http_request)) return SendError(Unauthenticated(), response);
+    const std::string id = http_request.matches.size() > 1 ? std::string(http_request.matches[1]) : "";
+    if (id != options_.model_name) {
+      return SendError(absl::NotFoundError(absl::StrCat("model: ", QuotedForError(id),
+                                                        " is not served here; GET /v1/models lists \"",
+                                                        options_.model_name, "\"")),
+                       response);
+    }
+    response.set_content(Dump(ModelObject()), kJson);
+  }
+
+ private:
+  json ModelObject() const {
     const EngineOptions& options = engine_->options();
     json reward_models = json::array();
     for (const RewardModelSpec& spec : options.reward_models) {
       reward_models.push_back({{"name", spec.name},
-                               {"backbone", spec.backbone_dir},
-                               {"adapter", spec.adapter_dir},
+                               {"has_adapter", !spec.adapter_dir.empty()},
                                {"shares_policy_backbone", spec.backbone_dir == options.policy_dir}});
     }
     const DecoderOptions& limits = options.decoder;
-    json model = {{"id", options_.model_name},
-                  {"object", "model"},
-                  {"created", started_},
-                  {"owned_by", "pad-serving"},
-                  {"pad",
-                   {{"policy", options.policy_dir},
-                    {"reward_models", reward_models},
-                    {"limits",
-                     {{"max_prompt_tokens", limits.max_prompt_tokens},
-                      {"max_new_tokens", limits.max_new_tokens_limit},
-                      {"max_top_k", limits.max_top_k},
-                      {"max_principles", limits.max_principles},
-                      {"max_stop_strings", limits.max_stop_strings},
-                      {"max_sequence_tokens", limits.max_seq_len}}}}}};
-    response.set_content(Dump({{"object", "list"}, {"data", json::array({model})}}), kJson);
+    return {{"id", options_.model_name},
+            {"object", "model"},
+            {"created", started_},
+            {"owned_by", "pad-serving"},
+            {"pad",
+             {{"reward_models", reward_models},
+              {"limits",
+               {{"max_prompt_tokens", limits.max_prompt_tokens},
+                {"max_new_tokens", limits.max_new_tokens_limit},
+                {"max_top_k", limits.max_top_k},
+                {"max_principles", limits.max_principles},
+                {"max_stop_strings", limits.max_stop_strings},
+                {"max_sequence_tokens", limits.max_seq_len}}}}}};
   }
 
- private:
   static absl::Status Unauthenticated() {
     return absl::UnauthenticatedError("a valid bearer token is required (Authorization: Bearer ...)");
   }
@@ -321,6 +337,9 @@ HttpRoutes OpenAiRoutes(Engine* engine, ServingMetrics* metrics, LogWriter* log,
                 });
     server.Get("/v1/models", [handlers](const httplib::Request& request, httplib::Response& response) {
       handlers->Models(request, response);
+    });
+    server.Get(R"(/v1/models/(.+))", [handlers](const httplib::Request& request, httplib::Response& response) {
+      handlers->Model(request, response);
     });
     // Anything else under /v1 answers in OpenAI's error format, which its clients can read.
     const httplib::Server::Handler not_found = [](const httplib::Request& request,

@@ -31,19 +31,11 @@ constexpr int kMaxJsonDepth = 64;
 // An error message quotes at most this many bytes of a client's value.
 constexpr size_t kMaxQuotedBytes = 64;
 
-// A client's string for an error message: JSON-quoted, cut to kMaxQuotedBytes at a UTF-8 boundary.
-std::string Quoted(absl::string_view text) {
-  if (text.size() <= kMaxQuotedBytes) return Dump(std::string(text));
-  size_t cut = kMaxQuotedBytes;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-  return absl::StrCat(Dump(std::string(text.substr(0, cut))), "... (", text.size(), " bytes)");
-}
-
 // A client's value of any type for an error message: its type's name, or a short quote of a scalar.
 std::string Described(const json& value) {
-  if (value.is_string()) return Quoted(value.get_ref<const std::string&>());
+  if (value.is_string()) return QuotedForError(value.get_ref<const std::string&>());
   if (value.is_object() || value.is_array()) return absl::StrCat("an ", value.type_name());
-  return Quoted(Dump(value));
+  return QuotedForError(Dump(value));
 }
 
 // A client's object key as a field name in an error: as it is when it looks like a name, else quoted.
@@ -52,7 +44,7 @@ std::string KeyName(absl::string_view key) {
                      std::all_of(key.begin(), key.end(), [](char c) {
                        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
                      });
-  return plain ? std::string(key) : Quoted(key);
+  return plain ? std::string(key) : QuotedForError(key);
 }
 
 struct TooDeep {};
@@ -181,7 +173,7 @@ absl::Status PadParameters(const json& pad, AlignmentRequest* request, bool* mod
       } else if (composition == "weighted") {
         request->composition = Composition::kWeighted;
       } else {
-        return Invalid(field, absl::StrCat(Quoted(composition), " is not \"prompt\" or \"weighted\""));
+        return Invalid(field, absl::StrCat(QuotedForError(composition), " is not \"prompt\" or \"weighted\""));
       }
     } else if (key == "mode") {
       PAD_ASSIGN_OR_RETURN(std::string mode, GetString(value, field));
@@ -193,7 +185,7 @@ absl::Status PadParameters(const json& pad, AlignmentRequest* request, bool* mod
         request->mode = DecodingMode::kPreferencePrompt;
       } else {
         return Invalid(field,
-                       absl::StrCat(Quoted(mode), " is not \"pad\", \"vanilla\" or \"preference_prompt\""));
+                       absl::StrCat(QuotedForError(mode), " is not \"pad\", \"vanilla\" or \"preference_prompt\""));
       }
       *mode_given = true;
     } else if (key == "beta") {
@@ -277,6 +269,13 @@ const FieldPaths& OpenAiPaths() {
 }
 
 }  // namespace
+
+std::string QuotedForError(absl::string_view text) {
+  if (text.size() <= kMaxQuotedBytes) return Dump(std::string(text));
+  size_t cut = kMaxQuotedBytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat(Dump(std::string(text.substr(0, cut))), "... (", text.size(), " bytes)");
+}
 
 std::string OpenAiErrorBody(absl::string_view message, absl::string_view type, absl::string_view param,
                             absl::string_view code) {
@@ -370,7 +369,7 @@ absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(absl::string_vi
   PAD_ASSIGN_OR_RETURN(std::string model, GetString(root["model"], "model"));
   if (model != served_model) {
     return absl::NotFoundError(absl::StrCat(
-        "model: ", Quoted(model), " is not served here; GET /v1/models lists \"", served_model, "\""));
+        "model: ", QuotedForError(model), " is not served here; GET /v1/models lists \"", served_model, "\""));
   }
   if (!root.contains("messages") || root["messages"].is_null()) return Invalid("messages", "is missing");
   PAD_ASSIGN_OR_RETURN(request.messages, Messages(root["messages"]));

@@ -42,6 +42,10 @@ struct OpenAiError {
 };
 OpenAiError ToOpenAiError(const absl::Status& status);
 
+// A client's string as an error message quotes it: JSON-quoted, at most 64 bytes (cut at a UTF-8 boundary)
+// and then its length, so that no error echoes a megabyte back.
+std::string QuotedForError(absl::string_view text);
+
 // {"error": {"message", "type", "param", "code"}}; an empty `param` or `code` is null.
 std::string OpenAiErrorBody(absl::string_view message, absl::string_view type, absl::string_view param,
                             absl::string_view code);

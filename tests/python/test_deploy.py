@@ -8,13 +8,14 @@ import re
 import shlex
 import shutil
 import subprocess
+import urllib.request
 
 import kubernetes_validate
 import pytest
 import yaml
 
 from conftest import ROOT
-from server_fixture import SERVER, Server
+from server_fixture import SERVER, Server, free_port
 
 KUBERNETES = "1.30.0"
 OVERLAYS = ["cpu", "gpu"]
@@ -78,8 +79,9 @@ def test_flags_are_pad_server_flags_and_match_the_ports(overlay):
         assert re.search(rf"^\s+{re.escape(name)} \(", help_text, re.M), f"{name} is not a pad_server flag"
     ports = {p["name"]: p["containerPort"] for p in container(objects)["ports"]}
     assert flags["--listen"].endswith(f":{ports['grpc']}") and flags["--http_listen"].endswith(f":{ports['http']}")
+    assert flags["--probe_listen"].endswith(f":{ports['probes']}")
     service_ports = {p["name"]: p["targetPort"] for p in objects["Service"]["spec"]["ports"]}
-    assert service_ports == {"grpc": "grpc", "http": "http"}
+    assert service_ports == {"grpc": "grpc", "http": "http", "metrics": "probes"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -89,7 +91,8 @@ def test_probes_and_drain(overlay):
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"]["port"] == "http" and c[probe]["timeoutSeconds"] >= 1
+        # The probe listener's own workers: a pod busy with streams is not restarted.
+        assert c[probe]["httpGet"]["port"] == "probes" and c[probe]["timeoutSeconds"] >= 1
     # preStop, then the server's own drain, must end before the kubelet kills the pod.
     pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
@@ -113,7 +116,8 @@ def test_service_monitor_and_autoscaling_reach_a_real_metric(model_dir, tmp_path
     monitor = objects["ServiceMonitor"]
     service = objects["Service"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    assert monitor["spec"]["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert {"name": "metrics", "port": 9091, "targetPort": "probes", "appProtocol": "http"} in service["spec"]["ports"]
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
 
     metric = objects["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"]
@@ -126,14 +130,18 @@ def test_service_monitor_and_autoscaling_reach_a_real_metric(model_dir, tmp_path
     # Secret, the pod must start.
     local = {"/opt/pad/models/SmolLM2-135M-Instruct": str(model_dir), "/opt/pad/prm": str(ROOT / "prm")}
     text = "\n".join(line for line in objects["ConfigMap"]["data"]["flags"].splitlines()
-                     if not line.startswith(("--listen=", "--http_listen=")))  # the fixture picks free ports
+                     if not line.startswith(("--listen=", "--http_listen=", "--probe_listen=")))  # free ports
     for deployed, here in local.items():
         text = text.replace(deployed, here)
     flagfile = tmp_path / "flags"
     flagfile.write_text(text)
-    server = Server(model_dir, f"--flagfile={flagfile}")
+    probe_port = free_port()
+    server = Server(model_dir, f"--flagfile={flagfile}", f"--probe_listen=127.0.0.1:{probe_port}")
     try:
         assert server.metric(metric) == 0 and f"\n{metric} " in server.metrics_text()
+        # What the ServiceMonitor scrapes: the probe port.
+        with urllib.request.urlopen(f"http://127.0.0.1:{probe_port}/metrics", timeout=30) as response:
+            assert f"\n{metric} " in response.read().decode()
     finally:
         server.stop_and_check()
 

@@ -4,10 +4,12 @@ what the client sent, and the server stays healthy and answers a normal request 
 import http.client
 import json
 import socket
+import threading
+import urllib.request
 
 import pytest
 
-from server_fixture import Server
+from server_fixture import PATIENCE, Server, free_port, wait_for
 
 MODEL = "SmolLM2-135M-Instruct"
 QUESTION = [{"role": "user", "content": "Name a color."}]
@@ -110,3 +112,44 @@ def test_chunked_bodies_are_refused_unread(server):
     assert head.startswith("HTTP/1.1 411 "), head
     assert "Connection: close" in head
     assert_healthy(server)
+
+
+def test_probes_answer_while_every_api_worker_is_held(model_dir):
+    """Clients that trickle a request line hold an API worker each for as long as they trickle; the probe
+    listener's own workers answer /healthz, /readyz and /metrics meanwhile, which a kubelet then sees."""
+    probe_port = free_port()
+    s = Server(model_dir, "--kv_slots=1", "--http_threads=2", f"--probe_listen=127.0.0.1:{probe_port}")
+    stop = threading.Event()
+    held = [socket.create_connection(("127.0.0.1", s.http_port), timeout=PATIENCE) for _ in range(2)]
+
+    def trickle():
+        while not stop.wait(0.5):
+            for connection in held:
+                connection.sendall(b"G")  # within every read timeout, never a whole line
+
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
+    api_answer = []
+
+    def api_healthz():
+        url = f"http://127.0.0.1:{s.http_port}/healthz"
+        with urllib.request.urlopen(url, timeout=PATIENCE) as response:
+            api_answer.append(response.status)
+
+    api_probe = threading.Thread(target=api_healthz)
+    try:
+        api_probe.start()
+        for path, expected in (("/healthz", "ok"), ("/readyz", "ready")):
+            with urllib.request.urlopen(f"http://127.0.0.1:{probe_port}{path}", timeout=PATIENCE) as response:
+                assert response.status == 200 and response.read().decode() == expected
+        with urllib.request.urlopen(f"http://127.0.0.1:{probe_port}/metrics", timeout=PATIENCE) as response:
+            assert "\npad_ready 1" in response.read().decode()
+        assert not api_answer, "the API port answered while both its workers were held: the test proves nothing"
+    finally:
+        stop.set()
+        trickler.join()
+        for connection in held:
+            connection.close()
+        api_probe.join(timeout=PATIENCE)
+        s.stop_and_check()
+    assert api_answer == [200]  # once the trickling clients left

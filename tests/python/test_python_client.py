@@ -107,7 +107,7 @@ def test_client_streams_what_grpc_streams(model_dir, installed, tmp_path, pb):
         assert out["reward_models"] == ["default"] and out["async_models"] == 1
         assert out["error"][0] == "INVALID_ARGUMENT" and out["error"][1].startswith("decoding.top_k: ")
         assert out["no_token"] == "UNAUTHENTICATED"
-        assert wait_for(lambda: server.metric("pad_requests_running") == 0, 2)
+        assert wait_for(lambda: server.metric("pad_requests_running") == 0)
         assert server.metric("pad_requests_total", protocol="grpc", status="cancelled") == 1
     finally:
         server.stop_and_check()

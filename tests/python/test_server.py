@@ -1,6 +1,7 @@
 """Black-box tests of pad_server: the real binary over loopback, driven by grpcio, checked against the library's
 own output (build/tests/pad_probe), promtool/Prometheus, grpc health and reflection, and openssl certificates."""
 import concurrent.futures
+import fcntl
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from conftest import probe
-from server_fixture import Server, collect, free_port, stub_of, to_proto, wait_for
+from server_fixture import PATIENCE, Server, collect, free_port, stub_of, to_proto, wait_for
 
 QUESTION = [{"role": "user", "content": "What is a good way to spend a rainy afternoon?"}]
 
@@ -114,7 +115,7 @@ def test_concurrent_streams_equal_alone(pb, server, model_dir):
     def run(i):
         start.wait()
         try:
-            results[i] = generate(pb, server.channel, specs[i], timeout=180)
+            results[i] = generate(pb, server.channel, specs[i], timeout=PATIENCE)
         except grpc.RpcError as e:
             results[i] = e
 
@@ -142,11 +143,12 @@ def test_cancel_mid_stream_frees_slots(pb, server):
         assert not message.HasField("final")
     assert server.metric("pad_requests_running") == 1
     assert server.metric("pad_kv_cache_slots_used") > 0
+    tokens = server.generated_tokens()
     responses.cancel()
     with pytest.raises(grpc.RpcError) as error:
         collect(responses)
     assert error.value.code() == grpc.StatusCode.CANCELLED
-    server.assert_idle_soon()
+    server.assert_idle_soon(tokens, most_tokens=64)  # of the 400 asked for
     text, final, _ = generate(pb, server.channel, spec("vanilla", max_new_tokens=4), timeout=60)
     assert final.usage.generated_tokens == 4 and text
 
@@ -161,34 +163,36 @@ def test_every_cancelled_stream_is_counted_once(pb, server):
     before = totals()
     n = 8
     stub = stub_of(pb, server.channel)
+    tokens = server.generated_tokens()
     for _ in range(n):
         responses = stub.GenerateAligned(to_proto(pb, spec("vanilla", max_new_tokens=400)), timeout=120)
         next(responses)
         responses.cancel()
-    server.assert_idle_soon(timeout=5)
-    assert wait_for(lambda: totals()["cancelled"] - before["cancelled"] == n, 5), (before, totals())
+    server.assert_idle_soon(tokens, most_tokens=n * 64)  # of the n * 400 asked for
+    assert wait_for(lambda: totals()["cancelled"] - before["cancelled"] == n), (before, totals())
     after = totals()
     assert (after["ok"], after["error"]) == (before["ok"], before["error"])
 
 
 def test_a_stalled_log_pipe_does_not_stall_decoding(pb, model_dir):
-    """Every finished request logs a line; when nobody reads the server's stderr (a pipe holds 64 KiB, about
-    280 lines), decoding must go on and the lines beyond the queue are dropped, and counted."""
+    """Every finished request logs a line; when nobody reads the server's stderr (here a pipe of one page,
+    about 17 lines), decoding must go on and the lines beyond the queue are dropped, and counted."""
     read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
     s = Server(model_dir, "--kv_slots=8", "--log_queue_lines=16", output=write_end)
     os.close(write_end)
     try:
         stub = stub_of(pb, s.channel)
-        n = 400
+        n = 100
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
         futures = [pool.submit(lambda: collect(stub.GenerateAligned(
-            to_proto(pb, spec("vanilla", max_new_tokens=1)), timeout=30))[1]) for _ in range(n)]
-        _, pending = concurrent.futures.wait(futures, timeout=120)
+            to_proto(pb, spec("vanilla", max_new_tokens=1)), timeout=PATIENCE))[1]) for _ in range(n)]
+        _, pending = concurrent.futures.wait(futures, timeout=PATIENCE)
         pool.shutdown(wait=False, cancel_futures=True)
-        assert not pending, f"{len(pending)} of {n} requests did not finish in 120 s"
+        assert not pending, f"{len(pending)} of {n} requests did not finish in {PATIENCE} s"
         assert all(f.result().usage.generated_tokens == 1 for f in futures)
         assert s.metric("pad_requests_total", status="ok") == n
-        # The pipe holds 64 KiB of lines, the queue 16; what is beyond them is dropped and counted.
+        # The pipe holds 4 KiB of lines, the queue 16; what is beyond them is dropped and counted.
         assert s.metric("pad_log_lines_dropped_total") > 0
     finally:
         drain = threading.Thread(target=lambda: [None for _ in iter(lambda: os.read(read_end, 65536), b"")])
@@ -200,12 +204,10 @@ def test_a_stalled_log_pipe_does_not_stall_decoding(pb, model_dir):
 
 
 def test_deadline_frees_slots(pb, server):
-    began = time.monotonic()
     with pytest.raises(grpc.RpcError) as error:
         generate(pb, server.channel, spec("pad", max_new_tokens=400, principles=["humor"]), timeout=1.0)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - began < 3
-    server.assert_idle_soon()
+    server.assert_idle_soon(server.generated_tokens(), most_tokens=64)  # of the 400 asked for
     text, final, _ = generate(pb, server.channel, spec("vanilla", max_new_tokens=4), timeout=60)
     assert final.usage.generated_tokens == 4 and text
 
@@ -363,7 +365,7 @@ def test_metrics_pass_promtool(pb, server):
     assert server.metric("pad_time_to_first_token_seconds_count") >= 1
     # The default PRM shares the policy's backbone, hence its cache: the capacity is --kv_slots, not twice it.
     assert server.metric("pad_kv_cache_slots") == 40
-    assert wait_for(lambda: server.metric("pad_batch_size") == 0, 5), "an idle server reports batch size 0"
+    assert wait_for(lambda: server.metric("pad_batch_size") == 0), "an idle server reports batch size 0"
 
 
 def test_prometheus_scrapes_metrics(pb, server, tmp_path):
@@ -386,7 +388,7 @@ def test_prometheus_scrapes_metrics(pb, server, tmp_path):
                 return []
             return answer["data"]["result"] if answer.get("status") == "success" else []
 
-        result = wait_for(lambda: query("pad_requests_total"), 30, interval=0.5)
+        result = wait_for(lambda: query("pad_requests_total"), interval=0.5)
         assert result, f"up={query('up')}\n" + (tmp_path / "prometheus.log").read_text()[-3000:]
         assert {r["metric"]["job"] for r in result} == {"pad"}
         assert any(r["metric"].get("status") == "ok" and float(r["value"][1]) >= 1 for r in result), result
@@ -422,10 +424,10 @@ def test_queue_overflow(pb, model_dir):
         threads = [threading.Thread(target=run, args=(i,)) for i in range(5)]
         for t in threads:
             t.start()
-        assert wait_for(lambda: any(o and o[0] == grpc.StatusCode.RESOURCE_EXHAUSTED for o in outcomes), 5), outcomes
-        exhausted = [o for o in outcomes if o and o[0] == grpc.StatusCode.RESOURCE_EXHAUSTED]
-        assert min(o[1] for o in exhausted) < 2.0, outcomes
-        assert wait_for(lambda: any(o and o[0] == "message" for o in outcomes), 20), outcomes
+        # Refused at once, not after waiting for a slot: nothing frees one until the calls are cancelled below.
+        assert wait_for(lambda: any(o and o[0] == grpc.StatusCode.RESOURCE_EXHAUSTED for o in outcomes)), outcomes
+        assert wait_for(lambda: any(o and o[0] == "message" for o in outcomes)), outcomes
+        tokens = s.generated_tokens()
         for call in calls:
             call.cancel()
         for t in threads:
@@ -436,7 +438,7 @@ def test_queue_overflow(pb, model_dir):
         assert 2 <= len(exhausted) <= 4, outcomes
         assert all(o[2].startswith("the queue is full") for o in exhausted), outcomes
         assert s.metric("pad_requests_total", status="resource_exhausted") == len(exhausted)
-        s.assert_idle_soon(timeout=2.0)
+        s.assert_idle_soon(tokens, most_tokens=3 * 64)  # of the 3 * 400 asked for
         assert s.metric("pad_requests_waiting") == 0
         text, final, _ = generate(pb, s.channel, spec("vanilla", max_new_tokens=4), timeout=60)
         assert final.finish_reason == pb[0].FINISH_REASON_LENGTH and text
@@ -551,19 +553,21 @@ def test_sigterm_drains_streams(pb, model_dir):
     for t in threads:
         t.start()
     s.terminate()
-    time.sleep(0.3)
-    try:
-        health = s.health(timeout=2)
-    except grpc.RpcError as e:
-        health = e.code()
-    assert health in (health_pb2.HealthCheckResponse.NOT_SERVING, grpc.StatusCode.UNAVAILABLE), health
-    status, _ = s.http("/readyz")  # a load balancer stops routing here while the streams finish
-    assert status == 503
+
+    def health():
+        try:
+            return s.health(timeout=10)
+        except grpc.RpcError as e:
+            return e.code()
+    draining = (health_pb2.HealthCheckResponse.NOT_SERVING, grpc.StatusCode.UNAVAILABLE)
+    assert wait_for(lambda: health() in draining), health()
+    # A load balancer stops routing here while the streams finish.
+    assert wait_for(lambda: s.http("/readyz")[0] == 503)
     with pytest.raises(grpc.RpcError) as error:
         generate(pb, s.new_channel(), spec("vanilla", max_new_tokens=4), timeout=10)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
     for t in threads:
-        t.join(timeout=120)
+        t.join(timeout=PATIENCE)
     for i, r in enumerate(results):
         assert not isinstance(r, grpc.RpcError), f"stream {i}: {r.code()} {r.details()}"
         text, final = r
