@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -31,6 +32,9 @@ struct HttpServerOptions {
   absl::Duration write_timeout = absl::Seconds(5);  // each write: a reader that stalls longer is dropped
   absl::Duration idle_timeout = absl::Seconds(5);   // a keep-alive connection between requests
   size_t max_body_bytes = 4 << 20;                  // larger bodies get 413
+  // Origins whose pages may call the server from a browser (CORS), e.g. "https://chat.example.com"; "*"
+  // allows any. Empty: no CORS headers, so browsers keep other origins' pages out.
+  std::vector<std::string> cors_allowed_origins;
 };
 
 // Registers handlers on the server before it starts listening.

@@ -209,6 +209,54 @@ TEST_F(HttpServerTest, BodiesWithoutALengthAreRefusedUnread) {
   EXPECT_EQ(Fetch(endpoint_->port(), "GET", "/healthz").status, 200);
 }
 
+// Browsers let a page of another origin read an answer only with CORS headers: given to the allowed
+// origins, never to others, and a preflight answered before any route.
+TEST(HttpServer, CorsForAllowedOriginsOnly) {
+  MetricsRegistry registry;
+  HttpServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.cors_allowed_origins = {"https://chat.example"};
+  absl::StatusOr<std::unique_ptr<HttpServer>> server =
+      HttpServer::Start(options, ProbeRoutes(&registry, [] { return true; }));
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  const auto get = [port](absl::string_view origin) {
+    return Exchange(port, absl::StrCat("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: ", origin,
+                                       "\r\n\r\n"));
+  };
+  HttpResponse allowed = get("https://chat.example");
+  EXPECT_EQ(allowed.status, 200);
+  EXPECT_EQ(allowed.body, "ok");
+  EXPECT_EQ(allowed.headers["access-control-allow-origin"], "https://chat.example");
+  EXPECT_EQ(allowed.headers["vary"], "Origin");
+  HttpResponse other = get("https://evil.example");
+  EXPECT_EQ(other.status, 200);
+  EXPECT_EQ(other.headers.count("access-control-allow-origin"), 0u);
+
+  const auto preflight = [port](absl::string_view origin) {
+    return Exchange(port, absl::StrCat("OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                       "Origin: ", origin, "\r\nAccess-Control-Request-Method: POST\r\n"
+                                       "Access-Control-Request-Headers: authorization, content-type\r\n\r\n"));
+  };
+  HttpResponse ok = preflight("https://chat.example");
+  EXPECT_EQ(ok.status, 204);
+  EXPECT_EQ(ok.headers["access-control-allow-origin"], "https://chat.example");
+  EXPECT_EQ(ok.headers["access-control-allow-methods"], "GET, POST");
+  EXPECT_EQ(ok.headers["access-control-allow-headers"], "Authorization, Content-Type");
+  HttpResponse refused = preflight("https://evil.example");
+  EXPECT_EQ(refused.status, 204);
+  EXPECT_EQ(refused.headers.count("access-control-allow-origin"), 0u);
+  EXPECT_EQ(refused.headers.count("access-control-allow-methods"), 0u);
+}
+
+// The default: no CORS headers for anyone.
+TEST_F(HttpServerTest, NoCorsByDefault) {
+  HttpResponse response = Exchange(
+      endpoint_->port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://chat.example\r\n\r\n");
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.headers.count("access-control-allow-origin"), 0u);
+}
+
 // A kubelet probe has 1 s: clients that connect and send nothing hold a worker each until the read
 // timeout (5 s), so while workers remain the probe must not wait.
 TEST_F(HttpServerTest, SilentClientsDoNotDelayProbes) {

@@ -48,6 +48,9 @@ ABSL_FLAG(std::string, probe_listen, "",
           "HTTP address of /healthz, /readyz and /metrics alone, with workers of their own, so that probes and "
           "scrapes answer however busy the API's workers are (Kubernetes: the Deployment's probes); empty: "
           "only on --http_listen");
+ABSL_FLAG(std::vector<std::string>, cors_allowed_origins, {},
+          "origins whose web pages may call the HTTP API from a browser (CORS), comma-separated, e.g. "
+          "https://chat.example.com; * allows any; empty: none (same-origin pages only, such as the web chat)");
 ABSL_FLAG(
     std::string, served_model_name, "",
     "the model name OpenAI clients send and GET /v1/models lists; empty: the --policy directory's name");
@@ -203,6 +206,7 @@ pad::server::HttpServerOptions HttpOptionsFromFlags(const pad::EngineOptions& en
     options.num_threads = static_cast<int>(engine_options.decoder.kv_slots) + engine_options.max_waiting + 8;
   }
   options.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_request_bytes));
+  options.cors_allowed_origins = absl::GetFlag(FLAGS_cors_allowed_origins);
   return options;
 }
 
