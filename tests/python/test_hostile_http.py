@@ -153,3 +153,91 @@ def test_probes_answer_while_every_api_worker_is_held(model_dir):
         api_probe.join(timeout=PATIENCE)
         s.stop_and_check()
     assert api_answer == [200]  # once the trickling clients left
+
+
+# --- A corpus of hostile bodies: each a clear 4xx naming what is wrong, and the server healthy after ----------
+
+BASE = {"model": MODEL, "messages": QUESTION}
+
+
+def body_with(**fields):
+    return json.dumps({**BASE, **fields})
+
+
+# (body, status, the error's param or None, a part of its message)
+HOSTILE_BODIES = {
+    "max_tokens_huge": (body_with(max_tokens=10**30), 400, "max_tokens", "must be an integer"),
+    "max_tokens_past_int64": (body_with(max_tokens=2**64 + 1), 400, "max_tokens", ""),
+    "max_tokens_negative": (body_with(max_tokens=-5), 400, "max_tokens", "is not in [1, "),
+    "seed_past_uint64": (body_with(seed=2**70), 400, "seed", ""),
+    "top_k_negative": (body_with(pad={"principles": ["concise"], "top_k": -1}), 400, "pad.top_k", ""),
+    "temperature_infinite": ('{"model": "%s", "messages": %s, "temperature": 1e999}' % (MODEL, json.dumps(QUESTION)),
+                             400, None, "not valid JSON"),
+    "nan_literal": ('{"model": "%s", "messages": %s, "temperature": NaN}' % (MODEL, json.dumps(QUESTION)),
+                    400, None, "not valid JSON"),
+    "lone_surrogate": ('{"model": "%s", "messages": [{"role": "user", "content": "\\ud800"}]}' % MODEL,
+                       400, None, "not valid JSON"),
+    "invalid_utf8": (b'{"model": "' + MODEL.encode() + b'", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+                     400, None, "not valid JSON"),
+    "huge_array": (body_with(stop=["x"] * 100_000), 400, "stop", ""),
+    "huge_principles": (body_with(pad={"principles": ["p"] * 100_000}), 400, "pad.principles", ""),
+    "empty_body": ("", 400, None, "not valid JSON"),
+    "not_an_object": ("[1, 2, 3]", 400, None, "not a JSON object"),
+}
+# A wrong type for every field the API reads.
+WRONG_TYPES = {
+    "model": 5, "messages": "hi", "stream": "yes", "stream_options": [1], "max_tokens": "ten",
+    "max_completion_tokens": 1.5, "temperature": "hot", "presence_penalty": [], "frequency_penalty": {},
+    "seed": "s", "stop": 5, "user": 7, "pad": "humorous",
+}
+for field, value in WRONG_TYPES.items():
+    HOSTILE_BODIES[f"wrong_type_{field}"] = (body_with(**{field: value}), 400, field, "")
+for field, value in {"principles": "humorous", "weights": "w", "composition": 1, "mode": [], "beta": "b",
+                     "top_k": 2.5, "reward_model": 3, "policy_sees_guideline": "no", "ignore_eos": 1,
+                     "diagnostics": "on"}.items():
+    HOSTILE_BODIES[f"wrong_type_pad_{field}"] = (body_with(pad={"principles": ["concise"], field: value}), 400,
+                                                 f"pad.{field}", "")
+HOSTILE_BODIES["wrong_type_message_role"] = (body_with(messages=[{"role": 1, "content": "x"}]), 400,
+                                             "messages[0].role", "must be a string")
+HOSTILE_BODIES["wrong_type_message_content"] = (body_with(messages=[{"role": "user", "content": 1}]), 400,
+                                                "messages[0].content", "")
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_BODIES))
+def test_hostile_bodies(server, case):
+    body, status, param, part = HOSTILE_BODIES[case]
+    got, answer = post(server, body)
+    assert got == status, (case, answer)
+    assert isinstance(answer, dict) and part in answer["error"]["message"], answer
+    assert len(answer["error"]["message"]) < MAX_MESSAGE, answer
+    if param is not None:
+        assert answer["error"]["param"] == param, answer
+    assert server.http("/healthz")[0] == 200
+
+
+def test_duplicate_keys_take_the_last(server):
+    """JSON leaves duplicate keys to the reader; like Python's json, the last one wins."""
+    body = '{"model": "nope", "model": "%s", "messages": %s, "max_tokens": 1, "max_tokens": 2}' % (
+        MODEL, json.dumps(QUESTION))
+    status, answer = post(server, body)
+    assert status == 200 and answer["usage"]["completion_tokens"] == 2, answer
+
+
+def test_headers_too_large_are_refused(server):
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=PATIENCE) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+        head = s.recv(4096).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 400 "), head
+    assert_healthy(server)
+
+
+def test_many_idle_connections_do_not_stop_the_server(server):
+    """More idle connections than workers: each is dropped after the read timeout, and a request waiting
+    behind them is served."""
+    idle = [socket.create_connection(("127.0.0.1", server.http_port), timeout=PATIENCE) for _ in range(100)]
+    try:
+        assert_healthy(server)
+    finally:
+        for connection in idle:
+            connection.close()
+    assert_healthy(server)
