@@ -99,35 +99,35 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   // told to close the connection, whose unread body would otherwise be taken for the next request.
   // CORS, for the allowed origins only: their requests get Access-Control-Allow-Origin, and their
   // preflights (OPTIONS with Access-Control-Request-Method) are answered here, before any route.
-  server.set_pre_routing_handler([origins = options.cors_allowed_origins](const httplib::Request& request,
-                                                                          httplib::Response& response) {
-    if (request.has_header("Transfer-Encoding")) {
-      response.status = 411;
-      response.set_header("Connection", "close");
-      response.set_content(
-          "a request body must come with a Content-Length (Transfer-Encoding is not accepted)\n",
-          kTextContentType);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    const std::string origin = request.get_header_value("Origin");
-    const bool allowed = !origin.empty() && std::any_of(origins.begin(), origins.end(), [&](const std::string& o) {
-      return o == "*" || o == origin;
-    });
-    if (allowed) {
-      response.set_header("Access-Control-Allow-Origin", origin);
-      response.set_header("Vary", "Origin");
-    }
-    if (request.method != "OPTIONS" || !request.has_header("Access-Control-Request-Method")) {
-      return httplib::Server::HandlerResponse::Unhandled;
-    }
-    response.status = 204;  // without the Allow headers below, the browser refuses the request
-    if (allowed) {
-      response.set_header("Access-Control-Allow-Methods", "GET, POST");
-      response.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
-      response.set_header("Access-Control-Max-Age", "600");
-    }
-    return httplib::Server::HandlerResponse::Handled;
-  });
+  server.set_pre_routing_handler(
+      [origins = options.cors_allowed_origins](const httplib::Request& request, httplib::Response& response) {
+        if (request.has_header("Transfer-Encoding")) {
+          response.status = 411;
+          response.set_header("Connection", "close");
+          response.set_content(
+              "a request body must come with a Content-Length (Transfer-Encoding is not accepted)\n",
+              kTextContentType);
+          return httplib::Server::HandlerResponse::Handled;
+        }
+        const std::string origin = request.get_header_value("Origin");
+        const bool allowed =
+            !origin.empty() && std::any_of(origins.begin(), origins.end(),
+                                           [&](const std::string& o) { return o == "*" || o == origin; });
+        if (allowed) {
+          response.set_header("Access-Control-Allow-Origin", origin);
+          response.set_header("Vary", "Origin");
+        }
+        if (request.method != "OPTIONS" || !request.has_header("Access-Control-Request-Method")) {
+          return httplib::Server::HandlerResponse::Unhandled;
+        }
+        response.status = 204;  // without the Allow headers below, the browser refuses the request
+        if (allowed) {
+          response.set_header("Access-Control-Allow-Methods", "GET, POST");
+          response.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+          response.set_header("Access-Control-Max-Age", "600");
+        }
+        return httplib::Server::HandlerResponse::Handled;
+      });
   // Handlers report failures as statuses; an exception is a bug, answered 500 instead of ending the process.
   server.set_exception_handler(
       [](const httplib::Request&, httplib::Response& response, std::exception_ptr error) {

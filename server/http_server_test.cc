@@ -85,9 +85,10 @@ HttpResponse Exchange(int port, absl::string_view request) {
 
 // One HTTP/1.1 request with Connection: close.
 HttpResponse Fetch(int port, absl::string_view method, absl::string_view path, absl::string_view body = "") {
-  return Exchange(port, absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
-                                     method == "POST" ? absl::StrCat("Content-Length: ", body.size(), "\r\n") : "",
-                                     "\r\n", body));
+  return Exchange(port,
+                  absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
+                               method == "POST" ? absl::StrCat("Content-Length: ", body.size(), "\r\n") : "",
+                               "\r\n", body));
 }
 
 // One endpoint for the suite.
@@ -200,12 +201,14 @@ TEST_F(HttpServerTest, LargeBodiesAreRefused) {
 // before it is read, and the client told to close. The request below sends only its headers: the answer
 // comes without a byte of the body.
 TEST_F(HttpServerTest, BodiesWithoutALengthAreRefusedUnread) {
-  HttpResponse response = Exchange(endpoint_->port(),
-                                   "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                                   "Transfer-Encoding: chunked\r\n\r\n");
+  HttpResponse response =
+      Exchange(endpoint_->port(),
+               "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+               "Transfer-Encoding: chunked\r\n\r\n");
   EXPECT_EQ(response.status, 411) << response.body;
   EXPECT_EQ(response.headers["connection"], "close");
-  EXPECT_EQ(response.body, "a request body must come with a Content-Length (Transfer-Encoding is not accepted)\n");
+  EXPECT_EQ(response.body,
+            "a request body must come with a Content-Length (Transfer-Encoding is not accepted)\n");
   EXPECT_EQ(Fetch(endpoint_->port(), "GET", "/healthz").status, 200);
 }
 
@@ -221,8 +224,8 @@ TEST(HttpServer, CorsForAllowedOriginsOnly) {
   ASSERT_TRUE(server.ok()) << server.status();
   const int port = (*server)->port();
   const auto get = [port](absl::string_view origin) {
-    return Exchange(port, absl::StrCat("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: ", origin,
-                                       "\r\n\r\n"));
+    return Exchange(port, absl::StrCat("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: ",
+                                       origin, "\r\n\r\n"));
   };
   HttpResponse allowed = get("https://chat.example");
   EXPECT_EQ(allowed.status, 200);
@@ -234,9 +237,12 @@ TEST(HttpServer, CorsForAllowedOriginsOnly) {
   EXPECT_EQ(other.headers.count("access-control-allow-origin"), 0u);
 
   const auto preflight = [port](absl::string_view origin) {
-    return Exchange(port, absl::StrCat("OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                                       "Origin: ", origin, "\r\nAccess-Control-Request-Method: POST\r\n"
-                                       "Access-Control-Request-Headers: authorization, content-type\r\n\r\n"));
+    return Exchange(port,
+                    absl::StrCat("OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                 "Origin: ",
+                                 origin,
+                                 "\r\nAccess-Control-Request-Method: POST\r\n"
+                                 "Access-Control-Request-Headers: authorization, content-type\r\n\r\n"));
   };
   HttpResponse ok = preflight("https://chat.example");
   EXPECT_EQ(ok.status, 204);
@@ -252,7 +258,8 @@ TEST(HttpServer, CorsForAllowedOriginsOnly) {
 // The default: no CORS headers for anyone.
 TEST_F(HttpServerTest, NoCorsByDefault) {
   HttpResponse response = Exchange(
-      endpoint_->port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://chat.example\r\n\r\n");
+      endpoint_->port(),
+      "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nOrigin: https://chat.example\r\n\r\n");
   EXPECT_EQ(response.status, 200);
   EXPECT_EQ(response.headers.count("access-control-allow-origin"), 0u);
 }

@@ -44,13 +44,18 @@ ABSL_FLAG(std::vector<std::string>, reward_models, {"default"},
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address");
 ABSL_FLAG(std::string, http_listen, "0.0.0.0:9090",
           "HTTP address of the web chat (/), the OpenAI-compatible API (/v1), /metrics, /healthz, /readyz");
-ABSL_FLAG(std::string, probe_listen, "",
-          "HTTP address of /healthz, /readyz and /metrics alone, with workers of their own, so that probes and "
-          "scrapes answer however busy the API's workers are (Kubernetes: the Deployment's probes); empty: "
-          "only on --http_listen");
-ABSL_FLAG(std::vector<std::string>, cors_allowed_origins, {},
-          "origins whose web pages may call the HTTP API from a browser (CORS), comma-separated, e.g. "
-          "https://chat.example.com; * allows any; empty: none (same-origin pages only, such as the web chat)");
+ABSL_FLAG(
+    std::string, probe_listen, "",
+    "HTTP address of /healthz, /readyz and /metrics alone, with workers of their own, so that probes and "
+    "scrapes answer however busy the API's workers are (Kubernetes: the Deployment's probes); empty: "
+    "only on --http_listen");
+ABSL_FLAG(int, prepare_threads, 2,
+          "threads that parse, render and tokenize gRPC requests, off gRPC's callback threads; up to "
+          "--kv_slots + --max_waiting + this many requests wait for them, more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(
+    std::vector<std::string>, cors_allowed_origins, {},
+    "origins whose web pages may call the HTTP API from a browser (CORS), comma-separated, e.g. "
+    "https://chat.example.com; * allows any; empty: none (same-origin pages only, such as the web chat)");
 ABSL_FLAG(
     std::string, served_model_name, "",
     "the model name OpenAI clients send and GET /v1/models lists; empty: the --policy directory's name");
@@ -122,6 +127,7 @@ pad::EngineOptions EngineOptionsFromFlags() {
   if (max_seq_len < 2) Die("--max_seq_len: must be at least 2");
   if (absl::GetFlag(FLAGS_max_waiting) < 0) Die("--max_waiting: must be at least 0");
   if (absl::GetFlag(FLAGS_max_request_bytes) < 1024) Die("--max_request_bytes: must be at least 1024");
+  if (absl::GetFlag(FLAGS_prepare_threads) < 1) Die("--prepare_threads: must be at least 1");
   if (!(absl::GetFlag(FLAGS_shutdown_grace_s) >= 0)) Die("--shutdown_grace_s: must be at least 0");
   options.policy_dir = absl::GetFlag(FLAGS_policy);
   for (const std::string& entry : absl::GetFlag(FLAGS_reward_models)) {
@@ -339,7 +345,15 @@ int main(int argc, char** argv) {
   // Health (for kubelet probes) and reflection (the public schema) need no bearer token.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   pad::server::ServiceOptions service_options{token, absl::GetFlag(FLAGS_max_request_bytes)};
-  pad::server::PadServiceImpl service(engine.get(), &metrics, &request_log, service_options);
+  // Declared before the gRPC server, so that it outlives the server's Shutdown: a call whose preparation is
+  // queued still gets its Finish (UNAVAILABLE, the engine draining).
+  // Its queue holds as many requests as the engine can (running and waiting) and one per thread more, so
+  // that a burst the engine could take is never refused here.
+  const int prepare_threads = absl::GetFlag(FLAGS_prepare_threads);
+  pad::server::WorkQueue preparation(prepare_threads, static_cast<size_t>(engine_options.decoder.kv_slots) +
+                                                          static_cast<size_t>(engine_options.max_waiting) +
+                                                          static_cast<size_t>(prepare_threads));
+  pad::server::PadServiceImpl service(engine.get(), &metrics, &request_log, &preparation, service_options);
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(service_options.max_request_bytes);
   int port = 0;

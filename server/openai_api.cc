@@ -338,9 +338,10 @@ HttpRoutes OpenAiRoutes(Engine* engine, ServingMetrics* metrics, LogWriter* log,
     server.Get("/v1/models", [handlers](const httplib::Request& request, httplib::Response& response) {
       handlers->Models(request, response);
     });
-    server.Get(R"(/v1/models/(.+))", [handlers](const httplib::Request& request, httplib::Response& response) {
-      handlers->Model(request, response);
-    });
+    server.Get(R"(/v1/models/(.+))",
+               [handlers](const httplib::Request& request, httplib::Response& response) {
+                 handlers->Model(request, response);
+               });
     // Anything else under /v1 answers in OpenAI's error format, which its clients can read.
     const httplib::Server::Handler not_found = [](const httplib::Request& request,
                                                   httplib::Response& response) {

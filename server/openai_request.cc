@@ -40,10 +40,10 @@ std::string Described(const json& value) {
 
 // A client's object key as a field name in an error: as it is when it looks like a name, else quoted.
 std::string KeyName(absl::string_view key) {
-  const bool plain = !key.empty() && key.size() <= kMaxQuotedBytes &&
-                     std::all_of(key.begin(), key.end(), [](char c) {
-                       return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
-                     });
+  const bool plain =
+      !key.empty() && key.size() <= kMaxQuotedBytes && std::all_of(key.begin(), key.end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+      });
   return plain ? std::string(key) : QuotedForError(key);
 }
 
@@ -173,7 +173,8 @@ absl::Status PadParameters(const json& pad, AlignmentRequest* request, bool* mod
       } else if (composition == "weighted") {
         request->composition = Composition::kWeighted;
       } else {
-        return Invalid(field, absl::StrCat(QuotedForError(composition), " is not \"prompt\" or \"weighted\""));
+        return Invalid(field,
+                       absl::StrCat(QuotedForError(composition), " is not \"prompt\" or \"weighted\""));
       }
     } else if (key == "mode") {
       PAD_ASSIGN_OR_RETURN(std::string mode, GetString(value, field));
@@ -184,8 +185,8 @@ absl::Status PadParameters(const json& pad, AlignmentRequest* request, bool* mod
       } else if (mode == "preference_prompt") {
         request->mode = DecodingMode::kPreferencePrompt;
       } else {
-        return Invalid(field,
-                       absl::StrCat(QuotedForError(mode), " is not \"pad\", \"vanilla\" or \"preference_prompt\""));
+        return Invalid(field, absl::StrCat(QuotedForError(mode),
+                                           " is not \"pad\", \"vanilla\" or \"preference_prompt\""));
       }
       *mode_given = true;
     } else if (key == "beta") {
@@ -368,8 +369,9 @@ absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(absl::string_vi
   if (!root.contains("model") || root["model"].is_null()) return Invalid("model", "is missing");
   PAD_ASSIGN_OR_RETURN(std::string model, GetString(root["model"], "model"));
   if (model != served_model) {
-    return absl::NotFoundError(absl::StrCat(
-        "model: ", QuotedForError(model), " is not served here; GET /v1/models lists \"", served_model, "\""));
+    return absl::NotFoundError(absl::StrCat("model: ", QuotedForError(model),
+                                            " is not served here; GET /v1/models lists \"", served_model,
+                                            "\""));
   }
   if (!root.contains("messages") || root["messages"].is_null()) return Invalid("messages", "is missing");
   PAD_ASSIGN_OR_RETURN(request.messages, Messages(root["messages"]));

@@ -56,6 +56,12 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     if (shared_->cancelled) engine_->Cancel(*id);
   }
 
+  // Ends the call with `status` before its request was submitted.
+  void Reject(const absl::Status& status, const std::string& mode) {
+    metrics_->RecordRejected("grpc", mode, status);
+    Finish(ToGrpcStatus(status));
+  }
+
   void OnWriteDone(bool ok) override {
     Action action = Action::kNone;
     {
@@ -168,11 +174,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     wire_ = grpc::ByteBuffer(&slice, 1);
   }
 
-  void Reject(const absl::Status& status, const std::string& mode) {
-    metrics_->RecordRejected("grpc", mode, status);
-    Finish(ToGrpcStatus(status));
-  }
-
   // Merges a token or finished event into the response being built.
   void Append(const EngineEvent& event, v1::GenerateAlignedResponse* out) {
     if (event.kind == EngineEvent::Kind::kFinished) {
@@ -231,7 +232,13 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* PadServiceImpl::GenerateAligned(
     reactor->Finish(ToGrpcStatus(Unauthenticated()));
     return reactor;
   }
-  reactor->Start(*request);
+  // The reactor lives until its Finish, which only Start or its stream calls: it is there when the task
+  // runs. A copy of the buffer shares the call's slices.
+  if (!preparation_->TrySchedule([reactor, bytes = grpc::ByteBuffer(*request)] { reactor->Start(bytes); })) {
+    reactor->Reject(
+        absl::ResourceExhaustedError("the queue is full (requests waiting to be prepared); retry later"),
+        "unknown");
+  }
   return reactor;
 }
 

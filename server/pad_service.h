@@ -9,6 +9,7 @@
 #include "pad/v1/pad.grpc.pb.h"
 #include "server/log_writer.h"
 #include "server/serving_metrics.h"
+#include "server/work_queue.h"
 
 namespace pad::server {
 
@@ -19,17 +20,25 @@ struct ServiceOptions {
   int max_request_bytes = 4 << 20;
 };
 
-// One reactor per stream, one write in flight; no reaction runs the model or blocks on the engine.
-// `engine`, `metrics` and `log` (one JSON line per finished request) must outlive the service and the
-// engine's last event.
+// One reactor per stream, one write in flight; no reaction runs the model or blocks on the engine. A
+// stream's request is parsed, rendered and tokenized (Engine::Submit) on `preparation`'s threads, not on
+// gRPC's callback threads; when its queue is full the call gets RESOURCE_EXHAUSTED. `engine`, `metrics`,
+// `log` (one JSON line per finished request) and `preparation` must outlive the service and the engine's
+// last event, and `preparation` must run its tasks until the gRPC server has shut down: every call needs
+// its Finish.
 //
 // GenerateAligned takes its request as bytes and parses it itself: gRPC's own parse failure answers
 // UNIMPLEMENTED with no message and is never counted, where a client needs INVALID_ARGUMENT naming the field.
 class PadServiceImpl final : public v1::PadService::WithRawCallbackMethod_GenerateAligned<
                                  v1::PadService::WithCallbackMethod_ListModels<v1::PadService::Service>> {
  public:
-  PadServiceImpl(Engine* engine, ServingMetrics* metrics, LogWriter* log, ServiceOptions options)
-      : engine_(engine), metrics_(metrics), log_(log), options_(std::move(options)) {}
+  PadServiceImpl(Engine* engine, ServingMetrics* metrics, LogWriter* log, WorkQueue* preparation,
+                 ServiceOptions options)
+      : engine_(engine),
+        metrics_(metrics),
+        log_(log),
+        preparation_(preparation),
+        options_(std::move(options)) {}
 
   // Reads a GenerateAlignedRequest, streams GenerateAlignedResponse messages.
   grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerateAligned(grpc::CallbackServerContext* context,
@@ -44,6 +53,7 @@ class PadServiceImpl final : public v1::PadService::WithRawCallbackMethod_Genera
   Engine* engine_;
   ServingMetrics* metrics_;
   LogWriter* log_;
+  WorkQueue* preparation_;
   const ServiceOptions options_;
 };
 

@@ -20,10 +20,11 @@ absl::Status FieldError(absl::string_view field, absl::string_view why) {
 
 // Far above any released model's (Llama-3.1-405B: hidden 16384, 126 layers; Gemma: vocabulary 262144),
 // and low enough that products of them (a KV slot's bytes, a layer's weights) fit in int64.
-constexpr int64_t kMaxDimension = int64_t{1} << 22;   // vocabulary, widths, positions
-constexpr int64_t kMaxCount = 4096;                   // layers, heads, head_dim
+constexpr int64_t kMaxDimension = int64_t{1} << 22;  // vocabulary, widths, positions
+constexpr int64_t kMaxCount = 4096;                  // layers, heads, head_dim
 
-// Reads an integer field in [1, max]; `required` fields must be present, others keep *out when absent or null.
+// Reads an integer field in [1, max]; `required` fields must be present, others keep *out when absent or
+// null.
 absl::Status ReadInt(const Json& json, const char* field, bool required, int64_t max, int64_t* out) {
   if (!json.contains(field) || json[field].is_null()) {
     return required ? FieldError(field, "is missing") : absl::OkStatus();

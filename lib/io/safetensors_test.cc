@@ -94,7 +94,8 @@ TEST_F(SafetensorsTest, TruncatedHeader) {
 // Shapes whose element or byte counts wrap 64 bits: 2^62 F32 elements are 2^64 bytes, which wrapped to 0
 // and matched an empty data section; a dimension past INT64_MAX became negative.
 TEST_F(SafetensorsTest, ShapesTooLargeForAnyFile) {
-  for (const std::string shape : {"[4611686018427387904]", "[2147483648,2147483648]", "[9223372036854775808,0]"}) {
+  for (const std::string shape :
+       {"[4611686018427387904]", "[2147483648,2147483648]", "[9223372036854775808,0]"}) {
     const std::string path = Write(
         "huge.safetensors", R"({"w":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,0]}})", "");
     auto checkpoint = Checkpoint::OpenFile(path);
@@ -103,7 +104,8 @@ TEST_F(SafetensorsTest, ShapesTooLargeForAnyFile) {
               path + ": tensor w: shape " + shape + " holds more bytes than any file");
   }
   // A zero dimension makes an empty tensor, whatever the others are.
-  const std::string empty = Write("empty.safetensors", R"({"w":{"dtype":"F32","shape":[0,5],"data_offsets":[0,0]}})", "");
+  const std::string empty =
+      Write("empty.safetensors", R"({"w":{"dtype":"F32","shape":[0,5],"data_offsets":[0,0]}})", "");
   EXPECT_TRUE(Checkpoint::OpenFile(empty).ok());
 }
 

@@ -345,7 +345,8 @@ TEST(PreTokenizer, PatternThatGivesUpIsAnError) {
   std::vector<std::string> pieces = {std::string(40, 'a') + "!"};
   const absl::Status status = (*pre_tokenizer)->PreTokenize(&pieces);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(status.message(), "text: the tokenizer's pre-tokenizer pattern gave up at byte 0: match limit exceeded");
+  EXPECT_EQ(status.message(),
+            "text: the tokenizer's pre-tokenizer pattern gave up at byte 0: match limit exceeded");
   pieces = {"b aa"};
   EXPECT_TRUE((*pre_tokenizer)->PreTokenize(&pieces).ok());
   EXPECT_THAT(pieces, ElementsAre("b ", "aa"));

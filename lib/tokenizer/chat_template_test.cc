@@ -99,8 +99,9 @@ TEST(ChatTemplate, MistypedTemplateNameIsAnError) {
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/tokenizer_config.json")
       << R"({"chat_template": [{"name": 5, "template": "x"}, {"name": ["default"], "template": "y"}]})";
-  EXPECT_EQ(ChatTemplate::FromModelDir(dir).status(),
-            absl::InvalidArgumentError(dir + "/tokenizer_config.json: chat_template has no \"default\" entry"));
+  EXPECT_EQ(
+      ChatTemplate::FromModelDir(dir).status(),
+      absl::InvalidArgumentError(dir + "/tokenizer_config.json: chat_template has no \"default\" entry"));
 }
 
 TEST(ChatTemplate, FromModelDir) {

@@ -263,8 +263,9 @@ absl::StatusOr<bool> Regex::Search(std::string_view text, size_t offset, bool an
     // would tokenize the text differently from tokenizers, silently.
     std::array<PCRE2_UCHAR, 256> message;
     pcre2_get_error_message(rc, message.data(), message.size());
-    return absl::InvalidArgumentError(absl::StrCat("text: the tokenizer's pre-tokenizer pattern gave up at byte ",
-                                                   offset, ": ", reinterpret_cast<const char*>(message.data())));
+    return absl::InvalidArgumentError(
+        absl::StrCat("text: the tokenizer's pre-tokenizer pattern gave up at byte ", offset, ": ",
+                     reinterpret_cast<const char*>(message.data())));
   }
   const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
   *start = ovector[0];
@@ -406,13 +407,15 @@ void SplitByRuns(std::string_view text, const std::vector<Run>& runs, Behavior b
 class Matcher {
  public:
   virtual ~Matcher() = default;
-  virtual absl::Status FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const = 0;
+  virtual absl::Status FindAll(std::string_view text,
+                               std::vector<std::pair<size_t, size_t>>* matches) const = 0;
 };
 
 class RegexMatcher : public Matcher {
  public:
   explicit RegexMatcher(Regex regex) : regex_(std::move(regex)) {}
-  absl::Status FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const override {
+  absl::Status FindAll(std::string_view text,
+                       std::vector<std::pair<size_t, size_t>>* matches) const override {
     return regex_.FindAll(text, matches);
   }
 
@@ -424,7 +427,8 @@ class RegexMatcher : public Matcher {
 class LiteralMatcher : public Matcher {
  public:
   explicit LiteralMatcher(std::string literal) : literal_(std::move(literal)) {}
-  absl::Status FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* matches) const override {
+  absl::Status FindAll(std::string_view text,
+                       std::vector<std::pair<size_t, size_t>>* matches) const override {
     if (literal_.empty()) return absl::OkStatus();  // tokenizers: an empty pattern matches nothing
     for (size_t pos = text.find(literal_); pos != std::string_view::npos;
          pos = text.find(literal_, pos + literal_.size())) {
