@@ -26,7 +26,7 @@ def server(model_dir):
 
 def post(server, body, headers=None):
     """(status, parsed JSON or text) of POST /v1/chat/completions with a Content-Length."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=PATIENCE)
     connection.request("POST", "/v1/chat/completions", body=body,
                        headers={"Content-Type": "application/json", **(headers or {})})
     response = connection.getresponse()
@@ -39,7 +39,9 @@ def post(server, body, headers=None):
 
 
 def assert_healthy(server):
-    assert server.http("/healthz")[0] == 200
+    # Patient: behind idle connections, a request waits for a worker until their read timeouts (5 s).
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/healthz", timeout=PATIENCE) as response:
+        assert response.status == 200
     status, answer = post(server, json.dumps({"model": MODEL, "messages": QUESTION, "max_tokens": 2,
                                               "temperature": 0}))
     assert status == 200 and answer["usage"]["completion_tokens"] == 2, answer
