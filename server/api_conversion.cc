@@ -4,9 +4,13 @@
 
 #include <map>
 #include <optional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "pad/field_error.h"
 #include "pad/utf8.h"
 #include "server/field_names.h"
 
@@ -69,7 +73,7 @@ absl::StatusOr<v1::GenerateAlignedRequest> ParseRequest(absl::string_view bytes)
   const std::optional<std::string> field =
       FindInvalidUtf8(*v1::GenerateAlignedRequest::descriptor(), std::string(bytes));
   if (field.has_value() && !field->empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(*field, ": is not valid UTF-8"));
+    return FieldError(*field, "is not valid UTF-8");
   }
   return absl::InvalidArgumentError(
       "request: not a valid pad.v1.GenerateAlignedRequest (protobuf wire format)");
@@ -87,9 +91,9 @@ absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& pro
     weighted += p.has_weight();
   }
   if (weighted != 0 && weighted != preference.principles_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("preference.principles.weight: set on ", weighted, " of ",
-                                                   preference.principles_size(),
-                                                   " principles; set all or none"));
+    return FieldError("preference.principles.weight",
+                      absl::StrCat("set on ", weighted, " of ", preference.principles_size(),
+                                   " principles; set all or none"));
   }
   if (weighted != 0) {
     for (const v1::Principle& p : preference.principles()) request.weights.push_back(p.weight());
@@ -103,8 +107,7 @@ absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& pro
       request.composition = Composition::kWeighted;
       break;
     default:  // proto3 enums are open: a newer client's value arrives as a number
-      return absl::InvalidArgumentError(
-          absl::StrCat("preference.composition: unknown value ", preference.composition()));
+      return FieldError("preference.composition", absl::StrCat("unknown value ", preference.composition()));
   }
   request.reward_model = preference.reward_model();
   if (preference.has_policy_sees_guideline())
@@ -123,7 +126,7 @@ absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& pro
       request.mode = DecodingMode::kPreferencePrompt;
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("decoding.mode: unknown value ", decoding.mode()));
+      return FieldError("decoding.mode", absl::StrCat("unknown value ", decoding.mode()));
   }
   if (decoding.has_top_k()) request.top_k = decoding.top_k();
   if (decoding.has_beta()) request.beta = decoding.beta();
@@ -134,8 +137,9 @@ absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& pro
   if (decoding.has_max_new_tokens()) {
     // Unset means the server's default; a value sent must be a count (libpad reads 0 as "default").
     if (decoding.max_new_tokens() < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("decoding.max_new_tokens: ", decoding.max_new_tokens(),
-                                                     " is not at least 1 (leave it unset for the default)"));
+      return FieldError(
+          "decoding.max_new_tokens",
+          absl::StrCat(decoding.max_new_tokens(), " is not at least 1 (leave it unset for the default)"));
     }
     request.max_new_tokens = decoding.max_new_tokens();
   }
@@ -146,27 +150,42 @@ absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& pro
 }
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
-  const std::string message(status.message());
-  switch (status.code()) {
-    case absl::StatusCode::kOk:
-      return grpc::Status::OK;
-    case absl::StatusCode::kInvalidArgument:
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, RenameField(message, ProtoPaths()));
-    case absl::StatusCode::kResourceExhausted:
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, message);
-    case absl::StatusCode::kUnavailable:
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, message);
-    case absl::StatusCode::kUnauthenticated:
-      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, message);
-    case absl::StatusCode::kCancelled:
-      return grpc::Status(grpc::StatusCode::CANCELLED, message);
-    case absl::StatusCode::kDeadlineExceeded:
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, message);
-    case absl::StatusCode::kNotFound:
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, message);
-    default:
-      return grpc::Status(grpc::StatusCode::INTERNAL, message);
+  static constexpr std::pair<absl::StatusCode, grpc::StatusCode> kCodes[] = {
+      {absl::StatusCode::kOk, grpc::StatusCode::OK},
+      {absl::StatusCode::kInvalidArgument, grpc::StatusCode::INVALID_ARGUMENT},
+      {absl::StatusCode::kResourceExhausted, grpc::StatusCode::RESOURCE_EXHAUSTED},
+      {absl::StatusCode::kUnavailable, grpc::StatusCode::UNAVAILABLE},
+      {absl::StatusCode::kUnauthenticated, grpc::StatusCode::UNAUTHENTICATED},
+      {absl::StatusCode::kCancelled, grpc::StatusCode::CANCELLED},
+      {absl::StatusCode::kDeadlineExceeded, grpc::StatusCode::DEADLINE_EXCEEDED},
+      {absl::StatusCode::kNotFound, grpc::StatusCode::NOT_FOUND},
+  };
+  grpc::StatusCode code = grpc::StatusCode::INTERNAL;
+  for (const auto& [from, to] : kCodes) {
+    if (from == status.code()) code = to;
   }
+  if (code == grpc::StatusCode::OK) return grpc::Status::OK;
+
+  const absl::Status renamed = RenameField(status, ProtoPaths());
+  const std::string message(renamed.message());
+  // The rich error model (google.rpc.Status in the grpc-status-details-bin trailer): the field as data for
+  // a bad request, how long to back off when the server is full.
+  google::rpc::Status details;
+  if (const std::optional<std::string> field = ErrorField(renamed); field.has_value()) {
+    google::rpc::BadRequest bad_request;
+    google::rpc::BadRequest::FieldViolation* violation = bad_request.add_field_violations();
+    violation->set_field(*field);
+    violation->set_description(std::string(ErrorReason(renamed)));
+    details.add_details()->PackFrom(bad_request);
+  } else if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+    google::rpc::RetryInfo retry;
+    retry.mutable_retry_delay()->set_seconds(kRetryAfterSeconds);
+    details.add_details()->PackFrom(retry);
+  }
+  if (details.details().empty()) return grpc::Status(code, message);
+  details.set_code(static_cast<int>(code));
+  details.set_message(message);
+  return grpc::Status(code, message, details.SerializeAsString());
 }
 
 v1::FinishReason ToProto(FinishReason reason) {

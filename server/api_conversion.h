@@ -20,8 +20,9 @@ absl::StatusOr<v1::GenerateAlignedRequest> ParseRequest(absl::string_view bytes)
 // get wrong (weights on some principles but not all). libpad checks the rest.
 absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& request);
 
-// A libpad status as the client sees it. INVALID_ARGUMENT messages name libpad's fields
-// ("top_k: ..."); here they become proto field paths ("decoding.top_k: ...").
+// A libpad status as the client sees it. A field error's field becomes its proto path ("top_k: ..." reads
+// "decoding.top_k: ...") and travels as a google.rpc.BadRequest too; RESOURCE_EXHAUSTED carries a
+// google.rpc.RetryInfo.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // The final message's reason and usage.

@@ -7,12 +7,19 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <exception>
+#include <functional>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/field_names.h"
 
 namespace pad::server {
 namespace {
@@ -26,6 +33,69 @@ void SetTimeout(absl::Duration timeout, Setter set) {
   const int64_t micros = absl::ToInt64Microseconds(timeout);
   set(static_cast<time_t>(micros / 1000000), static_cast<time_t>(micros % 1000000));
 }
+
+// Set on the threads that answer connections the workers have no room for: every request they read is
+// answered 503 (see the pre-routing handler).
+thread_local bool overloaded_thread = false;
+
+// cpp-httplib's task queue (one task per connection, run to its close), bounded. Its own ThreadPool queues
+// without limit, so a flood of connections would wait for minutes behind open streams, probes included.
+// Here a connection beyond `max_queued` goes to a shedding thread instead, which reads its request and
+// answers 503 at once (cpp-httplib's enqueue cannot refuse a task, and only a task can answer or close its
+// socket).
+class BoundedTaskQueue final : public httplib::TaskQueue {
+ public:
+  BoundedTaskQueue(size_t workers, size_t max_queued) : max_queued_(max_queued) {
+    for (size_t i = 0; i < workers; ++i) threads_.emplace_back([this] { Work(&queued_, false); });
+    threads_.emplace_back([this] { Work(&shed_, true); });
+  }
+
+  void enqueue(std::function<void()> fn) override {
+    absl::MutexLock lock(&mu_);
+    (queued_.size() < max_queued_ ? queued_ : shed_).push_back(std::move(fn));
+  }
+
+  void shutdown() override {
+    {
+      absl::MutexLock lock(&mu_);
+      shutdown_ = true;
+    }
+    for (std::thread& thread : threads_) thread.join();
+  }
+
+ private:
+  using Jobs = std::deque<std::function<void()>>;
+  struct Waiter {
+    BoundedTaskQueue* queue;
+    Jobs* jobs;
+  };
+  static bool HasWork(Waiter* waiter) ABSL_NO_THREAD_SAFETY_ANALYSIS {  // called by Await, with mu_ held
+    return waiter->queue->shutdown_ || !waiter->jobs->empty();
+  }
+
+  void Work(Jobs* jobs, bool overloaded) {
+    overloaded_thread = overloaded;
+    Waiter waiter{this, jobs};
+    for (;;) {
+      std::function<void()> job;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(&HasWork, &waiter));
+        if (jobs->empty()) return;  // shut down, and nothing left to answer
+        job = std::move(jobs->front());
+        jobs->pop_front();
+      }
+      job();
+    }
+  }
+
+  const size_t max_queued_;
+  absl::Mutex mu_;
+  Jobs queued_ ABSL_GUARDED_BY(mu_);  // for the workers
+  Jobs shed_ ABSL_GUARDED_BY(mu_);    // for the shedding thread
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
 
 // The text of the statuses cpp-httplib sends on its own.
 std::string ErrorText(int status) {
@@ -60,6 +130,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
     }
   }
   if (options.max_body_bytes < 1) return absl::InvalidArgumentError("max_body_bytes: must be at least 1");
+  if (options.max_queued_connections < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_queued_connections: ", options.max_queued_connections, " is not >= 0"));
+  }
 
   const std::string& address = options.listen_address;
   const size_t colon = address.rfind(':');
@@ -77,7 +151,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   std::unique_ptr<HttpServer> http(new HttpServer);
   httplib::Server& server = http->server_;
   const size_t threads = static_cast<size_t>(options.num_threads);
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  const size_t max_queued = static_cast<size_t>(options.max_queued_connections);
+  server.new_task_queue = [threads, max_queued] { return new BoundedTaskQueue(threads, max_queued); };
   SetTimeout(options.read_timeout, [&](time_t s, time_t us) { server.set_read_timeout(s, us); });
   SetTimeout(options.write_timeout, [&](time_t s, time_t us) { server.set_write_timeout(s, us); });
   server.set_keep_alive_timeout(
@@ -101,6 +176,15 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   // preflights (OPTIONS with Access-Control-Request-Method) are answered here, before any route.
   server.set_pre_routing_handler(
       [origins = options.cors_allowed_origins](const httplib::Request& request, httplib::Response& response) {
+        if (overloaded_thread) {
+          response.status = 503;
+          response.set_header("Retry-After", std::to_string(kRetryAfterSeconds));
+          response.set_header("Connection", "close");
+          response.set_content(
+              "the server is busy: every HTTP worker is taken and the queue is full; retry later\n",
+              kTextContentType);
+          return httplib::Server::HandlerResponse::Handled;
+        }
         if (request.has_header("Transfer-Encoding")) {
           response.status = 411;
           response.set_header("Connection", "close");

@@ -26,8 +26,10 @@ struct HttpServerOptions {
   std::string listen_address = "0.0.0.0:9090";
   // Workers: a connection holds one while it is open (a streamed answer for its whole length, an idle
   // keep-alive connection for up to idle_timeout), so size it for every request the engine can hold plus
-  // the probes and scrapes. Connections beyond it wait for a worker.
+  // the probes and scrapes. Connections beyond it wait for a worker, up to max_queued_connections; beyond
+  // that, each is answered 503 with Retry-After and closed, by a worker of its own that does nothing else.
   int num_threads = 16;
+  int max_queued_connections = 64;
   absl::Duration read_timeout = absl::Seconds(5);   // each read of a request's headers and body
   absl::Duration write_timeout = absl::Seconds(5);  // each write: a reader that stalls longer is dropped
   absl::Duration idle_timeout = absl::Seconds(5);   // a keep-alive connection between requests

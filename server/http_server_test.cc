@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -18,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "server/metrics.h"
@@ -276,6 +278,61 @@ TEST_F(HttpServerTest, SilentClientsDoNotDelayProbes) {
   for (int fd : silent) close(fd);
 }
 
+// Every worker taken and the queue full: one more connection is answered 503 with Retry-After at once,
+// instead of waiting behind the others (cpp-httplib's own queue has no bound); the queued one is served
+// once the worker frees.
+TEST(HttpServer, AFullQueueIsAnsweredAtOnce) {
+  absl::Notification release;
+  std::atomic<int> holding{0};
+  HttpServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.num_threads = 1;
+  options.max_queued_connections = 1;
+  absl::StatusOr<std::unique_ptr<HttpServer>> server =
+      HttpServer::Start(options, [&](httplib::Server& routes) {
+        routes.Get("/hold", [&](const httplib::Request&, httplib::Response& response) {
+          ++holding;
+          release.WaitForNotification();
+          response.set_content("held", "text/plain");
+        });
+        routes.Get("/quick", [](const httplib::Request&, httplib::Response& response) {
+          response.set_content("quick", "text/plain");
+        });
+      });
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  HttpResponse held;
+  std::thread holder([&] { held = Fetch(port, "GET", "/hold"); });
+  while (holding.load() == 0) absl::SleepFor(absl::Milliseconds(5));  // the one worker is taken
+
+  // Two more: one waits in the queue, the other finds it full (which is which is the accept order's).
+  HttpResponse answers[2];
+  absl::Notification first_answered;
+  std::atomic<int> answered{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 2; ++i) {
+    clients.emplace_back([&, i] {
+      answers[i] = Fetch(port, "GET", "/quick");
+      if (answered.fetch_add(1) == 0) first_answered.Notify();
+    });
+  }
+  const bool one_answered = first_answered.WaitForNotificationWithTimeout(absl::Seconds(60));
+  const int before_release = answered.load();
+  release.Notify();
+  for (std::thread& client : clients) client.join();
+  holder.join();
+  ASSERT_TRUE(one_answered) << "both waited for the held worker";
+  EXPECT_EQ(before_release, 1);
+  const int busy = answers[0].status == 503 ? 0 : 1;
+  EXPECT_EQ(answers[busy].status, 503) << answers[busy].body;
+  EXPECT_EQ(answers[busy].headers["retry-after"], "1");
+  EXPECT_EQ(answers[busy].headers["connection"], "close");
+  EXPECT_TRUE(absl::StartsWith(answers[busy].body, "the server is busy")) << answers[busy].body;
+  EXPECT_EQ(answers[1 - busy].status, 200) << answers[1 - busy].body;
+  EXPECT_EQ(answers[1 - busy].body, "quick");
+  EXPECT_EQ(held.body, "held");
+}
+
 TEST_F(HttpServerTest, PortInUseIsUnavailableNamingTheAddress) {
   HttpServerOptions options;
   options.listen_address = absl::StrCat("127.0.0.1:", endpoint_->port());
@@ -313,6 +370,10 @@ TEST(HttpServer, RejectsBadOptions) {
   EXPECT_EQ(HttpServer::Start(options, none).status(),
             absl::InvalidArgumentError("num_threads: 0 is not >= 1"));
   options.num_threads = 1;
+  options.max_queued_connections = -1;
+  EXPECT_EQ(HttpServer::Start(options, none).status(),
+            absl::InvalidArgumentError("max_queued_connections: -1 is not >= 0"));
+  options.max_queued_connections = 0;
   options.write_timeout = absl::ZeroDuration();
   EXPECT_EQ(HttpServer::Start(options, none).status(),
             absl::InvalidArgumentError("write_timeout: 0 is not a finite time of at least 1 ms"));

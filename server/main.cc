@@ -29,6 +29,7 @@
 #include "pad/engine.h"
 #include "pad/or_die.h"
 #include "pad/read_file.h"
+#include "server/health_service.h"
 #include "server/http_server.h"
 #include "server/log_writer.h"
 #include "server/metrics.h"
@@ -62,6 +63,8 @@ ABSL_FLAG(
 ABSL_FLAG(int, http_threads, 0,
           "HTTP workers, one per open connection; 0: --kv_slots + --max_waiting + 8, a worker for every "
           "request the engine can hold and for the probes");
+ABSL_FLAG(int, http_max_queued, 64,
+          "HTTP connections that may wait for a worker; more are answered 503 with Retry-After");
 ABSL_FLAG(std::string, dtype, "float32", "float32, bfloat16 or float16");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
 ABSL_FLAG(bool, cpu_kernels, true,
@@ -175,21 +178,17 @@ pad::EngineOptions EngineOptionsFromFlags() {
 // after SIGTERM cannot report SERVING again. Nothing here touches the engine, which main may destroy.
 class Readiness {
  public:
-  void SetHealth(grpc::HealthCheckServiceInterface* health) {
-    absl::MutexLock lock(&mu_);
-    health_ = health;
-    health_->SetServingStatus(state_ == State::kServing);
-  }
+  explicit Readiness(pad::server::HealthService* health) : health_(health) {}
   void Loaded() {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kLoading) return;
     state_ = State::kServing;
-    if (health_ != nullptr) health_->SetServingStatus(true);
+    health_->SetServing(true);
   }
   void Drain() {
     absl::MutexLock lock(&mu_);
     state_ = State::kDraining;
-    if (health_ != nullptr) health_->SetServingStatus(false);
+    health_->SetServing(false);
   }
   bool serving() const {
     absl::MutexLock lock(&mu_);
@@ -200,7 +199,7 @@ class Readiness {
   enum class State { kLoading, kServing, kDraining };
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_) = State::kLoading;
-  grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(mu_) = nullptr;
+  pad::server::HealthService* const health_;
 };
 
 pad::server::HttpServerOptions HttpOptionsFromFlags(const pad::EngineOptions& engine_options) {
@@ -211,6 +210,8 @@ pad::server::HttpServerOptions HttpOptionsFromFlags(const pad::EngineOptions& en
   if (options.num_threads == 0) {
     options.num_threads = static_cast<int>(engine_options.decoder.kv_slots) + engine_options.max_waiting + 8;
   }
+  options.max_queued_connections = absl::GetFlag(FLAGS_http_max_queued);
+  if (options.max_queued_connections < 0) Die("--http_max_queued: must be at least 0");
   options.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_request_bytes));
   options.cors_allowed_origins = absl::GetFlag(FLAGS_cors_allowed_origins);
   return options;
@@ -305,7 +306,9 @@ int main(int argc, char** argv) {
   const std::shared_ptr<grpc::ServerCredentials> credentials = CredentialsFromFlags();
   const pad::server::HttpServerOptions http_options = HttpOptionsFromFlags(engine_options);
   pad::server::OpenAiApiOptions openai_options{ServedModelName(engine_options.policy_dir), token};
-  Readiness readiness;
+  // The server as a whole ("") and our API. Declared before the gRPC server, which it must outlive.
+  pad::server::HealthService health({"", "pad.v1.PadService"});
+  Readiness readiness(&health);
   std::unique_ptr<pad::Engine> engine = pad::Engine::Start(engine_options);
   std::unique_ptr<pad::server::HttpServer> http;
   std::unique_ptr<pad::server::HttpServer> probes;
@@ -341,7 +344,7 @@ int main(int argc, char** argv) {
     probes = *std::move(probes_started);
   }
 
-  grpc::EnableDefaultHealthCheckService(true);
+  grpc::EnableDefaultHealthCheckService(false);  // ours (health) reads NOT_SERVING until the models load
   // Health (for kubelet probes) and reflection (the public schema) need no bearer token.
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   pad::server::ServiceOptions service_options{token, absl::GetFlag(FLAGS_max_request_bytes)};
@@ -359,9 +362,9 @@ int main(int argc, char** argv) {
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), credentials, &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&health);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) fail("cannot listen on " + absl::GetFlag(FLAGS_listen));
-  readiness.SetHealth(server->GetHealthCheckService());  // NOT_SERVING until the models are loaded
   std::cerr << "pad_server: gRPC on " << absl::GetFlag(FLAGS_listen) << " (port " << port << "), metrics on "
             << absl::GetFlag(FLAGS_http_listen) << "; loading " << engine_options.policy_dir << std::endl;
 

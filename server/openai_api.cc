@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
+#include "pad/field_error.h"
 #include "server/request_account.h"
 
 namespace pad::server {
@@ -204,6 +205,8 @@ class CompletionWriter {
 void SendError(const absl::Status& status, httplib::Response& response) {
   OpenAiError error = ToOpenAiError(status);
   response.status = error.http_status;
+  if (error.retry_after_seconds > 0)
+    response.set_header("Retry-After", std::to_string(error.retry_after_seconds));
   response.set_content(error.body, kJson);
 }
 
@@ -228,7 +231,7 @@ class OpenAiHandlers {
     absl::StatusOr<uint64_t> id =
         engine_->Submit(parsed->request, [queue](EngineEvent event) { queue->Push(std::move(event)); });
     if (!id.ok()) {
-      return reject(absl::Status(id.status().code(), ToOpenAiMessage(id.status().message(), *parsed)), mode);
+      return reject(ToOpenAiStatus(id.status(), *parsed), mode);
     }
 
     auto writer = std::make_shared<CompletionWriter>(*parsed, options_.model_name);
@@ -278,10 +281,12 @@ class OpenAiHandlers {
     if (!Authorized(http_request)) return SendError(Unauthenticated(), response);
     const std::string id = http_request.matches.size() > 1 ? std::string(http_request.matches[1]) : "";
     if (id != options_.model_name) {
-      return SendError(absl::NotFoundError(absl::StrCat("model: ", QuotedForError(id),
-                                                        " is not served here; GET /v1/models lists \"",
-                                                        options_.model_name, "\"")),
-                       response);
+      return SendError(
+          FieldError("model",
+                     absl::StrCat(QuotedForError(id), " is not served here; GET /v1/models lists \"",
+                                  options_.model_name, "\""),
+                     absl::StatusCode::kNotFound),
+          response);
     }
     response.set_content(Dump(ModelObject()), kJson);
   }

@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "pad/field_error.h"
 #include "pad/status_macros.h"
 #include "server/field_names.h"
 
@@ -17,9 +18,7 @@ namespace {
 
 using json = nlohmann::json;
 
-absl::Status Invalid(absl::string_view field, absl::string_view why) {
-  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
-}
+absl::Status Invalid(absl::string_view field, absl::string_view why) { return FieldError(field, why); }
 
 // Text for JSON output; strings here are valid UTF-8, but a bad byte must not throw.
 std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
@@ -28,8 +27,6 @@ std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::er
 // or comparing a value recurses, so a client's 200,000-deep array would overflow a worker's stack; no
 // request of OpenAI's API nests deeper than about 6.
 constexpr int kMaxJsonDepth = 64;
-// An error message quotes at most this many bytes of a client's value.
-constexpr size_t kMaxQuotedBytes = 64;
 
 // A client's value of any type for an error message: its type's name, or a short quote of a scalar.
 std::string Described(const json& value) {
@@ -271,13 +268,6 @@ const FieldPaths& OpenAiPaths() {
 
 }  // namespace
 
-std::string QuotedForError(absl::string_view text) {
-  if (text.size() <= kMaxQuotedBytes) return Dump(std::string(text));
-  size_t cut = kMaxQuotedBytes;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-  return absl::StrCat(Dump(std::string(text.substr(0, cut))), "... (", text.size(), " bytes)");
-}
-
 std::string OpenAiErrorBody(absl::string_view message, absl::string_view type, absl::string_view param,
                             absl::string_view code) {
   const auto or_null = [](absl::string_view text) {
@@ -369,19 +359,20 @@ absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(absl::string_vi
   if (!root.contains("model") || root["model"].is_null()) return Invalid("model", "is missing");
   PAD_ASSIGN_OR_RETURN(std::string model, GetString(root["model"], "model"));
   if (model != served_model) {
-    return absl::NotFoundError(absl::StrCat("model: ", QuotedForError(model),
-                                            " is not served here; GET /v1/models lists \"", served_model,
-                                            "\""));
+    return FieldError("model",
+                      absl::StrCat(QuotedForError(model), " is not served here; GET /v1/models lists \"",
+                                   served_model, "\""),
+                      absl::StatusCode::kNotFound);
   }
   if (!root.contains("messages") || root["messages"].is_null()) return Invalid("messages", "is missing");
   PAD_ASSIGN_OR_RETURN(request.messages, Messages(root["messages"]));
   return out;
 }
 
-std::string ToOpenAiMessage(absl::string_view message, const ChatCompletionRequest& request) {
+absl::Status ToOpenAiStatus(const absl::Status& status, const ChatCompletionRequest& request) {
   FieldPaths paths = OpenAiPaths();
   paths["max_new_tokens"] = {request.max_tokens_field, ""};
-  return RenameField(message, paths);
+  return RenameField(status, paths);
 }
 
 OpenAiError ToOpenAiError(const absl::Status& status) {
@@ -402,9 +393,12 @@ OpenAiError ToOpenAiError(const absl::Status& status) {
   for (const Kind& k : kKinds) {
     if (k.code == status.code()) kind = k;
   }
-  const std::string field = FieldOf(status.message());
-  return {kind.http_status, OpenAiErrorBody(status.message(), kind.type, kind.http_status < 500 ? field : "",
-                                            kind.error_code ? kind.error_code : "")};
+  const std::string field = ErrorField(status).value_or("");
+  const bool retry_later = kind.http_status == 429 || kind.http_status == 503;
+  return {kind.http_status,
+          OpenAiErrorBody(status.message(), kind.type, kind.http_status < 500 ? field : "",
+                          kind.error_code ? kind.error_code : ""),
+          retry_later ? kRetryAfterSeconds : 0};
 }
 
 }  // namespace pad::server

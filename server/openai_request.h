@@ -26,25 +26,22 @@ struct ChatCompletionRequest {
 // Parses and checks a request body. INVALID_ARGUMENT names the field as the client wrote it ("pad.top_k",
 // "messages[1].content", "n"); NOT_FOUND when `model` is not `served_model`. Unsupported OpenAI features
 // (tools, logprobs, n > 1, top_p < 1, penalties) and unknown fields are errors, never ignored. libpad's
-// own checks run at submission; their messages are renamed by ToOpenAiMessage.
+// own checks run at submission; their fields are renamed by ToOpenAiStatus.
 absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(absl::string_view body,
                                                                  absl::string_view served_model);
 
-// A libpad status message with libpad's field renamed to the OpenAI request's ("top_k: ..." becomes
+// A libpad status with libpad's field renamed to the OpenAI request's ("top_k: ..." becomes
 // "pad.top_k: ...").
-std::string ToOpenAiMessage(absl::string_view message, const ChatCompletionRequest& request);
+absl::Status ToOpenAiStatus(const absl::Status& status, const ChatCompletionRequest& request);
 
 // An error as OpenAI's clients read it: the HTTP status and {"error": {"message", "type", "param",
-// "code"}}. `param` is the field the message names, if any.
+// "code"}}. `param` is the field the status names (pad/field_error.h), if any.
 struct OpenAiError {
   int http_status = 500;
   std::string body;
+  int retry_after_seconds = 0;  // a Retry-After header's value on 429 and 503; 0: none
 };
 OpenAiError ToOpenAiError(const absl::Status& status);
-
-// A client's string as an error message quotes it: JSON-quoted, at most 64 bytes (cut at a UTF-8 boundary)
-// and then its length, so that no error echoes a megabyte back.
-std::string QuotedForError(absl::string_view text);
 
 // {"error": {"message", "type", "param", "code"}}; an empty `param` or `code` is null.
 std::string OpenAiErrorBody(absl::string_view message, absl::string_view type, absl::string_view param,

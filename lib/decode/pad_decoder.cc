@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "pad/device_memory.h"
+#include "pad/field_error.h"
 #include "pad/sampling.h"
 #include "pad/status_macros.h"
 
@@ -40,9 +41,7 @@ struct PadDecoder::Sequence {
 
 namespace {
 
-absl::Status Invalid(absl::string_view field, absl::string_view why) {
-  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
-}
+absl::Status Invalid(absl::string_view field, absl::string_view why) { return FieldError(field, why); }
 
 bool IsBlank(const std::string& text) { return text.find_first_not_of(" \t\r\n") == std::string::npos; }
 

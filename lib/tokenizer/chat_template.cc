@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "pad/field_error.h"
 #include "pad/read_file.h"
 #include "pad/status_macros.h"
 #include "pad/utf8.h"
@@ -374,8 +375,9 @@ absl::Status CheckMessageRoles(absl::Span<const ChatMessage> messages) {
   for (size_t i = 0; i < messages.size(); ++i) {
     const std::string& role = messages[i].role;
     if (role != "system" && role != "user" && role != "assistant") {
-      return absl::InvalidArgumentError(absl::StrCat("messages[", i, "].role: unknown role \"", role,
-                                                     "\" (expected system, user or assistant)"));
+      return FieldError(
+          absl::StrCat("messages[", i, "].role"),
+          absl::StrCat("unknown role ", QuotedForError(role), " (expected system, user or assistant)"));
     }
   }
   return absl::OkStatus();
@@ -383,7 +385,7 @@ absl::Status CheckMessageRoles(absl::Span<const ChatMessage> messages) {
 
 absl::StatusOr<std::string> ChatTemplate::Apply(absl::Span<const ChatMessage> messages,
                                                 bool add_generation_prompt) const {
-  if (messages.empty()) return absl::InvalidArgumentError("messages: must not be empty");
+  if (messages.empty()) return FieldError("messages", "must not be empty");
   PAD_RETURN_IF_ERROR(CheckMessageRoles(messages));
   std::string out;
   if (family_ == Family::kChatMl) {

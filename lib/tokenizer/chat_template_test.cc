@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "pad/field_error.h"
 
 namespace pad {
 namespace {
@@ -87,10 +88,20 @@ TEST(ChatTemplate, UnknownTemplateIsAnErrorAtLoad) {
 TEST(ChatTemplate, BadRoleAndEmptyMessages) {
   absl::StatusOr<ChatTemplate> chat = ChatTemplate::FromTemplate(kLlama3, "<|begin_of_text|>");
   ASSERT_TRUE(chat.ok()) << chat.status();
-  EXPECT_EQ(chat->Apply({{"user", "Hi"}, {"tool", "42"}}, false).status(),
-            absl::InvalidArgumentError(
-                "messages[1].role: unknown role \"tool\" (expected system, user or assistant)"));
-  EXPECT_EQ(chat->Apply({}, true).status(), absl::InvalidArgumentError("messages: must not be empty"));
+  // The field is data (a payload) as well as the message's first words.
+  const absl::Status bad_role = chat->Apply({{"user", "Hi"}, {"tool", "42"}}, false).status();
+  EXPECT_EQ(bad_role,
+            FieldError("messages[1].role", "unknown role \"tool\" (expected system, user or assistant)"));
+  EXPECT_EQ(ErrorField(bad_role), "messages[1].role");
+  EXPECT_EQ(ErrorReason(bad_role), "unknown role \"tool\" (expected system, user or assistant)");
+  EXPECT_EQ(chat->Apply({}, true).status(), FieldError("messages", "must not be empty"));
+  // A client's megabyte role is quoted short, escaped, cut at a character boundary.
+  const std::string huge = "\"\n" + std::string(61, 'x') + "\xC3\xA9" + std::string(1 << 20, 'y');
+  EXPECT_EQ(ErrorReason(chat->Apply({{huge, "Hi"}}, false).status()),
+            "unknown role \"\\\"\\n" + std::string(61, 'x') +
+                "\"... (1048641 bytes) (expected system, user or "
+                "assistant)");
+  EXPECT_EQ(QuotedForError("a\x01\xFF\xC3\xA9"), "\"a\\u0001\xEF\xBF\xBD\xC3\xA9\"");
 }
 
 // A named template whose "name" is not a string is skipped, not thrown on (that ended the server at load).

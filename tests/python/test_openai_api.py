@@ -317,6 +317,7 @@ def test_queue_full_is_429_and_draining_is_503(model_dir):
         with pytest.raises(openai.RateLimitError) as error:
             client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)
         assert error.value.status_code == 429 and error.value.body["message"].startswith("the queue is full")
+        assert error.value.response.headers["retry-after"] == "1"
         assert s.metric("pad_requests_total", protocol="http", status="resource_exhausted") == 1
         # SIGTERM: the running stream finishes (here, cut by the grace period), new requests get 503.
         s.terminate()
@@ -324,6 +325,7 @@ def test_queue_full_is_429_and_draining_is_503(model_dir):
         with pytest.raises(openai.InternalServerError) as error:
             client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)
         assert error.value.status_code == 503 and "shutting down" in error.value.body["message"]
+        assert error.value.response.headers["retry-after"] == "1"
         for stream in (long, waiting):
             with pytest.raises(openai.APIError) as error:
                 for _ in stream:

@@ -14,7 +14,9 @@ import urllib.request
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
+from grpc_status import rpc_status
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from conftest import probe
@@ -263,7 +265,35 @@ def test_invalid_request(pb, server, make, field):
         collect(stub_of(pb, server.channel).GenerateAligned(request, timeout=30))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
     details = error.value.details()
-    assert details.split(":")[0].startswith(field), f"the field path should lead: {details}"
+    assert details.startswith(field + ": "), f"the field path should lead: {details}"
+    # The field as data too: google.rpc.BadRequest in the status details, read by grpcio-status.
+    assert bad_request_of(error.value) == [(field, details[len(field) + 2:])]
+
+
+def bad_request_of(error):
+    """[(field, description)] of the google.rpc.BadRequest in a call's rich status; None without details."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        return None
+    assert status.code == error.code().value[0] and status.message == error.details()
+    violations = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations += [(v.field, v.description) for v in bad_request.field_violations]
+    return violations
+
+
+def retry_delay_of(error):
+    """The google.rpc.RetryInfo delay in seconds of a call's rich status; None without one."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else []:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            return retry.retry_delay.ToTimedelta().total_seconds()
+    return None
 
 
 def _corrupted(pb, request_spec, text, bad):
@@ -294,6 +324,9 @@ def test_unparseable_request_names_the_field(pb, server, make, message):
         list(raw(make(pb), timeout=30))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
     assert error.value.details().startswith(message), error.value.details()
+    field = message.split(": ")[0]
+    expected = None if field == "request" else [(field, "is not valid UTF-8")]  # "request": the whole, no field
+    assert bad_request_of(error.value) == expected
 
 
 def test_limit_flags_must_fit_the_context(model_dir):
@@ -417,7 +450,7 @@ def test_queue_overflow(pb, model_dir):
                     pass
             except grpc.RpcError as e:
                 if outcomes[i] is None:
-                    outcomes[i] = (e.code(), time.monotonic() - began, e.details())
+                    outcomes[i] = (e.code(), time.monotonic() - began, e.details(), retry_delay_of(e))
 
         for _ in range(5):
             calls.append(stub.GenerateAligned(to_proto(pb, spec("vanilla", max_new_tokens=400)), timeout=120))
@@ -437,6 +470,7 @@ def test_queue_overflow(pb, model_dir):
         # is admitted past the free slots and then failed.
         assert 2 <= len(exhausted) <= 4, outcomes
         assert all(o[2].startswith("the queue is full") for o in exhausted), outcomes
+        assert all(o[3] == 1.0 for o in exhausted), outcomes  # google.rpc.RetryInfo: back off for a second
         assert s.metric("pad_requests_total", status="resource_exhausted") == len(exhausted)
         s.assert_idle_soon(tokens, most_tokens=3 * 64)  # of the 3 * 400 asked for
         assert s.metric("pad_requests_waiting") == 0
@@ -456,6 +490,7 @@ def test_queue_overflow(pb, model_dir):
             collect(stub.GenerateAligned(to_proto(pb, {"prompt": "word " * 20000, "mode": "vanilla"}), timeout=30))
         assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "larger than max" in error.value.details() and "queue" not in error.value.details()
+        assert retry_delay_of(error.value) is None  # the same request would be refused again
     finally:
         s.stop_and_check()
 

@@ -4,15 +4,17 @@ ready. Also mutual TLS: a client certificate from the configured CA is served, a
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import grpc
 import pytest
 
-from server_fixture import SERVER, Server, free_port, load_stubs
+from server_fixture import PATIENCE, SERVER, Server, free_port, load_stubs
 
 
 def start_and_fail(model_dir, *flags, timeout=120):
@@ -228,3 +230,54 @@ def test_mtls_refuses_other_clients(pb, mtls_server, pki, client):
     with pytest.raises(grpc.RpcError) as error:
         list_models(pb, mtls_server.address, credentials)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_health_reads_not_serving_until_the_models_load(model_dir, tmp_path):
+    """gRPC health (Check and Watch) reads NOT_SERVING from the first call until the models are loaded, then
+    SERVING, then NOT_SERVING on SIGTERM; gRPC's built-in service would read SERVING as soon as the server
+    listens. Loading is held at its first file: config.json is a FIFO the test writes when it is ready."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    for name in os.listdir(model_dir):
+        if name != "config.json":
+            os.symlink(model_dir / name, policy / name)
+    os.mkfifo(policy / "config.json")
+    port, http_port = free_port(), free_port()
+    process = subprocess.Popen([str(SERVER), f"--policy={policy}", "--reward_models=", f"--listen=127.0.0.1:{port}",
+                                f"--http_listen=127.0.0.1:{http_port}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = health_pb2_grpc.HealthStub(channel)
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    try:
+        whole = stub.Watch(health_pb2.HealthCheckRequest(service=""), wait_for_ready=True, timeout=PATIENCE)
+        api = stub.Watch(health_pb2.HealthCheckRequest(service="pad.v1.PadService"), wait_for_ready=True,
+                          timeout=PATIENCE)
+        assert next(whole).status == not_serving and next(api).status == not_serving
+        assert stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=30).status == not_serving
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=30)
+        assert error.value.code == 503
+        # A service the server does not have: NOT_FOUND to Check; SERVICE_UNKNOWN to Watch, which stays open.
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=30)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        unknown = stub.Watch(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=PATIENCE)
+        assert next(unknown).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+        (policy / "config.json").write_text((model_dir / "config.json").read_text())  # loading goes on
+        assert next(whole).status == serving and next(api).status == serving
+        assert stub.Check(health_pb2.HealthCheckRequest(service="pad.v1.PadService"), timeout=30).status == serving
+        process.send_signal(signal.SIGTERM)
+        assert next(whole).status == not_serving and next(api).status == not_serving
+        # Open watches do not hold the server up: it stops, and they end.
+        assert process.wait(timeout=PATIENCE) == 0, process.stdout.read()
+        for watch in (whole, api, unknown):
+            with pytest.raises(grpc.RpcError):
+                next(watch)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        channel.close()
