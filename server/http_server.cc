@@ -1,7 +1,10 @@
 #include "server/http_server.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -27,16 +30,16 @@ namespace {
 constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 constexpr char kTextContentType[] = "text/plain; charset=utf-8";
 
+// Set on the threads that answer connections the workers have no room for: every request they read is
+// answered 503 (see the pre-routing handler).
+thread_local bool overloaded_thread = false;
+
 // cpp-httplib takes whole seconds and microseconds.
 template <typename Setter>
 void SetTimeout(absl::Duration timeout, Setter set) {
   const int64_t micros = absl::ToInt64Microseconds(timeout);
   set(static_cast<time_t>(micros / 1000000), static_cast<time_t>(micros % 1000000));
 }
-
-// Set on the threads that answer connections the workers have no room for: every request they read is
-// answered 503 (see the pre-routing handler).
-thread_local bool overloaded_thread = false;
 
 // cpp-httplib's task queue (one task per connection, run to its close), bounded. Its own ThreadPool queues
 // without limit, so a flood of connections would wait for minutes behind open streams, probes included.
@@ -97,6 +100,156 @@ class BoundedTaskQueue final : public httplib::TaskQueue {
   std::vector<std::thread> threads_;
 };
 
+// How long the thread that answers 503 waits for a request: it serves every connection beyond the queue.
+constexpr absl::Duration kOverloadedPatience = absl::Seconds(1);
+
+// One connection's bytes, with the bounds cpp-httplib 0.11's own stream lacks: its reads time out one at a
+// time, so a client that sends a byte every few seconds holds a worker for as long as it likes, and it
+// buffers a header line or any number of headers whole. Here each request must arrive within a deadline from
+// its first byte, and its head within a byte budget; past either, reads fail and the connection is closed.
+// One stream serves the connection's requests in turn, so bytes read ahead (a pipelined request) are kept.
+class GuardedStream final : public httplib::Stream {
+ public:
+  GuardedStream(int fd, const HttpServerOptions& options) : fd_(fd), options_(options) {}
+
+  // Waits up to the idle timeout for the next request's first byte, giving up early once `serving`
+  // turns false (the server stopping); then starts that request's deadline and head budget.
+  bool NextRequest(const std::function<bool()>& serving) {
+    const absl::Duration patience = overloaded_thread ? kOverloadedPatience : absl::InfiniteDuration();
+    const absl::Time idle_until = absl::Now() + std::min(options_.idle_timeout, patience);
+    while (begin_ == end_) {
+      if (!serving()) return false;
+      const absl::Duration left = idle_until - absl::Now();
+      if (left <= absl::ZeroDuration()) return false;
+      const int ready = Poll(POLLIN, std::min(left, absl::Milliseconds(50)));
+      if (ready < 0) return false;
+      if (ready > 0 && Fill() <= 0) return false;  // closed by the client, or an error
+    }
+    deadline_ = absl::Now() + std::min(options_.request_timeout, patience);
+    head_bytes_ = 0;
+    head_ended_ = false;
+    line_end_ = 0;
+    return true;
+  }
+
+  bool is_readable() const override { return begin_ != end_ || Poll(POLLIN, ReadWait()) > 0; }
+
+  bool is_writable() const override { return Poll(POLLOUT, options_.write_timeout) > 0 && PeerOpen(); }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (!head_ended_ && head_bytes_ >= options_.max_head_bytes) return -1;  // a head too large
+    if (begin_ == end_) {
+      if (Poll(POLLIN, ReadWait()) <= 0) return -1;  // slow, or past the request's deadline
+      const ssize_t n = Fill();
+      if (n <= 0) return n;
+    }
+    size = std::min(size, end_ - begin_);
+    if (!head_ended_) size = std::min(size, options_.max_head_bytes - head_bytes_);
+    std::memcpy(ptr, buffer_ + begin_, size);
+    begin_ += size;
+    if (!head_ended_) {
+      head_bytes_ += size;
+      for (size_t i = 0; i < size && !head_ended_; ++i) {
+        // The head ends at an empty line: "\r\n\r\n", or "\n\n" as cpp-httplib also accepts.
+        const char c = ptr[i];
+        line_end_ = c == '\n' ? line_end_ + 1 : (c == '\r' ? line_end_ : 0);
+        head_ended_ = line_end_ == 2;
+      }
+    }
+    return static_cast<ssize_t>(size);
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!is_writable()) return -1;
+    return ::send(fd_, ptr, size, MSG_NOSIGNAL);
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { Address(true, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { Address(false, ip, port); }
+  socket_t socket() const override { return fd_; }
+
+ private:
+  // How long one read may wait: the read timeout, cut short by the request's deadline.
+  absl::Duration ReadWait() const {
+    return std::max(absl::ZeroDuration(), std::min(options_.read_timeout, deadline_ - absl::Now()));
+  }
+
+  // poll(2) for `events`: > 0 ready, 0 timed out, < 0 an error or a hang-up without data.
+  int Poll(short events, absl::Duration timeout) const {
+    pollfd p{fd_, events, 0};
+    int ready;
+    do {
+      ready = ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(timeout)));
+    } while (ready < 0 && errno == EINTR);
+    if (ready > 0 && (p.revents & (events | POLLHUP)) == 0) return -1;
+    return ready;
+  }
+
+  // Whether the client still holds its end open (a closed one reads as end of file).
+  bool PeerOpen() const {
+    if (begin_ != end_) return true;
+    char byte;
+    const ssize_t n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+  }
+
+  ssize_t Fill() {
+    ssize_t n;
+    do {
+      n = ::recv(fd_, buffer_, sizeof(buffer_), 0);
+    } while (n < 0 && errno == EINTR);
+    begin_ = 0;
+    end_ = n > 0 ? static_cast<size_t>(n) : 0;
+    return n;
+  }
+
+  void Address(bool remote, std::string& ip, int& port) const {
+    sockaddr_storage address{};
+    socklen_t length = sizeof(address);
+    const int got = remote ? ::getpeername(fd_, reinterpret_cast<sockaddr*>(&address), &length)
+                           : ::getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length);
+    if (got != 0 || address.ss_family != AF_INET) return;
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&address);
+    char text[INET_ADDRSTRLEN];
+    if (::inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr) ip = text;
+    port = ntohs(in->sin_port);
+  }
+
+  const int fd_;
+  const HttpServerOptions& options_;
+  char buffer_[4096];
+  size_t begin_ = 0;  // buffer_[begin_, end_) is read but not yet consumed
+  size_t end_ = 0;
+  absl::Time deadline_ = absl::InfiniteFuture();
+  size_t head_bytes_ = 0;
+  bool head_ended_ = false;
+  int line_end_ = 0;  // line ends in a row at the end of what was read ("\r" not counted)
+};
+
+// cpp-httplib's server, its connections served through GuardedStream: the same keep-alive loop as its own
+// (at most keep_alive_max_count requests, the last answered with Connection: close), then the socket closed.
+class GuardedServer final : public httplib::Server {
+ public:
+  explicit GuardedServer(const HttpServerOptions& options) : options_(options) {}
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    GuardedStream stream(sock, options_);
+    bool served = false;
+    for (size_t left = keep_alive_max_count_; left > 0; --left) {
+      if (!stream.NextRequest([this] { return svr_sock_ != INVALID_SOCKET; })) break;
+      bool connection_closed = false;
+      served = process_request(stream, /*close_connection=*/left == 1, connection_closed, nullptr);
+      if (!served || connection_closed) break;
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return served;
+  }
+
+  const HttpServerOptions options_;
+};
+
 // The text of the statuses cpp-httplib sends on its own.
 std::string ErrorText(int status) {
   switch (status) {
@@ -123,13 +276,16 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   }
   for (const auto& [name, timeout] :
        {std::pair{"read_timeout", options.read_timeout}, std::pair{"write_timeout", options.write_timeout},
-        std::pair{"idle_timeout", options.idle_timeout}}) {
+        std::pair{"idle_timeout", options.idle_timeout},
+        std::pair{"request_timeout", options.request_timeout}}) {
     if (timeout < absl::Milliseconds(1) || timeout == absl::InfiniteDuration()) {
       return absl::InvalidArgumentError(
           absl::StrCat(name, ": ", absl::FormatDuration(timeout), " is not a finite time of at least 1 ms"));
     }
   }
   if (options.max_body_bytes < 1) return absl::InvalidArgumentError("max_body_bytes: must be at least 1");
+  if (options.max_head_bytes < 1024)
+    return absl::InvalidArgumentError("max_head_bytes: must be at least 1024");
   if (options.max_queued_connections < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_queued_connections: ", options.max_queued_connections, " is not >= 0"));
@@ -149,7 +305,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   }
 
   std::unique_ptr<HttpServer> http(new HttpServer);
-  httplib::Server& server = http->server_;
+  http->server_ = std::make_unique<GuardedServer>(options);
+  httplib::Server& server = *http->server_;
   const size_t threads = static_cast<size_t>(options.num_threads);
   const size_t max_queued = static_cast<size_t>(options.max_queued_connections);
   server.new_task_queue = [threads, max_queued] { return new BoundedTaskQueue(threads, max_queued); };
@@ -240,14 +397,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
                                                errno != 0 ? std::strerror(errno) : "bind failed"));
   }
   http->port_ = port;
-  http->thread_ = std::thread([raw = http.get()] { raw->server_.listen_after_bind(); });
+  http->thread_ = std::thread([raw = http.get()] { raw->server_->listen_after_bind(); });
   // stop() does nothing until the accept loop runs, so a destructor right after Start would wait forever.
   while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return http;
 }
 
 HttpServer::~HttpServer() {
-  server_.stop();  // closes the listening socket; workers finish their requests and are joined
+  server_->stop();  // closes the listening socket; workers finish their requests and are joined
   if (thread_.joinable()) thread_.join();
 }
 

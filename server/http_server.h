@@ -33,7 +33,11 @@ struct HttpServerOptions {
   absl::Duration read_timeout = absl::Seconds(5);   // each read of a request's headers and body
   absl::Duration write_timeout = absl::Seconds(5);  // each write: a reader that stalls longer is dropped
   absl::Duration idle_timeout = absl::Seconds(5);   // a keep-alive connection between requests
-  size_t max_body_bytes = 4 << 20;                  // larger bodies get 413
+  // A request's head and body must arrive whole within this of its first byte, and its head (request line
+  // and headers) within max_head_bytes: a client that trickles bytes or sends endless headers is dropped.
+  absl::Duration request_timeout = absl::Seconds(30);
+  size_t max_head_bytes = 64 << 10;
+  size_t max_body_bytes = 4 << 20;  // larger bodies get 413
   // Origins whose pages may call the server from a browser (CORS), e.g. "https://chat.example.com"; "*"
   // allows any. Empty: no CORS headers, so browsers keep other origins' pages out.
   std::vector<std::string> cors_allowed_origins;
@@ -59,7 +63,7 @@ class HttpServer {
  private:
   HttpServer() = default;
 
-  httplib::Server server_;
+  std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
   std::thread thread_;
 };

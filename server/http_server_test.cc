@@ -333,6 +333,52 @@ TEST(HttpServer, AFullQueueIsAnsweredAtOnce) {
   EXPECT_EQ(held.body, "held");
 }
 
+// A client that trickles its head a byte at a time, each within the read timeout, is dropped at the request
+// deadline (cpp-httplib's own reads time out one at a time: it held a worker for as long as it trickled),
+// and so is one that sends headers without end, once it passes the head's byte budget.
+TEST(HttpServer, TricklingAndEndlessHeadsAreDropped) {
+  MetricsRegistry registry;
+  HttpServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.request_timeout = absl::Seconds(1);
+  absl::StatusOr<std::unique_ptr<HttpServer>> server =
+      HttpServer::Start(options, ProbeRoutes(&registry, [] { return true; }));
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+
+  // Sends `chunk` every `interval` until the server closes the connection; how long that took, or nullopt
+  // if it was still open after `most`.
+  const auto sends_until_closed = [port](absl::string_view first, absl::string_view chunk,
+                                         absl::Duration interval, absl::Duration most) {
+    const int fd = Connect(port);
+    EXPECT_GE(fd, 0);
+    const absl::Time start = absl::Now();
+    bool closed = send(fd, first.data(), first.size(), MSG_NOSIGNAL) < 0;
+    while (!closed && absl::Now() - start < most) {
+      closed = send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL) < 0;
+      absl::SleepFor(interval);
+    }
+    close(fd);
+    return closed ? absl::Now() - start : absl::InfiniteDuration();
+  };
+  // Each byte 100 ms after the last: well within the 5 s read timeout, and never a whole head.
+  const absl::Duration trickled =
+      sends_until_closed("GET /healthz HTTP/1.1\r\nX-a: ", "b", absl::Milliseconds(100), absl::Seconds(60));
+  EXPECT_LT(trickled, absl::Seconds(60)) << "a trickling client was never dropped";
+  EXPECT_GE(trickled, absl::Seconds(1));
+  const std::string header = absl::StrCat("X-Filler: ", std::string(1000, 'a'), "\r\n");
+  const absl::Duration endless =
+      sends_until_closed("GET /healthz HTTP/1.1\r\n", header, absl::ZeroDuration(), absl::Seconds(60));
+  EXPECT_LT(endless, absl::Seconds(60)) << "endless headers were read on and on";
+  // A normal request on the same server is unharmed, and a head just under the budget is still served.
+  EXPECT_EQ(Fetch(port, "GET", "/healthz").status, 200);
+  std::string forty_headers;  // 40 KB, under the 64 KiB budget
+  for (int i = 0; i < 40; ++i) forty_headers += header;
+  HttpResponse large = Exchange(
+      port, absl::StrCat("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n", forty_headers, "\r\n"));
+  EXPECT_EQ(large.status, 200) << large.body;
+}
+
 TEST_F(HttpServerTest, PortInUseIsUnavailableNamingTheAddress) {
   HttpServerOptions options;
   options.listen_address = absl::StrCat("127.0.0.1:", endpoint_->port());
