@@ -16,7 +16,7 @@ PAD_APT_PACKAGES=(
   libabsl-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  prometheus openssl clang libclang-rt-14-dev chromium-headless-shell
+  prometheus openssl clang libclang-rt-14-dev chromium-headless-shell haproxy
   wordnet-base dict-gcide dict-devil
 )
 

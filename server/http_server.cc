@@ -13,6 +13,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -110,21 +111,18 @@ constexpr absl::Duration kOverloadedPatience = absl::Seconds(1);
 // One stream serves the connection's requests in turn, so bytes read ahead (a pipelined request) are kept.
 class GuardedStream final : public httplib::Stream {
  public:
-  GuardedStream(int fd, const HttpServerOptions& options) : fd_(fd), options_(options) {}
+  // `serving` turns false when the server stops: every wait here ends then, so that a slow client never
+  // holds up the shutdown.
+  GuardedStream(int fd, const HttpServerOptions& options, std::function<bool()> serving)
+      : fd_(fd), options_(options), serving_(std::move(serving)) {}
 
-  // Waits up to the idle timeout for the next request's first byte, giving up early once `serving`
-  // turns false (the server stopping); then starts that request's deadline and head budget.
-  bool NextRequest(const std::function<bool()>& serving) {
+  // Waits up to the idle timeout for the next request's first byte; then starts that request's deadline
+  // and head budget.
+  bool NextRequest() {
     const absl::Duration patience = overloaded_thread ? kOverloadedPatience : absl::InfiniteDuration();
-    const absl::Time idle_until = absl::Now() + std::min(options_.idle_timeout, patience);
-    while (begin_ == end_) {
-      if (!serving()) return false;
-      const absl::Duration left = idle_until - absl::Now();
-      if (left <= absl::ZeroDuration()) return false;
-      const int ready = Poll(POLLIN, std::min(left, absl::Milliseconds(50)));
-      if (ready < 0) return false;
-      if (ready > 0 && Fill() <= 0) return false;  // closed by the client, or an error
-    }
+    if (begin_ == end_ && !WaitReadable(absl::Now() + std::min(options_.idle_timeout, patience)))
+      return false;
+    if (begin_ == end_ && Fill() <= 0) return false;  // closed by the client, or an error
     deadline_ = absl::Now() + std::min(options_.request_timeout, patience);
     head_bytes_ = 0;
     head_ended_ = false;
@@ -132,14 +130,14 @@ class GuardedStream final : public httplib::Stream {
     return true;
   }
 
-  bool is_readable() const override { return begin_ != end_ || Poll(POLLIN, ReadWait()) > 0; }
+  bool is_readable() const override { return begin_ != end_ || WaitReadable(ReadUntil()); }
 
   bool is_writable() const override { return Poll(POLLOUT, options_.write_timeout) > 0 && PeerOpen(); }
 
   ssize_t read(char* ptr, size_t size) override {
     if (!head_ended_ && head_bytes_ >= options_.max_head_bytes) return -1;  // a head too large
     if (begin_ == end_) {
-      if (Poll(POLLIN, ReadWait()) <= 0) return -1;  // slow, or past the request's deadline
+      if (!WaitReadable(ReadUntil())) return -1;  // slow, or past the request's deadline
       const ssize_t n = Fill();
       if (n <= 0) return n;
     }
@@ -169,9 +167,18 @@ class GuardedStream final : public httplib::Stream {
   socket_t socket() const override { return fd_; }
 
  private:
-  // How long one read may wait: the read timeout, cut short by the request's deadline.
-  absl::Duration ReadWait() const {
-    return std::max(absl::ZeroDuration(), std::min(options_.read_timeout, deadline_ - absl::Now()));
+  // When one read stops waiting: after the read timeout, or at the request's deadline if sooner.
+  absl::Time ReadUntil() const { return std::min(absl::Now() + options_.read_timeout, deadline_); }
+
+  // Whether bytes (or the client's close) arrived before `until`; false at once when the server stops.
+  bool WaitReadable(absl::Time until) const {
+    for (;;) {
+      if (!serving_()) return false;
+      const absl::Duration left = until - absl::Now();
+      if (left <= absl::ZeroDuration()) return false;
+      const int ready = Poll(POLLIN, std::min(left, absl::Milliseconds(50)));
+      if (ready != 0) return ready > 0;
+    }
   }
 
   // poll(2) for `events`: > 0 ready, 0 timed out, < 0 an error or a hang-up without data.
@@ -217,6 +224,7 @@ class GuardedStream final : public httplib::Stream {
 
   const int fd_;
   const HttpServerOptions& options_;
+  const std::function<bool()> serving_;
   char buffer_[4096];
   size_t begin_ = 0;  // buffer_[begin_, end_) is read but not yet consumed
   size_t end_ = 0;
@@ -234,17 +242,27 @@ class GuardedServer final : public httplib::Server {
 
  private:
   bool process_and_close_socket(socket_t sock) override {
-    GuardedStream stream(sock, options_);
+    GuardedStream stream(sock, options_, [this] { return svr_sock_ != INVALID_SOCKET; });
+    const absl::Time close_after = absl::Now() + Jittered(options_.max_connection_age);
     bool served = false;
     for (size_t left = keep_alive_max_count_; left > 0; --left) {
-      if (!stream.NextRequest([this] { return svr_sock_ != INVALID_SOCKET; })) break;
+      if (!stream.NextRequest()) break;
       bool connection_closed = false;
-      served = process_request(stream, /*close_connection=*/left == 1, connection_closed, nullptr);
+      const bool last = left == 1 || absl::Now() >= close_after;
+      served = process_request(stream, /*close_connection=*/last, connection_closed, nullptr);
       if (!served || connection_closed) break;
     }
     ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
     return served;
+  }
+
+  // `age` times a factor in [0.9, 1.1], as gRPC jitters its own, so that connections opened together do
+  // not all close together.
+  static absl::Duration Jittered(absl::Duration age) {
+    if (age == absl::InfiniteDuration()) return age;
+    thread_local std::mt19937 random(std::random_device{}());
+    return age * std::uniform_real_distribution<double>(0.9, 1.1)(random);
   }
 
   const HttpServerOptions options_;

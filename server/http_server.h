@@ -33,6 +33,9 @@ struct HttpServerOptions {
   absl::Duration read_timeout = absl::Seconds(5);   // each read of a request's headers and body
   absl::Duration write_timeout = absl::Seconds(5);  // each write: a reader that stalls longer is dropped
   absl::Duration idle_timeout = absl::Seconds(5);   // a keep-alive connection between requests
+  // A connection older than this (jittered by +-10%) gets Connection: close on its next answer, so that a
+  // keep-alive client reconnects and a load balancer can send it elsewhere. Infinite: never.
+  absl::Duration max_connection_age = absl::InfiniteDuration();
   // A request's head and body must arrive whole within this of its first byte, and its head (request line
   // and headers) within max_head_bytes: a client that trickles bytes or sends endless headers is dropped.
   absl::Duration request_timeout = absl::Seconds(30);

@@ -379,6 +379,27 @@ TEST(HttpServer, TricklingAndEndlessHeadsAreDropped) {
   EXPECT_EQ(large.status, 200) << large.body;
 }
 
+// Stopping does not wait for a client halfway through its request head: its worker stops reading at once,
+// not at the request deadline (a minute here).
+TEST(HttpServer, AHalfSentRequestDoesNotHoldUpTheStop) {
+  MetricsRegistry registry;
+  HttpServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.read_timeout = options.request_timeout = absl::Seconds(60);
+  absl::StatusOr<std::unique_ptr<HttpServer>> server =
+      HttpServer::Start(options, ProbeRoutes(&registry, [] { return true; }));
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int fd = Connect((*server)->port());
+  ASSERT_GE(fd, 0);
+  const std::string half = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_EQ(send(fd, half.data(), half.size(), MSG_NOSIGNAL), static_cast<ssize_t>(half.size()));
+  absl::SleepFor(absl::Milliseconds(200));  // a worker is reading it
+  const absl::Time start = absl::Now();
+  server->reset();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  close(fd);
+}
+
 TEST_F(HttpServerTest, PortInUseIsUnavailableNamingTheAddress) {
   HttpServerOptions options;
   options.listen_address = absl::StrCat("127.0.0.1:", endpoint_->port());

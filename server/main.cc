@@ -6,12 +6,12 @@
 #include <google/protobuf/stubs/logging.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <signal.h>
 
 #include <algorithm>
+#include <climits>
 #include <iostream>
 #include <thread>
 
@@ -97,6 +97,13 @@ ABSL_FLAG(int, max_request_bytes, 4 << 20,
           "message) or an HTTP body (larger is 413)");
 ABSL_FLAG(int, max_waiting, 64, "requests queued beyond the running batch; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, shutdown_grace_s, 30, "on SIGTERM, how long in-flight streams may run on");
+ABSL_FLAG(
+    double, max_connection_age_s, 300,
+    "how long a client's connection (gRPC or HTTP) lives before the server asks it to reconnect, so that "
+    "long-lived clients spread over replicas added since (gRPC: GOAWAY, jittered by +-10%; HTTP: "
+    "Connection: close on the next answer); 0: forever");
+ABSL_FLAG(double, max_connection_age_grace_s, 0,
+          "gRPC: how long a connection's streams may run on after its GOAWAY; 0: until they end");
 ABSL_FLAG(int, log_queue_lines, 4096,
           "request log lines held for a slow stderr reader; more are dropped (pad_log_lines_dropped_total)");
 ABSL_FLAG(std::string, auth_token_file, "", "file holding the bearer token clients must send");
@@ -132,6 +139,10 @@ pad::EngineOptions EngineOptionsFromFlags() {
   if (absl::GetFlag(FLAGS_max_request_bytes) < 1024) Die("--max_request_bytes: must be at least 1024");
   if (absl::GetFlag(FLAGS_prepare_threads) < 1) Die("--prepare_threads: must be at least 1");
   if (!(absl::GetFlag(FLAGS_shutdown_grace_s) >= 0)) Die("--shutdown_grace_s: must be at least 0");
+  if (!(absl::GetFlag(FLAGS_max_connection_age_s) >= 0)) Die("--max_connection_age_s: must be at least 0");
+  if (!(absl::GetFlag(FLAGS_max_connection_age_grace_s) >= 0)) {
+    Die("--max_connection_age_grace_s: must be at least 0");
+  }
   options.policy_dir = absl::GetFlag(FLAGS_policy);
   for (const std::string& entry : absl::GetFlag(FLAGS_reward_models)) {
     std::vector<std::string> name_rest = absl::StrSplit(entry, absl::MaxSplits('=', 1));
@@ -211,6 +222,8 @@ pad::server::HttpServerOptions HttpOptionsFromFlags(const pad::EngineOptions& en
     options.num_threads = static_cast<int>(engine_options.decoder.kv_slots) + engine_options.max_waiting + 8;
   }
   options.max_queued_connections = absl::GetFlag(FLAGS_http_max_queued);
+  const double age = absl::GetFlag(FLAGS_max_connection_age_s);
+  options.max_connection_age = age > 0 ? absl::Seconds(age) : absl::InfiniteDuration();
   if (options.max_queued_connections < 0) Die("--http_max_queued: must be at least 0");
   options.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_request_bytes));
   options.cors_allowed_origins = absl::GetFlag(FLAGS_cors_allowed_origins);
@@ -359,6 +372,14 @@ int main(int argc, char** argv) {
   pad::server::PadServiceImpl service(engine.get(), &metrics, &request_log, &preparation, service_options);
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(service_options.max_request_bytes);
+  // Milliseconds as gRPC takes them; INT_MAX is its "never".
+  const auto milliseconds = [](double seconds) {
+    return seconds > 0 ? static_cast<int>(std::min(seconds * 1000, double{INT_MAX})) : INT_MAX;
+  };
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                             milliseconds(absl::GetFlag(FLAGS_max_connection_age_s)));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                             milliseconds(absl::GetFlag(FLAGS_max_connection_age_grace_s)));
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), credentials, &port);
   builder.RegisterService(&service);

@@ -56,13 +56,14 @@ absl::StatusOr<json> ParseBounded(absl::string_view body) {
   } catch (const TooDeep&) {
     return absl::InvalidArgumentError(
         absl::StrCat("the request body is not valid JSON: it nests deeper than ", kMaxJsonDepth));
-  } catch (const json::parse_error& e) {
-    // nlohmann's message ends with the token it read last, which can be most of the body: cut it off.
+  } catch (const json::exception& e) {
+    // nlohmann's messages quote what it read ("...; last read: '<token>'", "number overflow parsing
+    // '<number>'"), which can be most of the body: keep the words before the quote.
     absl::string_view what = e.what();
     what = what.substr(0, what.find("; last read"));
+    const size_t parsing = what.find("parsing '");
+    if (parsing != absl::string_view::npos) what = what.substr(0, parsing + std::string_view("parsing").size());
     return absl::InvalidArgumentError(absl::StrCat("the request body is not valid JSON: ", what));
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("the request body is not valid JSON: ", e.what()));
   }
 }
 

@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import tempfile
 import time
 import urllib.request
@@ -213,3 +214,23 @@ def wait_for(predicate, timeout=PATIENCE, interval=0.1):
 
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def run_concurrently(functions):
+    """Runs every function at once; their results, an exception standing for a failed one."""
+    results = [None] * len(functions)
+    start = threading.Barrier(len(functions))
+
+    def run(i):
+        start.wait()
+        try:
+            results[i] = functions[i]()
+        except Exception as e:  # noqa: BLE001 - returned to the test, which names the stream
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(functions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=PATIENCE)
+    return results

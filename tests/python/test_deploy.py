@@ -34,7 +34,11 @@ def kustomize(directory):
 
 
 def render(overlay):
-    return {obj["kind"]: obj for obj in kustomize(ROOT / "deploy" / "overlays" / overlay)}
+    """The overlay's objects by kind; the headless Service as "Service/headless" beside the ClusterIP one."""
+    def key(obj):
+        headless = obj["kind"] == "Service" and obj["spec"].get("clusterIP") == "None"
+        return "Service/headless" if headless else obj["kind"]
+    return {key(obj): obj for obj in kustomize(ROOT / "deploy" / "overlays" / overlay)}
 
 
 def flags_of(objects):
@@ -51,8 +55,8 @@ def container(objects):
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_and_validates(overlay):
     objects = render(overlay)
-    assert set(objects) == {"ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-                            "ServiceMonitor"}
+    assert set(objects) == {"ConfigMap", "Service", "Service/headless", "Deployment", "PodDisruptionBudget",
+                            "HorizontalPodAutoscaler", "ServiceMonitor"}
     for kind, obj in objects.items():
         if kind == "ServiceMonitor":  # a CRD: no schema in kubernetes-validate; checked below
             continue
@@ -82,6 +86,13 @@ def test_flags_are_pad_server_flags_and_match_the_ports(overlay):
     assert flags["--probe_listen"].endswith(f":{ports['probes']}")
     service_ports = {p["name"]: p["targetPort"] for p in objects["Service"]["spec"]["ports"]}
     assert service_ports == {"grpc": "grpc", "http": "http", "metrics": "probes"}
+    # The headless Service: the same pods and API ports, only ready ones in its DNS answer.
+    headless = objects["Service/headless"]["spec"]
+    assert headless["selector"] == objects["Service"]["spec"]["selector"]
+    assert {p["name"]: p["targetPort"] for p in headless["ports"]} == {"grpc": "grpc", "http": "http"}
+    assert headless["publishNotReadyAddresses"] is False
+    # Long-lived clients of the ClusterIP Service are moved along, well within a scale-up's time scale.
+    assert 0 < float(flags["--max_connection_age_s"]) <= 600
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -175,6 +175,9 @@ HOSTILE_BODIES = {
     "top_k_negative": (body_with(pad={"principles": ["concise"], "top_k": -1}), 400, "pad.top_k", ""),
     "temperature_infinite": ('{"model": "%s", "messages": %s, "temperature": 1e999}' % (MODEL, json.dumps(QUESTION)),
                              400, None, "not valid JSON"),
+    # nlohmann's message quotes the number it could not hold: found by openai_request_fuzz at -max_len 1 MB.
+    "number_of_5000_digits": ('{"model": "%s", "messages": %s, "temperature": %s}' % (
+        MODEL, json.dumps(QUESTION), "9" * 5000), 400, None, "not valid JSON"),
     "nan_literal": ('{"model": "%s", "messages": %s, "temperature": NaN}' % (MODEL, json.dumps(QUESTION)),
                     400, None, "not valid JSON"),
     "lone_surrogate": ('{"model": "%s", "messages": [{"role": "user", "content": "\\ud800"}]}' % MODEL,

@@ -12,7 +12,7 @@ import time
 
 import grpc
 
-from server_fixture import PATIENCE, Server, collect, free_port, stub_of, to_proto, wait_for
+from server_fixture import PATIENCE, Server, collect, free_port, run_concurrently, stub_of, to_proto, wait_for
 
 MODEL = "SmolLM2-135M-Instruct"
 TOKENS = 12
@@ -139,24 +139,9 @@ def test_normal_streams_beside_hostile_connections(pb, model_dir):
         assert wait_for(lambda: all(h.connections > 0 for h in hostiles))
 
         questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(2 * STREAMS_PER_DOOR)]
-        answers = [None] * len(questions)
-        start = threading.Barrier(len(questions))
-
-        def run(i):
-            start.wait()
-            try:
-                if i < STREAMS_PER_DOOR:
-                    answers[i] = grpc_answer(pb, server.new_channel(), questions[i])
-                else:
-                    answers[i] = http_answer(server.http_port, questions[i])
-            except Exception as e:  # noqa: BLE001 - reported below with the stream's index
-                answers[i] = e
-
-        streams = [threading.Thread(target=run, args=(i,)) for i in range(len(questions))]
-        for t in streams:
-            t.start()
-        for t in streams:
-            t.join(timeout=PATIENCE)
+        answers = run_concurrently(
+            [lambda q=q: grpc_answer(pb, server.new_channel(), q) for q in questions[:STREAMS_PER_DOOR]] +
+            [lambda q=q: http_answer(server.http_port, q) for q in questions[STREAMS_PER_DOOR:]])
         stop.set()
         for h in hostiles:
             h.join(timeout=30)

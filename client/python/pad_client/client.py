@@ -1,9 +1,15 @@
 """A thin typed wrapper over pad.v1's GenerateAligned and ListModels, synchronous (grpc) and asynchronous
 (grpc.aio). Failures are grpc.RpcError (grpc.aio.AioRpcError) with the server's status: INVALID_ARGUMENT names
-the field, RESOURCE_EXHAUSTED means retry later, UNAVAILABLE means loading or draining."""
+the field, RESOURCE_EXHAUSTED means retry later, UNAVAILABLE means loading or draining.
+
+Channels balance and retry on their own (CHANNEL_OPTIONS): with a target that resolves to several replicas
+("dns:///pad-server-headless.ns.svc:50051", a Kubernetes headless Service), each call goes to the next
+replica (round_robin), and a call refused UNAVAILABLE before its first message (a replica draining or gone)
+is retried up to 4 times with backoff; once tokens have arrived, gRPC never retries, so no answer repeats."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import AsyncIterator, Iterator, Optional, Sequence, Union
 
 import grpc
@@ -13,6 +19,15 @@ from pad_client.v1 import pad_pb2, pad_pb2_grpc
 MODES = {"pad": pad_pb2.DECODING_MODE_PAD, "vanilla": pad_pb2.DECODING_MODE_VANILLA,
          "preference_prompt": pad_pb2.DECODING_MODE_PREFERENCE_PROMPT}
 COMPOSITIONS = {"prompt": pad_pb2.COMPOSITION_PROMPT, "weighted": pad_pb2.COMPOSITION_WEIGHTED}
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+        "name": [{"service": "pad.v1.PadService"}],
+        "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "2s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+}
+CHANNEL_OPTIONS = (("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1))
 FINISH_REASONS = {pad_pb2.FINISH_REASON_STOP: "stop", pad_pb2.FINISH_REASON_LENGTH: "length",
                   pad_pb2.FINISH_REASON_CANCELLED: "cancelled"}
 
@@ -106,8 +121,8 @@ class PadClient:
 
     def __init__(self, target: str = "localhost:50051", *, token: Optional[str] = None,
                  credentials: Optional[grpc.ChannelCredentials] = None):
-        self._channel = (grpc.secure_channel(target, credentials) if credentials is not None
-                         else grpc.insecure_channel(target))
+        self._channel = (grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+                         if credentials is not None else grpc.insecure_channel(target, options=CHANNEL_OPTIONS))
         self._stub = pad_pb2_grpc.PadServiceStub(self._channel)
         self._metadata = _metadata(token)
 
@@ -140,8 +155,8 @@ class AsyncPadClient:
 
     def __init__(self, target: str = "localhost:50051", *, token: Optional[str] = None,
                  credentials: Optional[grpc.ChannelCredentials] = None):
-        self._channel = (grpc.aio.secure_channel(target, credentials) if credentials is not None
-                         else grpc.aio.insecure_channel(target))
+        self._channel = (grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+                         if credentials is not None else grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS))
         self._stub = pad_pb2_grpc.PadServiceStub(self._channel)
         self._metadata = _metadata(token)
 
