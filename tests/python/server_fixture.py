@@ -85,9 +85,10 @@ def collect(responses):
 class Server:
     """One pad_server process: gRPC on `port`, HTTP (/metrics, /healthz, /readyz) on `http_port`."""
 
-    def __init__(self, model_dir, *flags, credentials=None, ready_timeout=60, output=None, metadata=None):
+    def __init__(self, model_dir, *flags, credentials=None, ready_timeout=60, output=None, metadata=None, env=None):
         """`output`: where stdout and stderr go (a file descriptor); by default a temporary file, logs().
-        `metadata`: what gRPC calls must send (a bearer token), kept for the tests as `self.metadata`."""
+        `metadata`: what gRPC calls must send (a bearer token), kept for the tests as `self.metadata`.
+        `env`: the process's environment (default: this one's)."""
         if not SERVER.exists():
             raise RuntimeError(f"{SERVER} is not built; run ./scripts/test.sh")
         self.port = free_port()
@@ -97,7 +98,7 @@ class Server:
         self.process = subprocess.Popen(
             [str(SERVER), f"--policy={model_dir}", f"--listen={self.address}",
              f"--http_listen=127.0.0.1:{self.http_port}", *flags],
-            stdout=self.log if output is None else output, stderr=subprocess.STDOUT)
+            stdout=self.log if output is None else output, stderr=subprocess.STDOUT, env=env)
         self.credentials = credentials
         self.metadata = metadata
         self.channel = self.new_channel()
