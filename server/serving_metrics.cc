@@ -45,6 +45,11 @@ ServingMetrics::ServingMetrics(MetricsRegistry* r) {
   kv_slots_used_ = &OrDie(r->AddGauge("pad_kv_cache_slots_used", "KV cache slots held by requests."))->Get();
   kv_slots_total_ = &OrDie(r->AddGauge("pad_kv_cache_slots", "KV cache slots in all caches."))->Get();
   kv_tokens_ = &OrDie(r->AddGauge("pad_kv_cache_tokens", "Tokens held in the KV caches."))->Get();
+  // What a load-aware router reads as KV-cache utilization (the Gateway API Inference Extension's
+  // KVCacheUtilization, vLLM's kv_cache_usage_perc): one gauge, since a router scrapes pods, not PromQL.
+  kv_usage_ = &OrDie(r->AddGauge("pad_kv_cache_usage_ratio",
+                                 "Fraction of the KV cache slots held by requests, from 0 to 1."))
+                   ->Get();
   kv_bytes_ = &OrDie(r->AddGauge("pad_kv_cache_bytes", "Device memory allocated to the KV caches."))->Get();
   ready_ = &OrDie(r->AddGauge("pad_ready", "1 when the models are loaded and requests are admitted."))->Get();
   log_lines_dropped_ = &OrDie(r->AddCounter("pad_log_lines_dropped_total",
@@ -85,6 +90,9 @@ void ServingMetrics::UpdateEngine(const EngineStats& stats) {
   kv_slots_used_->Set(static_cast<double>(stats.kv_slots_in_use));
   kv_slots_total_->Set(static_cast<double>(stats.kv_slots_total));
   kv_tokens_->Set(static_cast<double>(stats.kv_tokens_in_use));
+  kv_usage_->Set(stats.kv_slots_total > 0 ? static_cast<double>(stats.kv_slots_in_use) /
+                                                static_cast<double>(stats.kv_slots_total)
+                                          : 0.0);
   kv_bytes_->Set(static_cast<double>(stats.kv_cache_bytes));
   ready_->Set(stats.ready ? 1.0 : 0.0);
 }

@@ -48,6 +48,7 @@ class ServingMetrics {
   Gauge* kv_slots_total_;
   Gauge* kv_bytes_;
   Gauge* kv_tokens_;
+  Gauge* kv_usage_;
   Gauge* ready_;
   Counter* log_lines_dropped_;
 };

@@ -145,6 +145,9 @@ def test_cancel_mid_stream_frees_slots(pb, server):
         assert not message.HasField("final")
     assert server.metric("pad_requests_running") == 1
     assert server.metric("pad_kv_cache_slots_used") > 0
+    # The ratio a load-aware router reads: slots held over slots.
+    assert server.metric("pad_kv_cache_usage_ratio") == (server.metric("pad_kv_cache_slots_used")
+                                                         / server.metric("pad_kv_cache_slots"))
     tokens = server.generated_tokens()
     responses.cancel()
     with pytest.raises(grpc.RpcError) as error:
@@ -387,7 +390,8 @@ def test_metrics_pass_promtool(pb, server):
     generate(pb, server.channel, spec("vanilla", max_new_tokens=4), timeout=60)
     text = server.metrics_text()
     for name in ("pad_requests_total", "pad_requests_running", "pad_requests_waiting", "pad_kv_cache_slots_used",
-                 "pad_kv_cache_tokens", "pad_kv_cache_bytes", "pad_ready", "pad_generated_tokens_total",
+                 "pad_kv_cache_tokens", "pad_kv_cache_bytes", "pad_kv_cache_usage_ratio", "pad_ready",
+                 "pad_generated_tokens_total",
                  "pad_time_to_first_token_seconds"):
         assert f"# TYPE {name} " in text, name
     assert shutil.which("promtool"), "promtool is missing (apt-get install prometheus)"
