@@ -117,7 +117,7 @@ def test_streams_spread_evenly_and_answer_as_one_replica(pb, l7):
 
 def test_a_killed_replica_loses_only_its_own_streams(pb, l7):
     replicas, grpc_port, _ = l7
-    n, tokens = 12, 200
+    n, tokens = 12, 120
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     victim = replicas.servers[0]
     held = []
@@ -159,7 +159,7 @@ def test_a_draining_replica_finishes_its_streams_and_gets_no_new_ones(pb, l7):
     replicas, grpc_port, _ = l7
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
     draining = replicas.servers[1]
-    n, tokens = 9, 120
+    n, tokens = 9, 80
     results = [None]
 
     def streams():
