@@ -62,7 +62,8 @@ absl::StatusOr<json> ParseBounded(absl::string_view body) {
     absl::string_view what = e.what();
     what = what.substr(0, what.find("; last read"));
     const size_t parsing = what.find("parsing '");
-    if (parsing != absl::string_view::npos) what = what.substr(0, parsing + std::string_view("parsing").size());
+    if (parsing != absl::string_view::npos)
+      what = what.substr(0, parsing + std::string_view("parsing").size());
     return absl::InvalidArgumentError(absl::StrCat("the request body is not valid JSON: ", what));
   }
 }

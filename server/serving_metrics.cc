@@ -90,9 +90,9 @@ void ServingMetrics::UpdateEngine(const EngineStats& stats) {
   kv_slots_used_->Set(static_cast<double>(stats.kv_slots_in_use));
   kv_slots_total_->Set(static_cast<double>(stats.kv_slots_total));
   kv_tokens_->Set(static_cast<double>(stats.kv_tokens_in_use));
-  kv_usage_->Set(stats.kv_slots_total > 0 ? static_cast<double>(stats.kv_slots_in_use) /
-                                                static_cast<double>(stats.kv_slots_total)
-                                          : 0.0);
+  kv_usage_->Set(stats.kv_slots_total > 0
+                     ? static_cast<double>(stats.kv_slots_in_use) / static_cast<double>(stats.kv_slots_total)
+                     : 0.0);
   kv_bytes_->Set(static_cast<double>(stats.kv_cache_bytes));
   ready_->Set(stats.ready ? 1.0 : 0.0);
 }
