@@ -57,6 +57,8 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
   }
 
  private:
+  friend class HealthService;  // SetServing tells the thread-safety analysis whose mutex it holds
+
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_->mu_) {
     if (finished_) return;
     finished_ = true;
@@ -79,7 +81,10 @@ void HealthService::SetServing(bool serving) {
   absl::MutexLock lock(&mu_);
   if (serving_ == serving) return;
   serving_ = serving;
-  for (Watcher* watcher : watchers_) watcher->SendLocked();
+  for (Watcher* watcher : watchers_) {
+    watcher->health_->mu_.AssertHeld();  // this->mu_, which the thread-safety analysis cannot tell
+    watcher->SendLocked();
+  }
 }
 
 HealthService::Status HealthService::StatusOf(const std::string& service) const {
