@@ -24,7 +24,14 @@ from conftest import ROOT
 from haproxy_fixture import HAPROXY, Haproxy, Replicas, l7_config, tcp_config
 from server_fixture import PATIENCE, collect, free_port, run_concurrently, stub_of, to_proto, wait_for
 
-pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (scripts/common.sh installs it)")
+# HAProxy comes with the project's setup (scripts/common.sh), like kubectl and promtool: missing, the tests fail.
+pytestmark = pytest.mark.usefixtures("haproxy_installed")
+
+
+@pytest.fixture(scope="module")
+def haproxy_installed():
+    if HAPROXY is None:
+        pytest.fail("haproxy is missing; run ./scripts/setup.sh")
 
 MODEL = "SmolLM2-135M-Instruct"
 QUESTIONS = ["Name a color.", "What is 2 + 2?", "Say hello in French.", "Name a planet.", "What do bees make?",
