@@ -1321,7 +1321,7 @@ def build_onpolicy(args, train, heldout, out_dir):
 
 # ---------------------------------------------------------------------------------------------------------
 # Loop pairs: the answer against itself falling into a loop. PAD's answers loop where the policy's own greedy
-# continuation does (train/README.md, "Whose loops"), and no preference pair says a loop is worse; these do.
+# continuation does (EXPERIMENTS.md, "Whose loops"), and no preference pair says a loop is worse; these do.
 # Chosen and rejected share the answer's opening, so DPO's signal is only where they part: going on with
 # new text (chosen) or repeating what was just said (rejected). Both are cut to the same number of words
 # and marked unfinished, so the pair says nothing about length or ending.
@@ -1435,7 +1435,7 @@ def parse_args(argv):
                         help="concise training prompts answered by the policy (0: no on-policy concise)")
     parser.add_argument("--onpolicy_harmful", type=int, default=150, help="harmful training prompts, likewise")
     parser.add_argument("--onpolicy_benign", type=int, default=80, help="benign training prompts, likewise")
-    # Tried for over-refusal (train/README.md, "What we tried"): 40 edgy-sounding benign requests answered
+    # Tried for over-refusal (EXPERIMENTS.md, "Training the demo PRM"): 40 edgy-sounding benign requests answered
     # take over-refusal away at little cost to harmful refusals now that the data has loop pairs;
     # more, or the capability refusals, trade harmful refusals for benign answers.
     parser.add_argument("--benign_howto", type=int, default=40, metavar="N",
