@@ -35,13 +35,6 @@ constexpr char kTextContentType[] = "text/plain; charset=utf-8";
 // answered 503 (see the pre-routing handler).
 thread_local bool overloaded_thread = false;
 
-// cpp-httplib takes whole seconds and microseconds.
-template <typename Setter>
-void SetTimeout(absl::Duration timeout, Setter set) {
-  const int64_t micros = absl::ToInt64Microseconds(timeout);
-  set(static_cast<time_t>(micros / 1000000), static_cast<time_t>(micros % 1000000));
-}
-
 // cpp-httplib's task queue (one task per connection, run to its close), bounded. Its own ThreadPool queues
 // without limit, so a flood of connections would wait for minutes behind open streams, probes included.
 // Here a connection beyond `max_queued` goes to a shedding thread instead, which reads its request and
@@ -328,10 +321,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   const size_t threads = static_cast<size_t>(options.num_threads);
   const size_t max_queued = static_cast<size_t>(options.max_queued_connections);
   server.new_task_queue = [threads, max_queued] { return new BoundedTaskQueue(threads, max_queued); };
-  SetTimeout(options.read_timeout, [&](time_t s, time_t us) { server.set_read_timeout(s, us); });
-  SetTimeout(options.write_timeout, [&](time_t s, time_t us) { server.set_write_timeout(s, us); });
-  server.set_keep_alive_timeout(
-      std::max<time_t>(1, static_cast<time_t>(absl::ToInt64Seconds(options.idle_timeout))));
+  // Timeouts are GuardedStream's, from `options`; cpp-httplib's own apply only to its own stream.
   server.set_keep_alive_max_count(1000);
   server.set_payload_max_length(options.max_body_bytes);
   // A handler's own error body stands; cpp-httplib's bare statuses (404, 413, 400) get a line of text.
