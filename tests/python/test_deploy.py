@@ -4,18 +4,22 @@ version, the pod meets the "restricted" Pod Security Standard, runs pinned image
 the CPU overlay's flags start the real pad_server, and the images carry what pad_server loads."""
 import base64
 import copy
+import json
 import re
 import shlex
 import shutil
 import subprocess
+import threading
 import urllib.request
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT
-from server_fixture import SERVER, Server, free_port
+from server_fixture import PATIENCE, SERVER, Server, collect, free_port, stub_of, to_proto, wait_for
 
 KUBERNETES = "1.30.0"
 OVERLAYS = ["cpu", "gpu"]
@@ -392,3 +396,232 @@ def test_cpu_image_holds_what_the_cpu_overlay_serves():
     copied = [shlex.split(i)[-1] for i in stages("cpu")[-1][1] if i.startswith("COPY ")]
     for path in (flags["--policy"], flags["--reward_models"].split("=:")[1].split(",")[0]):
         assert path in copied, path
+
+
+# --- The Gateway API Inference Extension (deploy/components/inference-gateway) ---------------------------------
+# Its objects are custom resources, which kubernetes-validate has no schema for: deploy/schemas/ holds the
+# published CRDs' constraints on the fields we use (JSON Schema; unknown fields refused, as
+# `kubectl apply --validate=strict` does) and the CEL rules are checked here. The endpoint picker's
+# configuration file is decoded strictly by the picker, except its plugins' parameters, which it decodes
+# leniently: the schema refuses unknown keys there too, since a misspelt one would be ignored in silence.
+
+GATEWAY_OVERLAY = ROOT / "deploy" / "overlays" / "gpu-inference-gateway"
+SCHEMAS = ROOT / "deploy" / "schemas"
+# What the endpoint picker of v1.5.0 accepts: its flags (pkg/epp/server/options.go, with the logging flag the
+# chart passes) and plugin types (the Register calls of cmd/epp/runner/runner.go).
+EPP_IMAGE = "registry.k8s.io/gateway-api-inference-extension/epp:v1.5.0"
+EPP_FLAGS = {"grpc-port", "grpc-health-port", "metrics-port", "pool-name", "pool-namespace", "pool-group",
+             "endpoint-selector", "endpoint-target-ports", "config-file", "config-text", "secure-serving",
+             "cert-path", "enable-cert-reload", "metrics-endpoint-auth", "tracing", "health-checking",
+             "ha-enable-leader-election", "refresh-metrics-interval", "metrics-staleness-threshold",
+             "refresh-prometheus-metrics-interval", "enable-pprof", "zap-encoder", "v"}
+EPP_PLUGIN_TYPES = {"metrics-data-source", "core-metrics-extractor", "queue-scorer", "running-requests-size-scorer",
+                    "kv-cache-utilization-scorer", "prefix-cache-scorer", "lora-affinity-scorer", "max-score-picker",
+                    "random-picker", "weighted-random-picker", "single-profile-handler", "utilization-detector"}
+
+
+def render_by_name(directory):
+    return {(obj["kind"], obj["metadata"]["name"]): obj for obj in kustomize(directory)}
+
+
+def crd_violations(obj):
+    """What the custom resource's CRD (deploy/schemas/) and its CEL rules refuse in obj, one line each."""
+    group, version = obj["apiVersion"].split("/")
+    path = SCHEMAS / group / f"{obj['kind'].lower()}_{version}.json"
+    if not path.exists():
+        return [f"no CRD {obj['kind']} in {obj['apiVersion']} here"]
+    schema = json.loads(path.read_text())
+    out = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+           for e in jsonschema.Draft202012Validator(schema).iter_errors(obj)]
+    spec = obj.get("spec", {})
+    if obj["kind"] == "InferencePool":
+        numbers = [p.get("number") for p in spec.get("targetPorts", [])]
+        if len(numbers) != len(set(numbers)):
+            out.append("targetPorts: port number must be unique")
+        ref = spec.get("endpointPickerRef", {})
+        if ref.get("kind", "Service") == "Service" and "port" not in ref:
+            out.append("endpointPickerRef: port is required when kind is 'Service'")
+    if obj["kind"] == "HTTPRoute":
+        for rule in spec.get("rules", []):
+            for ref in rule.get("backendRefs", []):
+                if ref.get("group", "") == "" and ref.get("kind", "Service") == "Service" and "port" not in ref:
+                    out.append(f"backendRefs {ref['name']}: Must have port for Service reference")
+            for match in rule.get("matches", []):
+                path = match.get("path", {"type": "PathPrefix", "value": "/"})
+                if path.get("type", "PathPrefix") != "RegularExpression" and (
+                        not path.get("value", "/").startswith("/") or "//" in path.get("value", "/")):
+                    out.append(f"path {path}: value must be an absolute path")
+    return out
+
+
+def endpoint_picker_config(objects):
+    """The picker's configuration file: the ConfigMap key its --config-file names, through the volume mount."""
+    deployment = objects[("Deployment", "pad-endpoint-picker")]
+    spec = deployment["spec"]["template"]["spec"]
+    args = dict(a[2:].split("=", 1) for a in spec["containers"][0]["args"])
+    directory, key = args["config-file"].rsplit("/", 1)
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == directory)
+    config_map = next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == mount["name"])
+    return yaml.safe_load(objects[("ConfigMap", config_map)]["data"][key])
+
+
+def config_violations(config):
+    """What the picker refuses in its configuration file (its schema, and references to plugins it lacks)."""
+    schema = json.loads((SCHEMAS / "inference.networking.x-k8s.io" / "endpointpickerconfig_v1alpha1.json")
+                        .read_text())
+    out = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+           for e in jsonschema.Draft202012Validator(schema).iter_errors(config)]
+    plugins = {p.get("name", p["type"]): p["type"] for p in config.get("plugins", [])}
+    out += [f"unknown plugin type {t}" for t in plugins.values() if t not in EPP_PLUGIN_TYPES]
+    refs = [p["pluginRef"] for profile in config.get("schedulingProfiles", []) for p in profile.get("plugins", [])]
+    refs += [ref for source in config.get("dataLayer", {}).get("sources", [])
+             for ref in [source["pluginRef"]] + [e["pluginRef"] for e in source.get("extractors", [])]]
+    out += [f"pluginRef {ref} names no plugin" for ref in refs if ref not in plugins]
+    return out
+
+
+def engine_metrics(config):
+    """{what the picker reads: metric spec} of the engine it uses for our pods."""
+    extractor = next(p["parameters"] for p in config["plugins"] if p["type"] == "core-metrics-extractor")
+    engine = next(e for e in extractor["engineConfigs"] if e["name"] == extractor["defaultEngine"])
+    return {key: engine[key] for key in ("queuedRequestsSpec", "runningRequestsSpec", "kvUsageSpec")}
+
+
+def test_inference_gateway_overlay_renders_and_validates():
+    objects = render_by_name(GATEWAY_OVERLAY)
+    custom = {"InferencePool", "Gateway", "HTTPRoute", "ServiceMonitor"}
+    assert {kind for kind, _ in objects} == custom | {"ConfigMap", "Service", "Deployment", "PodDisruptionBudget",
+                                                      "HorizontalPodAutoscaler", "ServiceAccount", "Role",
+                                                      "RoleBinding"}
+    for (kind, name), obj in objects.items():
+        if kind not in custom:
+            kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+        elif kind != "ServiceMonitor":  # checked with the base's objects above
+            assert crd_violations(obj) == [], (kind, name)
+    assert config_violations(endpoint_picker_config(objects)) == []
+    # The rest of the overlay is the gpu overlay's, unchanged.
+    for key, obj in render_by_name(ROOT / "deploy" / "overlays" / "gpu").items():
+        assert objects[key] == obj, key
+
+
+def test_inference_gateway_is_wired_to_the_pods():
+    """Each reference resolves: route to Gateway and pool, pool to the pad-server pods' HTTP port and to the
+    picker's Service, the picker to the pool, its configuration and the permissions it uses."""
+    objects = render_by_name(GATEWAY_OVERLAY)
+    pool = objects[("InferencePool", "pad-server")]["spec"]
+    server = objects[("Deployment", "pad-server")]["spec"]["template"]
+    picker = objects[("Deployment", "pad-endpoint-picker")]["spec"]["template"]
+    # The pool holds the pad-server pods, and only them, at the port of the OpenAI API (and of its /metrics).
+    assert pool["selector"]["matchLabels"].items() <= server["metadata"]["labels"].items()
+    assert not pool["selector"]["matchLabels"].items() <= picker["metadata"]["labels"].items()
+    http_port = next(p["containerPort"] for p in server["spec"]["containers"][0]["ports"] if p["name"] == "http")
+    assert [p["number"] for p in pool["targetPorts"]] == [http_port] and pool["appProtocol"] == "http"
+    # The picker: its Service's port, its pod's gRPC port, the pool it serves.
+    service = objects[("Service", pool["endpointPickerRef"]["name"])]["spec"]
+    assert service["selector"].items() <= picker["metadata"]["labels"].items()
+    ext_proc = next(p for p in service["ports"] if p["port"] == pool["endpointPickerRef"]["port"]["number"])
+    epp = picker["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in epp["ports"]}[ext_proc["targetPort"]] == 9002
+    assert epp["image"] == EPP_IMAGE and epp["imagePullPolicy"] == "IfNotPresent"
+    args = dict(a[2:].split("=", 1) for a in epp["args"])
+    assert set(args) <= EPP_FLAGS, set(args) - EPP_FLAGS
+    assert args["pool-name"] == "pad-server" and args["pool-group"] == "inference.networking.k8s.io"
+    assert restricted_violations(picker) == []
+    # What it watches, it may read: the pool and the pods, in its namespace, as its own ServiceAccount.
+    binding = objects[("RoleBinding", "pad-endpoint-picker")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": picker["spec"]["serviceAccountName"]}]
+    role = objects[("Role", binding["roleRef"]["name"])]
+    readable = {(g, r) for rule in role["rules"] if {"get", "watch", "list"} <= set(rule["verbs"])
+                for g in rule["apiGroups"] for r in rule["resources"]}
+    assert {("", "pods"), ("inference.networking.k8s.io", "inferencepools")} <= readable
+    # The way in: Gateway, then the route to the pool, with a timeout a long streamed answer fits in.
+    route = objects[("HTTPRoute", "pad-server")]["spec"]
+    assert [(p["kind"], p["name"]) for p in route["parentRefs"]] == [("Gateway", "pad-inference-gateway")]
+    assert ("Gateway", "pad-inference-gateway") in objects
+    backend = route["rules"][0]["backendRefs"][0]
+    assert (backend["group"], backend["kind"], backend["name"]) == ("inference.networking.k8s.io", "InferencePool",
+                                                                    "pad-server")
+    assert route["rules"][0]["timeouts"]["request"] == "600s"
+
+
+def test_crd_and_config_checks_catch_each_violation():
+    """Without this the two tests above would prove nothing: each breach, made in the rendered objects, is caught."""
+    objects = render_by_name(GATEWAY_OVERLAY)
+    pool = objects[("InferencePool", "pad-server")]
+    route = objects[("HTTPRoute", "pad-server")]
+    breaches = {
+        "no target port": (pool, lambda o: o["spec"].update(targetPorts=[])),
+        "duplicate port": (pool, lambda o: o["spec"]["targetPorts"].append({"number": 9090})),
+        "port 0": (pool, lambda o: o["spec"]["targetPorts"][0].update(number=0)),
+        "misspelt field": (pool, lambda o: o["spec"].update(targetPort=[{"number": 9090}])),
+        "grpc protocol": (pool, lambda o: o["spec"].update(appProtocol="grpc")),
+        "picker without port": (pool, lambda o: o["spec"]["endpointPickerRef"].pop("port")),
+        "no picker": (pool, lambda o: o["spec"].pop("endpointPickerRef")),
+        "empty selector": (pool, lambda o: o["spec"]["selector"].update(matchLabels={})),
+        "old API version": (pool, lambda o: o.update(apiVersion="inference.networking.x-k8s.io/v1alpha2")),
+        "timeout in words": (route, lambda o: o["spec"]["rules"][0]["timeouts"].update(request="10 minutes")),
+        "service without port": (route, lambda o: o["spec"]["rules"][0]["backendRefs"].append({"name": "pad-server"})),
+        "relative path": (route, lambda o: o["spec"]["rules"][0]["matches"][0]["path"].update(value="v1")),
+    }
+    for breach, (obj, make) in breaches.items():
+        changed = copy.deepcopy(obj)
+        make(changed)
+        assert crd_violations(changed), breach
+
+    config = endpoint_picker_config(objects)
+    extractor = lambda c: next(p for p in c["plugins"] if p["type"] == "core-metrics-extractor")  # noqa: E731
+    config_breaches = {
+        "misspelt parameter": lambda c: extractor(c)["parameters"]["engineConfigs"][0].update(
+            queuedRequestSpec="pad_requests_waiting"),
+        "unknown plugin": lambda c: c["plugins"].append({"type": "queue-depth-scorer"}),
+        "dangling pluginRef": lambda c: c["schedulingProfiles"][0]["plugins"].append({"pluginRef": "lora-affinity"}),
+        "unknown top-level key": lambda c: c.update(scheduling={}),
+        "reserved engine name": lambda c: extractor(c)["parameters"]["engineConfigs"][0].update(name="default"),
+    }
+    for breach, make in config_breaches.items():
+        changed = copy.deepcopy(config)
+        make(changed)
+        assert config_violations(changed), breach
+
+
+def metric_spec_value(families, spec):
+    """What the picker reads for a spec like `name` or `name{label=value}` (extractor/metrics/spec.go): the
+    gauge's sample whose labels include the spec's."""
+    match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?", spec)
+    name, wanted = match.group(1), dict(kv.split("=", 1) for kv in filter(None, (match.group(2) or "").split(",")))
+    family = families[name]
+    assert family.type == "gauge", f"{name} is a {family.type}"
+    return next(s.value for s in family.samples if wanted.items() <= s.labels.items())
+
+
+def test_endpoint_picker_reads_what_the_server_exports(pb, model_dir):
+    """The picker's metric specs, read from a real pad_server's HTTP port (the pool's target port) as the picker
+    reads them, say what they claim: with two KV slots and three requests, two run, one waits, the cache is full
+(a ratio: 1, where a count of slots would read 2)."""
+    config = endpoint_picker_config(render_by_name(GATEWAY_OVERLAY))
+    specs = engine_metrics(config)
+    server = Server(model_dir, "--kv_slots=2")
+    channel = server.new_channel()
+
+    def read():
+        families = {f.name: f for f in text_string_to_metric_families(server.metrics_text())}
+        return {key: metric_spec_value(families, spec) for key, spec in specs.items()}
+
+    def stream():
+        spec = {"messages": [{"role": "user", "content": "Count to a thousand."}], "mode": "vanilla",
+                "max_new_tokens": 200, "ignore_eos": True, "temperature": 0.0}
+        collect(stub_of(pb, channel).GenerateAligned(to_proto(pb, spec), timeout=PATIENCE))
+
+    try:
+        assert read() == {"queuedRequestsSpec": 0, "runningRequestsSpec": 0, "kvUsageSpec": 0}
+        threads = [threading.Thread(target=stream) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        loaded = {"queuedRequestsSpec": 1, "runningRequestsSpec": 2, "kvUsageSpec": 1}
+        assert wait_for(lambda: read() == loaded), read()
+        for thread in threads:
+            thread.join(timeout=PATIENCE)
+        assert wait_for(lambda: read() == {"queuedRequestsSpec": 0, "runningRequestsSpec": 0, "kvUsageSpec": 0})
+    finally:
+        channel.close()
+        server.stop_and_check()
