@@ -11,6 +11,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "client/wire_mode.h"
 #include "pad/or_die.h"
 #include "pad/read_file.h"
 #include "pad/v1/pad.grpc.pb.h"
@@ -19,7 +20,7 @@ ABSL_FLAG(std::string, server, "localhost:50051", "pad_server address");
 ABSL_FLAG(std::string, prompt, "", "the user's message");
 ABSL_FLAG(std::string, system, "", "a system message");
 ABSL_FLAG(bool, raw, false, "send --prompt as a raw prompt, without the chat template");
-ABSL_FLAG(std::string, mode, "pad", "pad, vanilla or preference_prompt");
+ABSL_FLAG(std::string, mode, "pad", "pad, vanilla, preference_prompt or genarm");
 ABSL_FLAG(std::vector<std::string>, principles, {}, "comma-separated principles, e.g. helpful,humorous");
 ABSL_FLAG(std::vector<std::string>, weights, {}, "per-principle weights (implies --composition=weighted)");
 ABSL_FLAG(std::string, composition, "prompt", "prompt or weighted");
@@ -76,10 +77,7 @@ pad::v1::GenerateAlignedRequest RequestFromFlags() {
   preference->set_composition(weighted ? pad::v1::COMPOSITION_WEIGHTED : pad::v1::COMPOSITION_PROMPT);
   preference->set_reward_model(absl::GetFlag(FLAGS_reward_model));
   pad::v1::DecodingParams* decoding = request.mutable_decoding();
-  const std::string mode = absl::GetFlag(FLAGS_mode);
-  decoding->set_mode(mode == "vanilla"             ? pad::v1::DECODING_MODE_VANILLA
-                     : mode == "preference_prompt" ? pad::v1::DECODING_MODE_PREFERENCE_PROMPT
-                                                   : pad::v1::DECODING_MODE_PAD);
+  decoding->set_mode(pad::client::WireModeOrDie("mode", absl::GetFlag(FLAGS_mode)));
   decoding->set_top_k(absl::GetFlag(FLAGS_top_k));
   decoding->set_beta(absl::GetFlag(FLAGS_beta));
   decoding->set_temperature(absl::GetFlag(FLAGS_temperature));

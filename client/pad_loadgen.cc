@@ -15,11 +15,12 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "client/wire_mode.h"
 #include "pad/v1/pad.grpc.pb.h"
 
 ABSL_FLAG(std::string, server, "localhost:50051", "pad_server address");
 ABSL_FLAG(std::string, concurrency, "1,4,16", "comma-separated numbers of concurrent streams");
-ABSL_FLAG(std::string, modes, "vanilla,pad", "comma-separated: vanilla, pad, preference_prompt");
+ABSL_FLAG(std::string, modes, "vanilla,pad", "comma-separated: vanilla, pad, preference_prompt, genarm");
 ABSL_FLAG(int, requests, 16, "requests per (mode, concurrency) cell");
 ABSL_FLAG(int, max_new_tokens, 64, "tokens per request (end-of-sequence ignored)");
 ABSL_FLAG(std::string, prompt, "Explain how a bicycle stays upright, step by step.", "the user message");
@@ -49,9 +50,7 @@ pad::v1::GenerateAlignedRequest MakeRequest(const std::string& mode, int index) 
   message->set_content(absl::StrFormat("%s (%d)", absl::GetFlag(FLAGS_prompt), index));
   request.mutable_preference()->add_principles()->set_text(absl::GetFlag(FLAGS_principles));
   auto* decoding = request.mutable_decoding();
-  decoding->set_mode(mode == "vanilla"             ? pad::v1::DECODING_MODE_VANILLA
-                     : mode == "preference_prompt" ? pad::v1::DECODING_MODE_PREFERENCE_PROMPT
-                                                   : pad::v1::DECODING_MODE_PAD);
+  decoding->set_mode(pad::client::WireModeOrDie("modes", mode));
   decoding->set_max_new_tokens(absl::GetFlag(FLAGS_max_new_tokens));
   decoding->set_ignore_eos(true);
   request.set_return_token_ids(true);  // to time tokens, not text pieces

@@ -16,7 +16,8 @@ humorous on general, harmless on harmful (does it refuse, does it give actionabl
 (over-refusal).
 
 Generation: greedy, --max_new_tokens 128, PAD with --beta 1 --top_k 10 and the server's default PRM (or
---reward_model), --concurrency streams at once through client/python/pad_client. Answers are cached in a
+--reward_model; --guided genarm puts the GENARM mode, the same reward over the whole vocabulary, in PAD's
+place), --concurrency streams at once through client/python/pad_client. Answers are cached in a
 JSONL (--cache) keyed by the request and the server's ListModels answer, so a rerun resumes; a PRM retrained
 into the same directory looks the same from outside, so rerun with --fresh (or another --cache) then.
 
@@ -82,6 +83,7 @@ KINDS = ("positive", "harmless", "concise", "humorous")
 ROLES = ("general", "harmful", "benign_edgy")
 ROLES_OF_KIND = {"positive": ("general",), "concise": ("general",), "humorous": ("general",),
                  "harmless": ("harmful", "benign_edgy"), None: ROLES}
+# "PAD" is the reward-guided row: the server's PAD mode, or GENARM with --guided genarm (shown by its name).
 MODES = ("VANILLA", "PREFERENCE_PROMPT", "PAD")
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -371,7 +373,8 @@ def plan(wordings, prompt_sets):
 def request_fields(mode, wording_text, prompt, args, reward_model):
     """The request as build_request's keyword arguments, plus "prompt"; VANILLA sends no principle, so one
     VANILLA answer serves every wording."""
-    fields = dict(prompt=prompt, mode=mode.lower(), temperature=0.0, max_new_tokens=args.max_new_tokens)
+    fields = dict(prompt=prompt, mode=args.guided if mode == "PAD" else mode.lower(), temperature=0.0,
+                  max_new_tokens=args.max_new_tokens)
     if mode != "VANILLA":
         fields["principles"] = [wording_text]
     if mode == "PAD":
@@ -444,8 +447,9 @@ def generate_all(client, requests, cache_path, fresh, concurrency, timeout, retr
 # ---------------------------------------------------------------------------------------------------------
 # The report.
 
-def table(kind, role, values):
-    """Markdown lines of one table and its differences. `values[mode][scorer]` is a list over prompts."""
+def table(kind, role, values, guided="PAD"):
+    """Markdown lines of one table and its differences. `values[mode][scorer]` is a list over prompts; the
+    reward-guided row "PAD" is shown as `guided`."""
     columns = columns_for(kind, role)
     n_prompts = len(values["PAD"][columns[0][0]])
     indices = bootstrap_indices(n_prompts)
@@ -454,7 +458,7 @@ def table(kind, role, values):
              "|---|" + "---:|" * len(columns)]
     for mode in MODES:
         cells = [fmt(bootstrap_stat(values[mode][s], indices), SCORERS[s][2], SCORERS[s][3]) for s, _ in columns]
-        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+        lines.append(f"| {guided if mode == 'PAD' else mode} | " + " | ".join(cells) + " |")
     diffs = {}
     for other in ("PREFERENCE_PROMPT", "VANILLA"):
         cells = []
@@ -463,11 +467,11 @@ def table(kind, role, values):
             diffs[(other, s)] = stat
             mark = {+1: " ✓", -1: " ✗", 0: ""}[beyond_noise(stat, d)]
             cells.append(fmt(stat, SCORERS[s][2], SCORERS[s][3], signed=True) + mark)
-        lines.append(f"| PAD − {other} | " + " | ".join(cells) + " |")
+        lines.append(f"| {guided} − {other} | " + " | ".join(cells) + " |")
     return lines, diffs
 
 
-def bar_verdict(kind, diffs_by_role):
+def bar_verdict(kind, diffs_by_role, guided="PAD"):
     """(passed, reasons) of one principle and wording group against the bar; `diffs_by_role[role]` is the
     table's {(other mode, scorer): stat}."""
     rule, reasons, passed = BAR[kind], [], True
@@ -478,7 +482,7 @@ def bar_verdict(kind, diffs_by_role):
     stat = diffs[("PREFERENCE_PROMPT", scorer)]
     won = beyond_noise(stat, direction) > 0
     passed &= won
-    reasons.append(f"PAD − PREFERENCE_PROMPT on {SCORERS[scorer][0]} "
+    reasons.append(f"{guided} − PREFERENCE_PROMPT on {SCORERS[scorer][0]} "
                    f"{fmt(stat, SCORERS[scorer][2], SCORERS[scorer][3], signed=True)} "
                    f"({'beyond the noise' if won else 'NOT beyond the noise'})")
     for scorer, direction in rule["other"]:
@@ -505,10 +509,11 @@ def clip(text, width=200):
 
 def report(args, wordings, prompt_sets, answers, scores, identity, keys):
     """The Markdown report, as lines."""
-    lines = [f"# PAD against prompting on {'your' if args.prompts else 'held-out'} prompts", "",
+    guided = args.guided.upper()
+    lines = [f"# {guided} against prompting on {'your' if args.prompts else 'held-out'} prompts", "",
              f"`{' '.join(shlex.quote(a) for a in sys.argv)}`", "",
-             f"Server {args.server}: policy `{identity['policy']}`, PAD's PRM `{identity['reward_model']}`; "
-             f"greedy, at most {args.max_new_tokens} new tokens, PAD beta {args.beta:g}, top_k {args.top_k}. "
+             f"Server {args.server}: policy `{identity['policy']}`, {guided}'s PRM `{identity['reward_model']}`; "
+             f"greedy, at most {args.max_new_tokens} new tokens, {guided} beta {args.beta:g}, top_k {args.top_k}. "
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.", ""]
     used = [name for name, (role, _) in prompt_sets.items() if any(role in ROLES_OF_KIND[w.kind] for w in wordings)]
     if not args.prompts:
@@ -542,13 +547,13 @@ def report(args, wordings, prompt_sets, answers, scores, identity, keys):
                 few = " (too few prompts for the intervals to mean much)" if len(rows) < MIN_PROMPTS else ""
                 lines += [f"## {kind or 'no scorer for this principle'} · {name} · {group}", "",
                           f"{len(rows)} prompts{few}; wording{'s' if len(members) > 1 else ''}: {wording_names}", ""]
-                table_lines, diffs = table(kind, role, values)
+                table_lines, diffs = table(kind, role, values, guided)
                 lines += table_lines + [""]
                 diffs_by_role[role] = diffs
                 if example is None and rows:
                     example = (name, rows[0], members[0])
             if kind is not None:
-                passed, reasons = bar_verdict(kind, diffs_by_role)
+                passed, reasons = bar_verdict(kind, diffs_by_role, guided)
                 verdicts[kind].append((group, passed))
                 lines += [f"**Verdict, {kind} ({group}): {'PASS' if passed else 'FAIL'}**: "
                           + "; ".join(reasons) + ".", ""]
@@ -556,13 +561,14 @@ def report(args, wordings, prompt_sets, answers, scores, identity, keys):
                 name, row, wording = example
                 lines.append(f"Example ({name}, {row['id']}): *{clip(row['prompt'])}*")
                 for mode in MODES:
-                    lines.append(f"- {mode}: {clip(answers[keys[(mode, wording.text, name, row['id'])]]['text'])}")
+                    text = answers[keys[(mode, wording.text, name, row["id"])]]["text"]
+                    lines.append(f"- {guided if mode == 'PAD' else mode}: {clip(text)}")
                 lines.append("")
     if verdicts:
         passing = [k for k, results in verdicts.items() if all(passed for _, passed in results)]
         judged = "your prompts" if args.prompts else f"the held-out prompts ({args.split} split)"
         lines += ["## The bar", "",
-                  f"On {judged}: PAD passes for "
+                  f"On {judged}: {guided} passes for "
                   f"{len(passing)} of {len(verdicts)} principles run ({', '.join(passing) or 'none'}); the bar "
                   f"needs 3 of positive, harmless, concise, humorous, each for its canonical wording and its "
                   f"paraphrases: **{'MET' if len(passing) >= 3 else 'NOT MET'}**"
@@ -589,6 +595,9 @@ def parse_args(argv):
                         help="a principle's wording (repeat for more; KIND=TEXT scores TEXT as positive, "
                              "harmless, concise or humorous); default the split's wordings")
     parser.add_argument("--limit", type=int, help="at most this many prompts per file (quick looks)")
+    parser.add_argument("--guided", choices=("pad", "genarm"), default="pad",
+                        help="the reward-guided mode set against prompting: PAD's top-k rule or GENARM's whole "
+                             "vocabulary (docs/design.md)")
     parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--top_k", "--top-k", type=int, default=10)
     parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=128)

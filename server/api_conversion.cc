@@ -125,6 +125,9 @@ absl::StatusOr<AlignmentRequest> FromProto(const v1::GenerateAlignedRequest& pro
     case v1::DECODING_MODE_PREFERENCE_PROMPT:
       request.mode = DecodingMode::kPreferencePrompt;
       break;
+    case v1::DECODING_MODE_GENARM:
+      request.mode = DecodingMode::kGenArm;
+      break;
     default:
       return FieldError("decoding.mode", absl::StrCat("unknown value ", decoding.mode()));
   }

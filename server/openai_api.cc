@@ -225,7 +225,7 @@ class OpenAiHandlers {
         ParseChatCompletionRequest(http_request.body, options_.model_name);
     if (!parsed.ok()) return reject(parsed.status(), "unknown");
     if (!parsed->seeded) parsed->request.seed = Random64();
-    const std::string mode = ModeLabel(parsed->request.mode);
+    const std::string mode = DecodingModeName(parsed->request.mode);
 
     auto queue = std::make_shared<EventQueue>(RequestAccount(metrics_, log_, "http", mode));
     absl::StatusOr<uint64_t> id =

@@ -177,16 +177,9 @@ absl::Status PadParameters(const json& pad, AlignmentRequest* request, bool* mod
       }
     } else if (key == "mode") {
       PAD_ASSIGN_OR_RETURN(std::string mode, GetString(value, field));
-      if (mode == "pad") {
-        request->mode = DecodingMode::kPad;
-      } else if (mode == "vanilla") {
-        request->mode = DecodingMode::kVanilla;
-      } else if (mode == "preference_prompt") {
-        request->mode = DecodingMode::kPreferencePrompt;
-      } else {
-        return Invalid(field, absl::StrCat(QuotedForError(mode),
-                                           " is not \"pad\", \"vanilla\" or \"preference_prompt\""));
-      }
+      absl::StatusOr<DecodingMode> parsed = ParseDecodingMode(mode);
+      if (!parsed.ok()) return Invalid(field, parsed.status().message());
+      request->mode = *parsed;
       *mode_given = true;
     } else if (key == "beta") {
       PAD_ASSIGN_OR_RETURN(request->beta, GetNumber(value, field));

@@ -41,7 +41,7 @@ class GenerateReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> 
     return_tokens_ = proto->return_token_ids() || proto->return_diagnostics();
     absl::StatusOr<AlignmentRequest> request = FromProto(*proto);
     if (!request.ok()) return Reject(request.status(), "unknown");
-    mode_ = ModeLabel(request->mode);
+    mode_ = DecodingModeName(request->mode);
     {
       absl::MutexLock lock(&shared_->mu);
       shared_->account.emplace(metrics_, log_, "grpc", mode_);

@@ -6,18 +6,6 @@
 
 namespace pad::server {
 
-const char* ModeLabel(DecodingMode mode) {
-  switch (mode) {
-    case DecodingMode::kPad:
-      return "pad";
-    case DecodingMode::kVanilla:
-      return "vanilla";
-    case DecodingMode::kPreferencePrompt:
-      return "preference_prompt";
-  }
-  return "unknown";
-}
-
 bool BearerTokenMatches(absl::string_view authorization, absl::string_view token) {
   if (token.empty()) return true;
   const std::string expected = absl::StrCat("Bearer ", token);

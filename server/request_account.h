@@ -13,9 +13,6 @@
 
 namespace pad::server {
 
-// The `mode` label: "pad", "vanilla" or "preference_prompt".
-const char* ModeLabel(DecodingMode mode);
-
 // Whether an Authorization header's value is "Bearer <token>", compared in constant time. An empty
 // `token` means no token is required.
 bool BearerTokenMatches(absl::string_view authorization, absl::string_view token);

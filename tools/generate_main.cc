@@ -20,7 +20,7 @@ ABSL_FLAG(std::string, model, "models/SmolLM2-135M-Instruct", "the policy: a Hug
 ABSL_FLAG(std::string, prompt, "", "the user's message");
 ABSL_FLAG(std::string, system, "", "a system message (else the template's default, if any)");
 ABSL_FLAG(bool, raw, false, "tokenize --prompt as it is, without the chat template");
-ABSL_FLAG(std::string, mode, "vanilla", "vanilla, pad or preference_prompt");
+ABSL_FLAG(std::string, mode, "vanilla", "vanilla, pad, preference_prompt or genarm");
 ABSL_FLAG(std::vector<std::string>, principles, {}, "comma-separated principles, e.g. helpful,humorous");
 ABSL_FLAG(std::vector<std::string>, weights, {}, "per-principle weights for --composition=weighted");
 ABSL_FLAG(std::string, composition, "prompt", "prompt (principles joined in one guideline) or weighted");
@@ -42,13 +42,6 @@ ABSL_FLAG(std::string, device, "cpu", "cpu or cuda[:N]");
 
 namespace {
 
-absl::StatusOr<pad::DecodingMode> ParseMode(const std::string& mode) {
-  if (mode == "pad") return pad::DecodingMode::kPad;
-  if (mode == "vanilla") return pad::DecodingMode::kVanilla;
-  if (mode == "preference_prompt") return pad::DecodingMode::kPreferencePrompt;
-  return absl::InvalidArgumentError("--mode must be vanilla, pad or preference_prompt");
-}
-
 pad::AlignmentRequest RequestFromFlags() {
   pad::AlignmentRequest request;
   if (absl::GetFlag(FLAGS_raw)) {
@@ -58,7 +51,7 @@ pad::AlignmentRequest RequestFromFlags() {
       request.messages.push_back({"system", absl::GetFlag(FLAGS_system)});
     request.messages.push_back({"user", absl::GetFlag(FLAGS_prompt)});
   }
-  request.mode = pad::OrDie(ParseMode(absl::GetFlag(FLAGS_mode)));
+  request.mode = pad::OrDie(pad::ParseDecodingMode(absl::GetFlag(FLAGS_mode)));
   request.principles = absl::GetFlag(FLAGS_principles);
   for (const std::string& weight : absl::GetFlag(FLAGS_weights)) request.weights.push_back(std::stod(weight));
   request.composition = absl::GetFlag(FLAGS_composition) == "weighted" ? pad::Composition::kWeighted
@@ -132,7 +125,7 @@ int main(int argc, char** argv) {
   options.device = pad::OrDie(pad::ParseDevice(absl::GetFlag(FLAGS_device)));
   pad::AlignmentRequest request = RequestFromFlags();
   std::vector<pad::RewardModelSpec> reward_models;
-  if (request.mode == pad::DecodingMode::kPad || absl::GetFlag(FLAGS_compare)) {
+  if (pad::UsesRewardModel(request.mode) || absl::GetFlag(FLAGS_compare)) {
     pad::RewardModelSpec spec;
     spec.backbone_dir =
         absl::GetFlag(FLAGS_prm_backbone).empty() ? model_dir : absl::GetFlag(FLAGS_prm_backbone);

@@ -75,7 +75,7 @@ function padParameters(mode) {
   if (pad.composition === "weighted" && list.some((p) => p.weight !== "")) {
     pad.weights = list.map((p) => (p.weight === "" ? 1 : Number(p.weight)));
   }
-  if (mode === "pad") {
+  if (mode === "pad" || mode === "genarm") {
     pad.beta = Number($("beta").value);
     pad.reward_model = $("reward-model").value;
   }
@@ -85,7 +85,8 @@ function padParameters(mode) {
 function label(mode) {
   const names = principles().map((p) => p.text).join(", ");
   if (mode === "vanilla") return "Vanilla";
-  return `${mode === "pad" ? "PAD" : "Preference prompt"} (${names || "no principles"})`;
+  const name = { pad: "PAD", genarm: "GenARM", preference_prompt: "Preference prompt" }[mode];
+  return `${name} (${names || "no principles"})`;
 }
 
 // --- Streaming ---------------------------------------------------------------------------------------------
@@ -394,7 +395,9 @@ function answerView(parent, mode) {
       const seconds = (performance.now() - (firstToken || started)) / 1000;
       const parts = [`${usage.completion_tokens} tokens`, `${(usage.completion_tokens / Math.max(seconds, 1e-3)).toFixed(1)} tokens/s`,
         `first token ${((firstToken || started) - started).toFixed(0)} ms`, `finish: ${reason}`];
-      if (tokens && mode === "pad") parts.push(`PAD changed ${changed} of ${tokens} top choices`);
+      if (tokens && (mode === "pad" || mode === "genarm")) {
+        parts.push(`${mode === "pad" ? "PAD" : "GenARM"} changed ${changed} of ${tokens} top choices`);
+      }
       stats.textContent = parts.join(" · ");
     },
     // The answer has ended: rendered in full, and marked if it was stopped or failed (error: what threw).

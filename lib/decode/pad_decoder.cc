@@ -8,6 +8,7 @@
 #include <random>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "pad/device_memory.h"
@@ -16,6 +17,29 @@
 #include "pad/status_macros.h"
 
 namespace pad {
+
+const char* DecodingModeName(DecodingMode mode) {
+  switch (mode) {
+    case DecodingMode::kPad:
+      return "pad";
+    case DecodingMode::kVanilla:
+      return "vanilla";
+    case DecodingMode::kPreferencePrompt:
+      return "preference_prompt";
+    case DecodingMode::kGenArm:
+      return "genarm";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<DecodingMode> ParseDecodingMode(absl::string_view name) {
+  for (DecodingMode mode :
+       {DecodingMode::kPad, DecodingMode::kVanilla, DecodingMode::kPreferencePrompt, DecodingMode::kGenArm}) {
+    if (name == DecodingModeName(mode)) return mode;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      QuotedForError(name), " is not \"pad\", \"vanilla\", \"preference_prompt\" or \"genarm\""));
+}
 
 std::string GuidelineText(const std::vector<std::string>& principles, const std::string& instruction) {
   return absl::StrCat(
@@ -159,11 +183,11 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
                                                                 : "prompt";
     return Invalid(field, "exactly one of prompt, messages and prompt_ids must be given");
   }
-  const bool pad = request.mode == DecodingMode::kPad;
+  const bool pad = UsesRewardModel(request.mode);
+  const std::string mode_name = absl::AsciiStrToUpper(DecodingModeName(request.mode));
   const bool needs_principles = request.mode != DecodingMode::kVanilla;
   if (needs_principles && request.principles.empty()) {
-    return Invalid("principles", pad ? "PAD mode needs at least one principle"
-                                     : "PREFERENCE_PROMPT mode needs at least one principle");
+    return Invalid("principles", absl::StrCat(mode_name, " mode needs at least one principle"));
   }
   if (static_cast<int>(request.principles.size()) > o.max_principles) {
     return Invalid("principles", absl::StrCat(request.principles.size(),
@@ -212,7 +236,8 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
   prepared.request = request;
   if (pad) {
     if (reward_models_.empty())
-      return Invalid("reward_model", "PAD mode needs a reward model and none is loaded");
+      return Invalid("reward_model",
+                     absl::StrCat(mode_name, " mode needs a reward model and none is loaded"));
     for (const RewardModel* prm : reward_models_) {
       if (request.reward_model.empty() || prm->name() == request.reward_model) {
         prepared.reward_model = prm;
@@ -237,7 +262,7 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
     if (needed > o.kv_slots) {
       const std::string what =
           weighted ? absl::StrCat("WEIGHTED composition of ", prm_rows, " principles needs ", needed)
-                   : absl::StrCat("PAD needs ", needed);
+                   : absl::StrCat(mode_name, " needs ", needed);
       return Invalid(weighted ? "principles" : "mode",
                      absl::StrCat(what, " KV cache slots per request (", shared ? "the policy's and " : "",
                                   weighted ? "one per principle" : "the PRM's", "), more than the ",
@@ -561,23 +586,31 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
   if (n == 0) return absl::OkStatus();  // chunks only
 
   // Per request and per PRM row, what the scoring needs, uploaded in one copy; the results come back in one.
-  std::vector<int64_t> ks(n);
+  // GENARM requests score the whole vocabulary: `vocab_rows` lists them, and `vocab_slot` gives each PRM row
+  // its owner's place in that list (-1: a PAD request's row, scored over the policy's top k).
+  std::vector<int64_t> ks(n), vocab_rows;
   int64_t k_max = 0;
   std::vector<float> betas(n), prm_weights;
-  std::vector<int64_t> owners, forward_rows;  // per PRM row: its request, its row in its backbone's forward
+  std::vector<int64_t> owners, forward_rows, vocab_slot;  // per PRM row
+  std::vector<int64_t> slot_of(n, -1);
   for (int64_t i = 0; i < n; ++i) {
-    ks[i] = batch[i]->prepared.request.top_k;
+    const AlignmentRequest& request = batch[i]->prepared.request;
+    ks[i] = request.top_k;
     k_max = std::max(k_max, ks[i]);
-    betas[i] = batch[i]->prepared.request.mode == DecodingMode::kPad
-                   ? static_cast<float>(batch[i]->prepared.request.beta)
-                   : 0.0f;
+    betas[i] = UsesRewardModel(request.mode) ? static_cast<float>(request.beta) : 0.0f;
+    if (request.mode == DecodingMode::kGenArm) {
+      slot_of[i] = static_cast<int64_t>(vocab_rows.size());
+      vocab_rows.push_back(i);
+    }
   }
   for (const PrmRowRef& ref : prm_refs) {
     owners.push_back(ref.owner);
     forward_rows.push_back(ref.row);
+    vocab_slot.push_back(slot_of[ref.owner]);
     prm_weights.push_back(static_cast<float>(ref.weight));
   }
-  at::Tensor results;  // [4, n, k_max] float32 on the host: scores, candidate ids, rewards, policy logits
+  // [5, n, k_max] float32 on the host: scores, candidate ids, rewards, policy logits, the policy's top id
+  at::Tensor results;
   try {
     PAD_ASSIGN_OR_RETURN(at::Tensor z_b, policy_->Logits(hidden[0].narrow(0, 0, n)));  // [n, vocab] float32
     const at::Device device = z_b.device();
@@ -585,47 +618,80 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
       at::Tensor t = at::from_blob(host.data(), {static_cast<int64_t>(host.size())}, type);
       return device.is_cuda() ? t.pin_memory().to(device, /*non_blocking=*/true) : t.clone();
     };
-    std::vector<int64_t> indices = ks;  // [n] ks, [p] owners, [p] forward rows
-    indices.insert(indices.end(), owners.begin(), owners.end());
-    indices.insert(indices.end(), forward_rows.begin(), forward_rows.end());
+    const int64_t p = static_cast<int64_t>(prm_refs.size());
+    const int64_t g = static_cast<int64_t>(vocab_rows.size());
+    // [n] ks, [p] owners, [p] forward rows, [p] vocab slots, [g] vocab rows
+    std::vector<int64_t> indices = ks;
+    for (const auto* part : {&owners, &forward_rows, &vocab_slot, &vocab_rows})
+      indices.insert(indices.end(), part->begin(), part->end());
     std::vector<float> floats = betas;  // [n] betas, [p] PRM row weights
     floats.insert(floats.end(), prm_weights.begin(), prm_weights.end());
     const at::Tensor indices_t = upload(indices, at::kLong), floats_t = upload(floats, at::kFloat);
-    const int64_t p = static_cast<int64_t>(prm_refs.size());
-    const at::Tensor ks_t = indices_t.narrow(0, 0, n);                // [n]
-    const at::Tensor owners_t = indices_t.narrow(0, n, p);            // [p]
-    const at::Tensor forward_rows_t = indices_t.narrow(0, n + p, p);  // [p]
-    const at::Tensor beta_t = floats_t.narrow(0, 0, n).unsqueeze(1);  // [n, 1]
-    const at::Tensor weights_t = floats_t.narrow(0, n, p);            // [p]
+    const at::Tensor ks_t = indices_t.narrow(0, 0, n);                  // [n]
+    const at::Tensor owners_t = indices_t.narrow(0, n, p);              // [p]
+    const at::Tensor forward_rows_t = indices_t.narrow(0, n + p, p);    // [p]
+    const at::Tensor vocab_slot_t = indices_t.narrow(0, n + 2 * p, p);  // [p]
+    const at::Tensor vocab_rows_t = indices_t.narrow(0, n + 3 * p, g);  // [g]
+    const at::Tensor beta_t = floats_t.narrow(0, 0, n).unsqueeze(1);    // [n, 1]
+    const at::Tensor weights_t = floats_t.narrow(0, n, p);              // [p]
 
     auto [top_values, top_ids] = at::topk(z_b, k_max, /*dim=*/-1);  // [n, k_max] each, best first
+    // [n, k_max]: a copy, since GENARM's candidates replace top_ids in place below
+    const at::Tensor policy_top = top_ids.narrow(1, 0, 1).clone().expand({n, k_max});
     const at::Tensor in_k =
         at::arange(k_max, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0) <
         ks_t.unsqueeze(1);  // [n, k_max]
     const float neg_inf = -std::numeric_limits<float>::infinity();
     const at::Tensor policy_lsm = at::log_softmax(top_values.masked_fill(~in_k, neg_inf), -1);  // [n, k_max]
     at::Tensor reward = at::zeros_like(top_values);                                             // [n, k_max]
+    // GENARM: the policy's log-probabilities and the reward over the whole vocabulary.
+    const at::Tensor z_vocab = z_b.index_select(0, vocab_rows_t);      // [g, vocab]
+    const at::Tensor policy_vocab_lsm = at::log_softmax(z_vocab, -1);  // [g, vocab]
+    at::Tensor vocab_reward = at::zeros_like(z_vocab);                 // [g, vocab]
 
-    // r(a) = log_softmax_K(z_r)[a] - log_softmax_K(z_b)[a], summed over a request's PRM rows with weights.
+    // r(a) = log_softmax_K(z_r)[a] - log_softmax_K(z_b)[a], summed over a request's PRM rows with weights; K
+    // is the policy's top k (PAD) or the whole vocabulary (GENARM). Rows go in runs of one PRM and one K.
     for (int64_t start = 0; start < p;) {
+      const bool whole = vocab_slot[start] >= 0;
       int64_t end = start;
-      while (end < p && prm_refs[end].prm == prm_refs[start].prm) ++end;
-      const at::Tensor owner_t = owners_t.narrow(0, start, end - start);  // [q]
+      while (end < p && prm_refs[end].prm == prm_refs[start].prm && (vocab_slot[end] >= 0) == whole) ++end;
+      const at::Tensor weight = weights_t.narrow(0, start, end - start).unsqueeze(1);  // [q, 1]
       const at::Tensor prm_hidden = hidden[prm_refs[start].backbone].index_select(
           0, forward_rows_t.narrow(0, start, end - start));  // [q, hidden]
-      PAD_ASSIGN_OR_RETURN(at::Tensor z_r, prm_refs[start].prm->CandidateLogits(
-                                               prm_hidden, top_ids.index_select(0, owner_t)));  // [q, k_max]
-      const at::Tensor owner_in_k = in_k.index_select(0, owner_t);
-      const at::Tensor prm_lsm = at::log_softmax(z_r.masked_fill(~owner_in_k, neg_inf), -1);
-      const at::Tensor row_reward =
-          (prm_lsm - policy_lsm.index_select(0, owner_t)).masked_fill(~owner_in_k, 0.0) *
-          weights_t.narrow(0, start, end - start).unsqueeze(1);
-      reward.index_add_(0, owner_t, row_reward);
+      if (whole) {
+        const at::Tensor slot_t = vocab_slot_t.narrow(0, start, end - start);           // [q]
+        PAD_ASSIGN_OR_RETURN(at::Tensor z_r, prm_refs[start].prm->Logits(prm_hidden));  // [q, vocab]
+        vocab_reward.index_add_(
+            0, slot_t, (at::log_softmax(z_r, -1) - policy_vocab_lsm.index_select(0, slot_t)) * weight);
+      } else {
+        const at::Tensor owner_t = owners_t.narrow(0, start, end - start);  // [q]
+        PAD_ASSIGN_OR_RETURN(at::Tensor z_r,
+                             prm_refs[start].prm->CandidateLogits(
+                                 prm_hidden, top_ids.index_select(0, owner_t)));  // [q, k_max]
+        const at::Tensor owner_in_k = in_k.index_select(0, owner_t);
+        const at::Tensor prm_lsm = at::log_softmax(z_r.masked_fill(~owner_in_k, neg_inf), -1);
+        reward.index_add_(
+            0, owner_t,
+            (prm_lsm - policy_lsm.index_select(0, owner_t)).masked_fill(~owner_in_k, 0.0) * weight);
+      }
       start = end;
     }
-    const at::Tensor scores = (top_values + beta_t * reward).masked_fill(~in_k, neg_inf);  // [n, k_max]
+    at::Tensor scores = top_values + beta_t * reward;  // [n, k_max]
+    if (g > 0) {
+      // A GENARM request's candidates are the best k of the whole vocabulary by score, in PAD's places.
+      const at::Tensor vocab_scores =
+          z_vocab + beta_t.index_select(0, vocab_rows_t) * vocab_reward;         // [g, vocab]
+      auto [best_scores, best_ids] = at::topk(vocab_scores, k_max, /*dim=*/-1);  // [g, k_max] each
+      scores.index_copy_(0, vocab_rows_t, best_scores);
+      top_ids.index_copy_(0, vocab_rows_t, best_ids);
+      reward.index_copy_(0, vocab_rows_t, vocab_reward.gather(1, best_ids));
+      top_values.index_copy_(0, vocab_rows_t, z_vocab.gather(1, best_ids));
+    }
+    scores.masked_fill_(~in_k, neg_inf);
     // Token ids are below 2^24, so float32 holds them exactly.
-    results = at::stack({scores, top_ids.to(at::kFloat), reward, top_values}).to(at::kCPU).contiguous();
+    results = at::stack({scores, top_ids.to(at::kFloat), reward, top_values, policy_top.to(at::kFloat)})
+                  .to(at::kCPU)
+                  .contiguous();
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("pad step: ", e.what_without_backtrace()));
   }
@@ -634,6 +700,7 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
   const float* candidates = scores + n * k_max;
   const float* rewards = candidates + n * k_max;
   const float* policy_logits = rewards + n * k_max;
+  const float* policy_tops = policy_logits + n * k_max;
   for (int64_t i = 0; i < n; ++i) {
     Sequence& s = *batch[i];
     const AlignmentRequest& request = s.prepared.request;
@@ -656,7 +723,7 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
     event.sequence = s.id;
     event.token = static_cast<int32_t>(candidates[i * k_max + choice]);
     event.reward = rewards[i * k_max + choice];
-    event.changed_top_choice = choice != 0;
+    event.changed_top_choice = event.token != static_cast<int32_t>(policy_tops[i * k_max]);
     if (request.diagnostics) {
       TokenDiagnostics d;
       for (int64_t j = 0; j < ks[i]; ++j) {

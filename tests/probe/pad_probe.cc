@@ -3,8 +3,8 @@
 //   {"command": "generate", "policy": DIR, "dtype": "float32", "device": "cpu", "quantization": "none",
 //    "reward_models": [{"name", "backbone", "adapter", "value_head"}], "requests": [REQUEST...],
 //    "batched": true, "kv_slots": 24, "max_seq_len": 2560, "max_batch_tokens": 0, "cuda_graphs": false}
-//     REQUEST holds AlignmentRequest's fields by name ("mode": "pad" | "vanilla" | "preference_prompt",
-//     "composition": "prompt" | "weighted"; beta and temperature may be "nan", "inf" or "-inf").
+//     REQUEST holds AlignmentRequest's fields by name ("mode": "pad" | "vanilla" | "preference_prompt" |
+//     "genarm", "composition": "prompt" | "weighted"; beta and temperature may be "nan", "inf" or "-inf").
 //     Answers {"results": [{"tokens", "text", "finish_reason", "prompt_tokens", "first_token_step",
 //     "diagnostics"} |
 //     {"error": {"code", "message"}}]}, all requests decoded in one batch or one at a time; with cuda_graphs
@@ -57,10 +57,9 @@ pad::AlignmentRequest ParseRequest(const Json& j) {
   r.prompt = j.value("prompt", "");
   r.prompt_ids = j.value("prompt_ids", std::vector<int32_t>{});
   for (const Json& m : j.value("messages", Json::array())) r.messages.push_back({m["role"], m["content"]});
-  const std::string mode = j.value("mode", "pad");
-  r.mode = mode == "vanilla"             ? pad::DecodingMode::kVanilla
-           : mode == "preference_prompt" ? pad::DecodingMode::kPreferencePrompt
-                                         : pad::DecodingMode::kPad;
+  absl::StatusOr<pad::DecodingMode> mode = pad::ParseDecodingMode(j.value("mode", "pad"));
+  if (!mode.ok()) Fail(std::string(mode.status().message()));
+  r.mode = *mode;
   r.principles = j.value("principles", std::vector<std::string>{});
   r.weights = j.value("weights", std::vector<double>{});
   r.composition = j.value("composition", "prompt") == "weighted" ? pad::Composition::kWeighted

@@ -4,7 +4,8 @@ Nothing here is shared with the C++ side. The policy is a transformers LlamaForC
 reward model (PRM) a peft PeftModel over its own copy of the backbone (LoRA unmerged) followed by the value
 head from value_head.safetensors and the backbone's lm_head: z_r = lm_head(W_v h + b_v), h the final normed
 hidden state. Both models run in float32 on the whole sequence at every step, with no KV cache, as the
-official code does (DESIGN.md section 1).
+official code does (DESIGN.md section 1). The GENARM mode (genarm_step) is the same token reward over the
+whole vocabulary, the candidates being the top k by score: no code of GenARM's authors is involved.
 
 `generate` is that loop. `replay` applies the same rule at every position of a given continuation from one
 forward pass per model over the whole of it: the rule's choice after each prefix, and its candidates,
@@ -109,7 +110,7 @@ class RewardModel:
 @dataclasses.dataclass
 class Step:
     token: int
-    candidates: list  # [k] policy top-k ids, best first
+    candidates: list  # [k] ids: the policy's top k, best first (genarm: the top k by score)
     policy_logits: list  # [k] z_b over the candidates
     rewards: list  # [k] r(a), summed over PRM rows with their weights
     scores: list  # [k] z_b + beta * r
@@ -128,6 +129,16 @@ def pad_step(z_b, z_r_rows, weights, top_k, beta):
     return candidates, policy_top, reward, policy_top + beta * reward
 
 
+def genarm_step(z_b, z_r_rows, weights, top_k, beta):
+    """GENARM: PAD's reward over the whole vocabulary, r(a) = log_softmax_V(z_r)[a] - log_softmax_V(z_b)[a];
+    the candidates are the top k tokens by score z_b + beta * r."""
+    reward = torch.zeros_like(z_b)
+    for z_r, w in zip(z_r_rows, weights):
+        reward += w * (torch.log_softmax(z_r, -1) - torch.log_softmax(z_b, -1))
+    scores, candidates = torch.topk(z_b + beta * reward, top_k)
+    return candidates, z_b[candidates], reward[candidates], scores
+
+
 def penalized(scores, candidates, request, generated):
     """OpenAI's presence and frequency penalties on the candidates' scores [k] (float32), given the tokens
     generated so far: score(a) - presence * [c(a) > 0] - frequency * c(a), the penalty summed in float64."""
@@ -141,8 +152,10 @@ def rule(request, z_b, z_r_rows, weights, generated=()):
     """The greedy Step for one state, after the tokens `generated`. Vanilla and preference_prompt: the policy's
     top k scored by its own logits."""
     k = request.get("top_k", 10)
-    if request.get("mode", "pad") == "pad":
-        candidates, top, reward, scores = pad_step(z_b, z_r_rows, weights, k, request.get("beta", 1.0))
+    mode = request.get("mode", "pad")
+    if mode in ("pad", "genarm"):
+        step = pad_step if mode == "pad" else genarm_step
+        candidates, top, reward, scores = step(z_b, z_r_rows, weights, k, request.get("beta", 1.0))
     else:
         top, candidates = torch.topk(z_b, k)
         reward, scores = torch.zeros(k), top
@@ -168,12 +181,11 @@ def generate(policy, prm, formatter, request):
     """
     assert request.get("temperature", 0.0) == 0.0
     ctx = contexts(formatter, request)
-    mode = request.get("mode", "pad")
     eos = set() if request.get("ignore_eos", False) else eos_ids(policy.model)
     steps, generated = [], []
     for _ in range(request.get("max_new_tokens", 128)):
         z_b = policy.logits(ctx.policy + generated, last_only=True)[-1]
-        z_r = [prm.logits(ids + generated, last_only=True)[-1] for ids in ctx.prm] if mode == "pad" else None
+        z_r = [prm.logits(ids + generated, last_only=True)[-1] for ids in ctx.prm]
         steps.append(rule(request, z_b, z_r, ctx.weights, generated))
         generated.append(steps[-1].token)
         if generated[-1] in eos:

@@ -45,7 +45,7 @@ def to_proto(pb, spec):
     """The GenerateAlignedRequest for a request in pad_probe's JSON form."""
     pad_pb2 = pb[0]
     modes = {"pad": pad_pb2.DECODING_MODE_PAD, "vanilla": pad_pb2.DECODING_MODE_VANILLA,
-             "preference_prompt": pad_pb2.DECODING_MODE_PREFERENCE_PROMPT}
+             "preference_prompt": pad_pb2.DECODING_MODE_PREFERENCE_PROMPT, "genarm": pad_pb2.DECODING_MODE_GENARM}
     weights = spec.get("weights", [])
     principles = [pad_pb2.Principle(text=t, weight=weights[i]) if i < len(weights) else pad_pb2.Principle(text=t)
                   for i, t in enumerate(spec.get("principles", []))]

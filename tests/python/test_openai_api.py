@@ -78,6 +78,8 @@ SAME_REQUESTS = {
                   "composition": "weighted"}),
     "preference_prompt": ({"principles": ["humorous"], "mode": "preference_prompt"},
                           {"mode": "preference_prompt", "principles": ["humorous"]}),
+    "genarm": ({"principles": ["humorous"], "mode": "genarm", "beta": 0.5},
+               {"mode": "genarm", "principles": ["humorous"], "beta": 0.5}),
 }
 
 

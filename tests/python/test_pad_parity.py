@@ -199,14 +199,22 @@ def parity_requests():
     penalties = {"presence_penalty": 0.4, "frequency_penalty": 0.3}
     cases.append(("penalized_pad", {**PARITY_CASES[0][0], **common, **PARITY_CASES[0][1], **penalties}))
     cases.append(("penalized_vanilla", {**PARITY_CASES[0][0], **common, "mode": "vanilla", **penalties}))
+    # GENARM: the reward over the whole vocabulary, in the same batch as PAD's rows, each composition. At
+    # beta 2 it reaches past the policy's top k (test_genarm_reaches_beyond_the_policys_top_k).
+    for i, (instruction, prompt_fields, weights) in enumerate(PARITY_CASES[:2]):
+        cases.append((f"genarm{i}", {**instruction, **common, **prompt_fields, "mode": "genarm", "beta": 2.0 * i}))
+    cases.append(("genarm_weighted", {**PARITY_CASES[2][0], **common, "mode": "genarm", "composition": "weighted",
+                                      "principles": WEIGHTED, "weights": PARITY_CASES[2][2], "beta": 0.7}))
+    cases.append(("genarm_penalized", {**PARITY_CASES[0][0], **common, **PARITY_CASES[0][1], **penalties,
+                                       "mode": "genarm"}))
     return cases
 
 
 @pytest.fixture(scope="module")
 def parity_results(model_dir, adapter):
     cases = parity_requests()
-    # One batch: 15 policy rows and 14 PRM rows on the shared backbone, more KV slots than the default.
-    results = generate(model_dir, adapter, [request for _, request in cases], batched=True, kv_slots=32,
+    # One batch: 19 policy rows and 20 PRM rows on the shared backbone, more KV slots than the default.
+    results = generate(model_dir, adapter, [request for _, request in cases], batched=True, kv_slots=48,
                        max_seq_len=512)
     return {label: (request, result) for (label, request), result in zip(cases, results)}
 
@@ -226,7 +234,7 @@ def test_greedy_matches_official_rule(parity_results, policy, prm, formatter, la
     assert len(result["diagnostics"]) == STEPS
     for t, (ours, theirs) in enumerate(zip(result["diagnostics"], steps)):
         assert ours["token"] == tokens[t]
-        if request.get("mode", "pad") != "pad":
+        if request.get("mode", "pad") not in ("pad", "genarm"):
             continue
         assert sorted(ours["candidates"]) == sorted(theirs.candidates), t
         assert abs(ours["reward"] - theirs.reward) <= 1e-4, (t, ours["reward"], theirs.reward)
@@ -261,6 +269,21 @@ def test_pad_is_not_vanilla(parity_results):
                      for label, (request, result) in parity_results.items()
                      if request.get("mode", "pad") == "pad" for d in result["diagnostics"])
     assert overridden >= 10
+
+
+def test_genarm_reaches_beyond_the_policys_top_k(parity_results, policy, formatter):
+    """What sets GENARM apart from PAD: some of its tokens are not among the policy's top k, which PAD's never
+    leave; at beta 0 it is the policy's own greedy answer, shown the guideline."""
+    assert tokens_of(parity_results["genarm0"][1]) == tokens_of(parity_results["preference_prompt0"][1])
+    outside = 0
+    for label in ("genarm0", "genarm1", "genarm_weighted"):
+        request, result = parity_results[label]
+        tokens = tokens_of(result)
+        context = ref.contexts(formatter, request).policy
+        z_b = policy.logits(context + tokens)[len(context) - 1:len(context) - 1 + len(tokens)]  # [steps, vocab]
+        top = torch.topk(z_b, request.get("top_k", 10)).indices.tolist()
+        outside += sum(token not in top[t] for t, token in enumerate(tokens))
+    assert outside >= 1
 
 
 def test_penalties_change_the_answer(parity_results):
@@ -304,7 +327,7 @@ def test_fixed_shape_steps_equal_the_proven_ones(parity_results, model_dir, adap
     choose the tokens the official rule chooses above, among the same candidates with the same scores."""
     labels = list(parity_results)
     results = generate(model_dir, adapter, [parity_results[label][0] for label in labels], batched=True,
-                       kv_slots=32, max_seq_len=512, cuda_graphs=True)
+                       kv_slots=48, max_seq_len=512, cuda_graphs=True)
     steps = ties = 0
     for label, result in zip(labels, results):
         proven = parity_results[label][1]
@@ -439,10 +462,11 @@ def chi_square_p_value(observed, expected):
                                          torch.tensor(statistic / 2.0, dtype=torch.float64)))
 
 
-def test_sampler_draws_softmax_of_scores(model_dir, adapter, policy, prm, formatter):
+@pytest.mark.parametrize("mode", ["pad", "genarm"])
+def test_sampler_draws_softmax_of_scores(model_dir, adapter, policy, prm, formatter, mode):
     temperature, draws = 1.5, 4000
     request = {"messages": [{"role": "user", "content": "Tell me about cats."}], "principles": ["humor"],
-               "top_k": 10, "beta": 1.0, "temperature": temperature}
+               "top_k": 10, "beta": 1.0, "temperature": temperature, "mode": mode}
     answer = run_probe({"command": "sample", "policy": str(model_dir), "dtype": "float32",
                         "reward_models": reward_models(model_dir, adapter), "requests": [request],
                         "draws": draws})

@@ -61,6 +61,7 @@ PARITY = {
     "vanilla": spec("vanilla"),
     "pad": spec("pad", principles=["humor"]),
     "weighted": spec("pad", principles=["humor", "harmless"], weights=[0.7, 0.3], composition="weighted"),
+    "genarm": spec("genarm", principles=["humor"], beta=0.5),
 }
 
 

@@ -17,7 +17,7 @@ import grpc
 from pad_client.v1 import pad_pb2, pad_pb2_grpc
 
 MODES = {"pad": pad_pb2.DECODING_MODE_PAD, "vanilla": pad_pb2.DECODING_MODE_VANILLA,
-         "preference_prompt": pad_pb2.DECODING_MODE_PREFERENCE_PROMPT}
+         "preference_prompt": pad_pb2.DECODING_MODE_PREFERENCE_PROMPT, "genarm": pad_pb2.DECODING_MODE_GENARM}
 COMPOSITIONS = {"prompt": pad_pb2.COMPOSITION_PROMPT, "weighted": pad_pb2.COMPOSITION_WEIGHTED}
 SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],

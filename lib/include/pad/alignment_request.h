@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "pad/chat_template.h"
 
 namespace pad {
@@ -14,7 +16,17 @@ enum class DecodingMode {
   kPad,               // policy top-k rescored by the PRM's token-level reward (the paper's method)
   kVanilla,           // the policy alone on the plain instruction
   kPreferencePrompt,  // the policy alone, shown the guideline text
+  kGenArm,            // the same reward over the whole vocabulary, as GenARM guides (Xu et al., ICLR 2025)
 };
+
+// "pad", "vanilla", "preference_prompt", "genarm": the name on every wire and in metric labels.
+const char* DecodingModeName(DecodingMode mode);
+// The mode of a name above; an error listing the names otherwise.
+absl::StatusOr<DecodingMode> ParseDecodingMode(absl::string_view name);
+// PAD and GENARM score tokens with a PRM; the other two run the policy alone.
+inline bool UsesRewardModel(DecodingMode mode) {
+  return mode == DecodingMode::kPad || mode == DecodingMode::kGenArm;
+}
 
 enum class Composition {
   kPrompt,    // the paper's: principles joined with " and " in one guideline text, one PRM row
@@ -38,7 +50,9 @@ struct AlignmentRequest {
   std::string reward_model;           // a registered PRM's name; empty is the first registered
   bool policy_sees_guideline = true;  // PAD: the official code gives both models the same ids
 
-  int top_k = 10;            // candidates from the policy, in every mode (vanilla sampling is top-k sampling)
+  // The candidates: the policy's top k (PAD, VANILLA, PREFERENCE_PROMPT: vanilla sampling is top-k sampling),
+  // or the top k by score of the whole vocabulary (GENARM).
+  int top_k = 10;
   double beta = 1.0;         // reward weight: score = z_b + beta * r
   double temperature = 0.0;  // 0 is greedy; else draw from softmax(score / temperature) over the top k
   // OpenAI's penalties, applied to the top k candidates' scores before the draw: score(a) - presence *

@@ -13,6 +13,7 @@ class DecodingMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DECODING_MODE_PAD: _ClassVar[DecodingMode]
     DECODING_MODE_VANILLA: _ClassVar[DecodingMode]
     DECODING_MODE_PREFERENCE_PROMPT: _ClassVar[DecodingMode]
+    DECODING_MODE_GENARM: _ClassVar[DecodingMode]
 
 class Composition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +31,7 @@ DECODING_MODE_UNSPECIFIED: DecodingMode
 DECODING_MODE_PAD: DecodingMode
 DECODING_MODE_VANILLA: DecodingMode
 DECODING_MODE_PREFERENCE_PROMPT: DecodingMode
+DECODING_MODE_GENARM: DecodingMode
 COMPOSITION_UNSPECIFIED: Composition
 COMPOSITION_PROMPT: Composition
 COMPOSITION_WEIGHTED: Composition
