@@ -590,8 +590,120 @@ PAD_AVX512 void AttendHead(const T* q, const T* keys, const T* values, int64_t l
   for (int v = 0; v < V; ++v) StoreAct16(out + 16 * v, _mm512_mul_ps(acc[v], inverse));
 }
 
+// ---- The same with AVX2: 8 floats a vector.
+
+PAD_AVX2 inline __m256 Widen8(__m128i bf16) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bf16), 16));
+}
+PAD_AVX2 inline __m256 LoadAct8(const float* p) { return _mm256_loadu_ps(p); }
+PAD_AVX2 inline __m256 LoadAct8(const uint16_t* p) {
+  return Widen8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+// As ToBf16: round to nearest even, NaN kept; the 32-bit lanes hold values below 2^16, so packing is exact.
+PAD_AVX2 inline __m128i ToBf16x8(__m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  __m256i rounded =
+      _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  rounded = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7fc0), nan);
+  return _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
+}
+PAD_AVX2 inline void StoreAct8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+PAD_AVX2 inline void StoreAct8(uint16_t* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), ToBf16x8(v));
+}
+PAD_AVX2 inline __m256 RoundAct8(const float*, __m256 v) { return v; }
+PAD_AVX2 inline __m256 RoundAct8(const uint16_t*, __m256 v) { return Widen8(ToBf16x8(v)); }
+
+// Exp16's polynomial on 8 floats, 2^n built in the exponent bits (n is in [-126, 128] after the clamp; at
+// -126, e^-87.3, the result flushes to 0).
+PAD_AVX2 inline __m256 Exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.336544f)), _mm256_set1_ps(88.722839f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  for (const float c :
+       {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // 2^n as 2^(n - 1) * 2, so that n = 128 (e^88.7, just below FLT_MAX) does not make an infinite exponent.
+  const __m256i half = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(126)), 23);
+  return _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(half)), _mm256_set1_ps(2.0f));
+}
+
+// AttendHead with AVX2: one query head against `length` keys and values [length, 8 * V].
 template <int V, typename T>
-void DecodeAttentionRows(const DecodeAttention& s, const T* q, const T* cache_k, const T* cache_v, T* out) {
+PAD_AVX2 void AttendHead8(const T* q, const T* keys, const T* values, int64_t length, float* scores, T* out) {
+  constexpr int64_t kDim = 8 * V;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kDim));
+  __m256 qv[V];
+  for (int v = 0; v < V; ++v) qv[v] = LoadAct8(q + 8 * v);
+  float max_score = -INFINITY;
+  for (int64_t t = 0; t < length; ++t) {
+    const T* key = keys + t * kDim;
+    __m256 dot = _mm256_mul_ps(qv[0], LoadAct8(key));
+    for (int v = 1; v < V; ++v) dot = _mm256_fmadd_ps(qv[v], LoadAct8(key + 8 * v), dot);
+    scores[t] = Sum8(dot) * scale;
+    max_score = std::max(max_score, scores[t]);
+  }
+  const __m256 max_v = _mm256_set1_ps(max_score);
+  __m256 sum = _mm256_setzero_ps();
+  float tail_sum = 0.0f;
+  int64_t t = 0;
+  for (; t + 8 <= length; t += 8) {
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + t), max_v));
+    _mm256_storeu_ps(scores + t, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  if (t < length) {  // the tail through a padded vector; its padding lanes are neither stored nor summed
+    alignas(32) float tail[8];
+    std::fill(tail, tail + 8, max_score);
+    std::copy(scores + t, scores + length, tail);
+    const __m256 e = Exp8(_mm256_sub_ps(_mm256_load_ps(tail), max_v));
+    _mm256_store_ps(tail, e);
+    std::copy(tail, tail + (length - t), scores + t);
+    for (int64_t i = 0; i < length - t; ++i) tail_sum += tail[i];
+  }
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (t = 0; t < length; ++t) {
+    const __m256 p = _mm256_set1_ps(scores[t]);
+    for (int v = 0; v < V; ++v) acc[v] = _mm256_fmadd_ps(p, LoadAct8(values + t * kDim + 8 * v), acc[v]);
+  }
+  const __m256 inverse = _mm256_set1_ps(1.0f / (Sum8(sum) + tail_sum));
+  for (int v = 0; v < V; ++v) StoreAct8(out + 8 * v, _mm256_mul_ps(acc[v], inverse));
+}
+
+template <typename T>
+PAD_AVX2 void SiluMulRows8(const T* gate_up, int64_t rows, int64_t inter, T* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* gate = gate_up + r * 2 * inter;
+    const T* up = gate + inter;
+    T* row = out + r * inter;
+    int64_t i = 0;
+    for (; i + 8 <= inter; i += 8) {
+      const __m256 g = LoadAct8(gate + i);
+      const __m256 e = Exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+      const __m256 silu = RoundAct8(gate, _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)));
+      StoreAct8(row + i, _mm256_mul_ps(silu, LoadAct8(up + i)));
+    }
+    for (; i < inter; ++i) {
+      const float g = Act<T>::Load(gate, i);
+      Act<T>::Store(row, i, Act<T>::Round(g / (1.0f + std::exp(-g))) * Act<T>::Load(up, i));
+    }
+  }
+}
+
+// One query head's attention (AttendHead, AttendHead8).
+template <typename T>
+using AttendFn = void (*)(const T* q, const T* keys, const T* values, int64_t length, float* scores, T* out);
+
+template <typename T>
+void DecodeAttentionRows(const DecodeAttention& s, AttendFn<T> attend, const T* q, const T* cache_k,
+                         const T* cache_v, T* out) {
   const int64_t group = s.heads / s.kv_heads, d = s.head_dim;
   at::parallel_for(0, s.rows * s.heads, /*grain_size=*/1, [&](int64_t first, int64_t last) {
     thread_local std::vector<float> scores;
@@ -599,29 +711,34 @@ void DecodeAttentionRows(const DecodeAttention& s, const T* q, const T* cache_k,
       const int64_t r = item / s.heads, h = item % s.heads;
       scores.resize(std::max<size_t>(scores.size(), s.lengths[r]));
       const int64_t at = (s.slots[r] * s.kv_heads + h / group) * s.max_seq * d;
-      AttendHead<V>(q + r * s.q_stride + h * d, cache_k + at, cache_v + at, s.lengths[r], scores.data(),
-                    out + (r * s.heads + h) * d);
+      attend(q + r * s.q_stride + h * d, cache_k + at, cache_v + at, s.lengths[r], scores.data(),
+             out + (r * s.heads + h) * d);
     }
   });
 }
 
+// The head kernel for an ISA and head size; null for a size DecodeAttentionSupported refuses.
 template <typename T>
-void DecodeAttentionOf(const DecodeAttention& s, const void* q, const void* cache_k, const void* cache_v,
-                       void* out) {
-  const auto* qt = static_cast<const T*>(q);
-  const auto* kt = static_cast<const T*>(cache_k);
-  const auto* vt = static_cast<const T*>(cache_v);
-  auto* ot = static_cast<T*>(out);
-  switch (s.head_dim) {
+AttendFn<T> AttendFor(CpuIsa isa, int64_t head_dim) {
+  const bool avx512 = isa >= CpuIsa::kAvx512;
+  switch (head_dim) {
     case 64:
-      return DecodeAttentionRows<4>(s, qt, kt, vt, ot);
+      return avx512 ? AttendHead<4, T> : AttendHead8<8, T>;
     case 96:
-      return DecodeAttentionRows<6>(s, qt, kt, vt, ot);
+      return avx512 ? AttendHead<6, T> : AttendHead8<12, T>;
     case 128:
-      return DecodeAttentionRows<8>(s, qt, kt, vt, ot);
+      return avx512 ? AttendHead<8, T> : AttendHead8<16, T>;
     case 256:
-      return DecodeAttentionRows<16>(s, qt, kt, vt, ot);
+      return avx512 ? AttendHead<16, T> : AttendHead8<32, T>;
   }
+  return nullptr;
+}
+
+template <typename T>
+void DecodeAttentionOf(CpuIsa isa, const DecodeAttention& s, const void* q, const void* cache_k,
+                       const void* cache_v, void* out) {
+  DecodeAttentionRows(s, AttendFor<T>(isa, s.head_dim), static_cast<const T*>(q),
+                      static_cast<const T*>(cache_k), static_cast<const T*>(cache_v), static_cast<T*>(out));
 }
 
 template <typename T>
@@ -671,24 +788,31 @@ void CpuRopeAndCache(ActivationFormat format, const DecodeRope& shape, void* qkv
 }
 
 bool DecodeAttentionSupported(CpuIsa isa, int64_t head_dim) {
-  return isa >= CpuIsa::kAvx512 && (head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256);
+  return isa >= CpuIsa::kAvx2 && (head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256);
 }
 
-void CpuDecodeAttention(CpuIsa, ActivationFormat format, const DecodeAttention& shape, const void* q,
+void CpuDecodeAttention(CpuIsa isa, ActivationFormat format, const DecodeAttention& shape, const void* q,
                         const void* cache_k, const void* cache_v, void* out) {
+  if (!DecodeAttentionSupported(isa, shape.head_dim)) std::abort();  // a caller's bug: see the header
   if (format == ActivationFormat::kFloat32) {
-    DecodeAttentionOf<float>(shape, q, cache_k, cache_v, out);
+    DecodeAttentionOf<float>(isa, shape, q, cache_k, cache_v, out);
   } else {
-    DecodeAttentionOf<uint16_t>(shape, q, cache_k, cache_v, out);
+    DecodeAttentionOf<uint16_t>(isa, shape, q, cache_k, cache_v, out);
   }
 }
 
-void CpuSiluMul(CpuIsa, ActivationFormat format, const void* gate_up, int64_t rows, int64_t inter,
+void CpuSiluMul(CpuIsa isa, ActivationFormat format, const void* gate_up, int64_t rows, int64_t inter,
                 void* out) {
+  if (isa < CpuIsa::kAvx2) std::abort();  // a caller's bug: see the header
+  const bool avx512 = isa >= CpuIsa::kAvx512;
   if (format == ActivationFormat::kFloat32) {
-    SiluMulRows(static_cast<const float*>(gate_up), rows, inter, static_cast<float*>(out));
+    const auto* in = static_cast<const float*>(gate_up);
+    auto* o = static_cast<float*>(out);
+    avx512 ? SiluMulRows(in, rows, inter, o) : SiluMulRows8(in, rows, inter, o);
   } else {
-    SiluMulRows(static_cast<const uint16_t*>(gate_up), rows, inter, static_cast<uint16_t*>(out));
+    const auto* in = static_cast<const uint16_t*>(gate_up);
+    auto* o = static_cast<uint16_t*>(out);
+    avx512 ? SiluMulRows(in, rows, inter, o) : SiluMulRows8(in, rows, inter, o);
   }
 }
 

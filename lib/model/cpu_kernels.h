@@ -86,7 +86,8 @@ void CpuRopeAndCache(ActivationFormat format, const DecodeRope& shape, void* qkv
 // and value head h / (heads / kv_heads). Scores, softmax and sums in float32; each output rounded once.
 // q [rows, q_stride] (the first heads * head_dim of each row); cache_k, cache_v [slots, kv_heads, max_seq,
 // head_dim], contiguous; out [rows, heads * head_dim]. Split over rows and heads on LibTorch's threads.
-// REQUIRES: isa >= kAvx512, head_dim a multiple of 16 and at most 256 (DecodeAttentionSupported).
+// REQUIRES: DecodeAttentionSupported(isa, head_dim): AVX2 or AVX-512 (each its own kernel), head_dim 64,
+// 96, 128 or 256.
 struct DecodeAttention {
   int64_t rows, heads, kv_heads, head_dim, max_seq, q_stride;
   const int64_t* slots;    // [rows]
@@ -97,7 +98,7 @@ void CpuDecodeAttention(CpuIsa isa, ActivationFormat format, const DecodeAttenti
                         const void* cache_k, const void* cache_v, void* out);
 
 // out [rows, inter] = silu(gate) * up, gate_up [rows, 2 * inter] = [gate | up] per row, as LibTorch's
-// at::silu then a product, each rounded to the format. REQUIRES: isa >= kAvx512.
+// at::silu then a product, each rounded to the format. REQUIRES: isa >= kAvx2 (AVX-512 has its own kernel).
 void CpuSiluMul(CpuIsa isa, ActivationFormat format, const void* gate_up, int64_t rows, int64_t inter,
                 void* out);
 

@@ -149,31 +149,34 @@ TEST(CpuDecodeOps, RmsNormAndRopeMatchLibTorch) {
 // float32 to float rounding, bfloat16 within its rounding of the output (SDPA's CPU kernel also rounds the
 // probabilities to bfloat16 before the product with v; ours keeps them in float32).
 TEST(CpuDecodeOps, AttentionMatchesScaledDotProductAttention) {
-  if (!DecodeAttentionSupported(DetectCpuIsa(), 64)) GTEST_SKIP() << "no AVX-512 here";
+  if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
   at::manual_seed(4);
-  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
-    const auto format = dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
-    for (const int64_t d : {64, 96, 128, 256}) {
-      const int64_t heads = 6, kv_heads = 2, max_seq = 40, width = (heads + 2 * kv_heads) * d;
-      const int64_t slots[] = {3, 0, 2}, lengths[] = {1, 17, 40};
-      const at::Tensor qkv = at::randn({3, width}).to(dtype);                     // [rows, width]
-      const at::Tensor cache_k = at::randn({4, kv_heads, max_seq, d}).to(dtype);  // [slots, kv, seq, d]
-      const at::Tensor cache_v = at::randn({4, kv_heads, max_seq, d}).to(dtype);
-      at::Tensor out = at::full({3, heads * d}, std::nanf("")).to(dtype);  // [rows, heads * d]
-      CpuDecodeAttention(DetectCpuIsa(), format, {3, heads, kv_heads, d, max_seq, width, slots, lengths},
-                         qkv.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
-      for (int64_t r = 0; r < 3; ++r) {
-        const at::Tensor q = qkv[r].narrow(0, 0, heads * d).view({1, heads, 1, d});    // [1, heads, 1, d]
-        const at::Tensor k = cache_k[slots[r]].narrow(1, 0, lengths[r]).unsqueeze(0);  // [1, kv, L, d]
-        const at::Tensor v = cache_v[slots[r]].narrow(1, 0, lengths[r]).unsqueeze(0);  // [1, kv, L, d]
-        const at::Tensor expected =
-            at::scaled_dot_product_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), {}, 0.0,
-                                             false, std::nullopt, /*enable_gqa=*/true)
-                .view({heads * d});
-        const double tolerance = dtype == at::kFloat ? 1e-5 : 1e-2;
-        EXPECT_TRUE(at::allclose(out[r].to(at::kFloat), expected, tolerance, tolerance))
-            << dtype << " d=" << d << " row " << r << ": largest error "
-            << (out[r].to(at::kFloat) - expected).abs().max().item<float>();
+  for (const CpuIsa isa : IsasHere()) {
+    ASSERT_TRUE(DecodeAttentionSupported(isa, 64));
+    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+      const auto format = dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
+      for (const int64_t d : {64, 96, 128, 256}) {
+        const int64_t heads = 6, kv_heads = 2, max_seq = 40, width = (heads + 2 * kv_heads) * d;
+        const int64_t slots[] = {3, 0, 2}, lengths[] = {1, 17, 40};
+        const at::Tensor qkv = at::randn({3, width}).to(dtype);                     // [rows, width]
+        const at::Tensor cache_k = at::randn({4, kv_heads, max_seq, d}).to(dtype);  // [slots, kv, seq, d]
+        const at::Tensor cache_v = at::randn({4, kv_heads, max_seq, d}).to(dtype);
+        at::Tensor out = at::full({3, heads * d}, std::nanf("")).to(dtype);  // [rows, heads * d]
+        CpuDecodeAttention(isa, format, {3, heads, kv_heads, d, max_seq, width, slots, lengths},
+                           qkv.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
+        for (int64_t r = 0; r < 3; ++r) {
+          const at::Tensor q = qkv[r].narrow(0, 0, heads * d).view({1, heads, 1, d});    // [1, heads, 1, d]
+          const at::Tensor k = cache_k[slots[r]].narrow(1, 0, lengths[r]).unsqueeze(0);  // [1, kv, L, d]
+          const at::Tensor v = cache_v[slots[r]].narrow(1, 0, lengths[r]).unsqueeze(0);  // [1, kv, L, d]
+          const at::Tensor expected =
+              at::scaled_dot_product_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), {}, 0.0,
+                                               false, std::nullopt, /*enable_gqa=*/true)
+                  .view({heads * d});
+          const double tolerance = dtype == at::kFloat ? 1e-5 : 1e-2;
+          EXPECT_TRUE(at::allclose(out[r].to(at::kFloat), expected, tolerance, tolerance))
+              << CpuIsaName(isa) << " " << dtype << " d=" << d << " row " << r << ": largest error "
+              << (out[r].to(at::kFloat) - expected).abs().max().item<float>();
+        }
       }
     }
   }
@@ -181,21 +184,24 @@ TEST(CpuDecodeOps, AttentionMatchesScaledDotProductAttention) {
 
 // SiLU(gate) * up as LibTorch computes it, rounding included; 1550 columns leave a tail of 14.
 TEST(CpuDecodeOps, SiluMulMatchesLibTorch) {
-  if (DetectCpuIsa() < CpuIsa::kAvx512) GTEST_SKIP() << "no AVX-512 here";
+  if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
   at::manual_seed(5);
-  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
-    const auto format = dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
-    const int64_t inter = 1550;
-    const at::Tensor gate_up = (at::randn({2, 2 * inter}) * 4).to(dtype);  // [rows, 2 * inter]
-    at::Tensor out = at::empty({2, inter}, dtype);                         // [rows, inter]
-    CpuSiluMul(DetectCpuIsa(), format, gate_up.data_ptr(), 2, inter, out.data_ptr());
-    const at::Tensor expected = at::silu(gate_up.narrow(1, 0, inter)) * gate_up.narrow(1, inter, inter);
-    // float32: Cephes' exp against Sleef's, a few ulp; bfloat16: at most one rounding step apart.
-    const double tolerance = dtype == at::kFloat ? 1e-6 : 8e-3;
-    EXPECT_TRUE(at::allclose(out.to(at::kFloat), expected.to(at::kFloat), tolerance, 1e-6))
-        << dtype << ": largest error " << (out - expected).abs().max().item<float>();
-    if (dtype == at::kBFloat16) {
-      EXPECT_GT(at::eq(out, expected).to(at::kFloat).mean().item<float>(), 0.99f);
+  for (const CpuIsa isa : IsasHere()) {
+    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+      const auto format = dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
+      const int64_t inter = 1550;
+      const at::Tensor gate_up = (at::randn({2, 2 * inter}) * 4).to(dtype);  // [rows, 2 * inter]
+      at::Tensor out = at::empty({2, inter}, dtype);                         // [rows, inter]
+      CpuSiluMul(isa, format, gate_up.data_ptr(), 2, inter, out.data_ptr());
+      const at::Tensor expected = at::silu(gate_up.narrow(1, 0, inter)) * gate_up.narrow(1, inter, inter);
+      // float32: Cephes' exp against Sleef's, a few ulp; bfloat16: at most one rounding step apart.
+      const double tolerance = dtype == at::kFloat ? 1e-6 : 8e-3;
+      EXPECT_TRUE(at::allclose(out.to(at::kFloat), expected.to(at::kFloat), tolerance, 1e-6))
+          << CpuIsaName(isa) << " " << dtype << ": largest error "
+          << (out - expected).abs().max().item<float>();
+      if (dtype == at::kBFloat16) {
+        EXPECT_GT(at::eq(out, expected).to(at::kFloat).mean().item<float>(), 0.99f) << CpuIsaName(isa);
+      }
     }
   }
 }

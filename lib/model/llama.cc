@@ -445,7 +445,7 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);          // [B, 1, T, head_dim]
 
   // A decode step (one token a row) on the CPU kernels runs the norms, rotary embedding and cache writes,
-  // and with AVX-512 the attention and SiLU, as one pass each (lib/model/cpu_kernels.h) instead of a few
+  // the attention and SiLU, as one pass each (lib/model/cpu_kernels.h) instead of a few
   // dozen LibTorch operations a layer.
   const bool fused = kernel_isa_ != CpuIsa::kNone && steps == 1;
   const bool fused_attention = fused && DecodeAttentionSupported(kernel_isa_, head_dim);
