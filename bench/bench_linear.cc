@@ -2,7 +2,8 @@
 // (lib/model/cpu_kernels.h), for a model's projection shapes, a few rows of activations, float32, bfloat16
 // and int8 weights (int8 on the kernels only: LibTorch has no such product). Weights are cycled through
 // copies totalling more than the last-level cache, as a decode step reads them. Prints a table: ms per
-// product, the weights' bytes per second, GFLOP/s.
+// product, the weights' bytes per second, GFLOP/s; for bfloat16 also the product on float32 copies of the
+// weights made in the same call (at::linear in float32: what a CPU without native bfloat16 GEMMs can do).
 //   bench_linear [--config models/SmolLM2-135M-Instruct/config.json] [--rows 1,4,16,64] [--seconds 0.5]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -70,8 +71,8 @@ int main(int argc, char** argv) {
               pad::CpuIsaName(isa));
   std::printf(
       "| weights | shape [n, k] | rows | at::linear ms | GB/s | GFLOP/s | kernel ms | GB/s | GFLOP/s | "
-      "speedup |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+      "speedup | widened ms |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   // at::kChar: int8 weights with a float32 scale per 32 (float32 activations); LibTorch has no such product.
   for (const auto dtype : {at::kFloat, at::kBFloat16, at::kChar}) {
     const bool int8 = dtype == at::kChar;
@@ -118,14 +119,23 @@ int main(int argc, char** argv) {
               },
               seconds);
         }
+        // bfloat16: widen the weights to float32 and run LibTorch's float32 GEMM, the widening counted.
+        const double widened_s =
+            dtype != at::kBFloat16
+                ? NAN
+                : TimePerCall(
+                      [&] {
+                        at::linear(x32, weights[next++ % weights.size()].to(at::kFloat)).to(at::kBFloat16);
+                      },
+                      seconds);
         const double flops = 2.0 * m * shape.n * shape.k;
-        std::printf("| %s | %s [%ld, %ld] | %ld | %.3f | %.1f | %.1f | %.3f | %.1f | %.1f | %.2fx |\n",
+        std::printf("| %s | %s [%ld, %ld] | %ld | %.3f | %.1f | %.1f | %.3f | %.1f | %.1f | %.2fx | %.3f |\n",
                     int8                  ? "int8"
                     : dtype == at::kFloat ? "float32"
                                           : "bfloat16",
                     shape.name, shape.n, shape.k, m, torch_s * 1e3, bytes / torch_s / 1e9,
                     flops / torch_s / 1e9, kernel_s * 1e3, bytes / kernel_s / 1e9, flops / kernel_s / 1e9,
-                    torch_s / kernel_s);
+                    torch_s / kernel_s, widened_s * 1e3);
         std::fflush(stdout);
       }
     }

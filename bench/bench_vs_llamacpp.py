@@ -3,7 +3,9 @@
 Both servers are driven by the same client over OpenAI's streaming `POST /v1/chat/completions`: 16 fixed
 prompts of 48-59 tokens, --new_tokens greedy tokens each, end of sequence ignored, each prompt once at
 every concurrency level (N streams at a time). A cell is aggregate tokens/s: generated tokens over the wall
-time from the first request sent to the last one finished. Each configuration gets its own server, alone;
+time from the first request sent to the last one finished; beside it, time to first token and the gaps
+between a stream's tokens (inter-token latency) at p50 and p99 over every request and gap of the cell. Each
+configuration gets its own server, alone;
 configurations alternate, ours and theirs, and the whole sequence runs --repeats times. llama.cpp and its
 GGUFs (converted by its own convert_hf_to_gguf.py) come from bench/llamacpp/build.sh.
 
@@ -12,6 +14,8 @@ GGUFs (converted by its own convert_hf_to_gguf.py) come from bench/llamacpp/buil
     ~/.cache/pad/venv/bin/python bench/bench_vs_llamacpp.py --quick     # a smoke run
     ... --configs ours:float32,llama:f32,ours:int8,llama:q8_0           # ours:DTYPE is pad_server --dtype
                                                                         # (int8: --quantization=int8)
+    ... --isa avx2     # what an AVX2 CPU runs, on an AVX-512 one: ours with every library capped (as
+                       # scripts/test.sh caps them), llama.cpp built without AVX-512 (build.sh with LLAMA_ISA=avx2)
 """
 import argparse
 import concurrent.futures
@@ -32,6 +36,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LLAMA_HOME = pathlib.Path(os.environ.get("PAD_HOME", pathlib.Path.home() / ".cache" / "pad")) / "llamacpp"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_CONFIGS = "ours:float32,llama:f32,ours:bfloat16,llama:bf16,ours:int8,llama:q8_0"
+# --isa avx2: our kernels, LibTorch's, MKL's and oneDNN's instruction sets, capped (docs/testing.md).
+AVX2_CAPS = {"PAD_CPU_CAPABILITY": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+             "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # Both servers get this many tokens of KV cache per stream (llama.cpp splits -c among its -np slots).
 CONTEXT_PER_STREAM = 256
 
@@ -119,7 +126,7 @@ class Config:
         gguf = self.args.llama_home / "models" / f"{MODEL_NAME}-{self.dtype}.gguf"
         if not gguf.exists():
             raise SystemExit(f"{gguf} is missing: run bench/llamacpp/build.sh")
-        return [str(self.args.llama_home / "build" / "bin" / "llama-server"), "-m", str(gguf),
+        return [str(llama_server(self.args)), "-m", str(gguf),
                 "-np", str(slots), "-cb", "-t", str(self.args.threads), "-c", str(slots * CONTEXT_PER_STREAM),
                 "--host", "127.0.0.1", "--port", str(port), "--alias", MODEL_NAME, "--no-webui"]
 
@@ -146,6 +153,8 @@ class ServerProcess:
         self.log_path = log_dir / f"{config.spec.replace(':', '-')}.log"
         self.log = open(self.log_path, "ab")
         env = dict(os.environ, OMP_NUM_THREADS=str(config.args.threads))
+        if config.kind == "ours" and config.args.isa == "avx2":
+            env.update(AVX2_CAPS)
         self.process = subprocess.Popen(config.command(self.port), stdout=self.log, stderr=subprocess.STDOUT,
                                         cwd=ROOT, env=env)
         deadline = time.monotonic() + timeout
@@ -178,14 +187,15 @@ class ServerProcess:
 
 
 def complete(port, body):
-    """Streams one chat completion: (completion tokens, prompt tokens, seconds to first content)."""
+    """Streams one chat completion: (completion tokens, prompt tokens, seconds to first content, the gaps in
+    seconds between content chunks)."""
     start = time.monotonic()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
     response = connection.getresponse()
     if response.status != 200:
         raise RuntimeError(f"HTTP {response.status}: {response.read()[:500]!r}")
-    first, usage = None, None
+    first, usage, arrivals = None, None, []
     for line in response:
         if not line.startswith(b"data: "):
             continue
@@ -195,15 +205,18 @@ def complete(port, body):
         chunk = json.loads(data)
         if "error" in chunk:
             raise RuntimeError(f"stream failed: {chunk['error']}")
-        if first is None and any(c.get("delta", {}).get("content") for c in chunk.get("choices", [])):
-            first = time.monotonic() - start
+        if any(c.get("delta", {}).get("content") for c in chunk.get("choices", [])):
+            arrivals.append(time.monotonic())
+            if first is None:
+                first = arrivals[-1] - start
         # Tokens are counted from the last chunk's usage (stream_options.include_usage, which both
         # servers support): llama.cpp may put several tokens in one content chunk.
         usage = chunk.get("usage") or usage
     connection.close()
     if usage is None:
         raise RuntimeError("the stream ended without usage")
-    return usage["completion_tokens"], usage["prompt_tokens"], first or time.monotonic() - start
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    return usage["completion_tokens"], usage["prompt_tokens"], first or time.monotonic() - start, gaps
 
 
 def measure(config, port, streams, new_tokens):
@@ -235,10 +248,21 @@ def machine():
             f"{memory_kib / 2**20:.0f} GiB")
 
 
-def llama_version(llama_home):
-    sdists = sorted(p.name.removeprefix("llama_cpp_python-") for p in llama_home.glob("llama_cpp_python-*")
+def percentile(values, q):
+    """The q-th percentile (0-100) of values, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def llama_server(args):
+    """llama-server of the build for --isa: build/ (the host's own instructions) or build-avx2/."""
+    return args.llama_home / ("build-avx2" if args.isa == "avx2" else "build") / "bin" / "llama-server"
+
+
+def llama_version(args):
+    sdists = sorted(p.name.removeprefix("llama_cpp_python-") for p in args.llama_home.glob("llama_cpp_python-*")
                     if p.is_dir())
-    binary = llama_home / "build" / "bin" / "llama-server"
+    binary = llama_server(args)
     if not binary.exists():
         return "not built"
     out = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
@@ -263,6 +287,8 @@ def main():
     parser.add_argument("--pad_server", type=pathlib.Path, default=ROOT / "build" / "server" / "pad_server")
     parser.add_argument("--model_dir", type=pathlib.Path, default=ROOT / "models" / MODEL_NAME)
     parser.add_argument("--llama_home", type=pathlib.Path, default=LLAMA_HOME)
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
+                        help="avx2: run what an AVX2 CPU runs (ours capped, llama.cpp's AVX2 build)")
     args = parser.parse_args()
     if args.quick:
         args.levels, args.new_tokens, args.repeats, args.max_load = "1,2", 8, 1, float("inf")
@@ -272,6 +298,7 @@ def main():
     print(f"server logs: {log_dir}", flush=True)
 
     tokens_per_s = {c.spec: {n: [] for n in args.levels} for c in configs}
+    latencies = {c.spec: {n: ([], []) for n in args.levels} for c in configs}  # (TTFTs, gaps), every repeat
     for repeat in range(args.repeats):
         for config in configs:
             wait_for_idle(args.max_load)
@@ -286,17 +313,23 @@ def main():
                         raise RuntimeError(f"answers of {short} tokens, not {args.new_tokens}: end of "
                                            "sequence was not ignored")
                     tokens_per_s[config.spec][streams].append(tokens / wall)
+                    ttfts, gaps = latencies[config.spec][streams]
+                    ttfts += [r[2] for r in results]
+                    gaps += [g for r in results for g in r[3]]
                     prompt = sum(r[1] for r in results) / len(results)
-                    ttft = sorted(r[2] for r in results)[len(results) // 2]
+                    ttft = percentile([r[2] for r in results], 50)
+                    itl = [g for r in results for g in r[3]]
                     print(f"  {streams:2d} stream{'s' if streams > 1 else ' '}: {tokens} tokens in {wall:6.1f} s "
-                          f"= {tokens / wall:6.1f} tokens/s; prompt {prompt:.0f} tokens, TTFT p50 {ttft:.2f} s",
+                          f"= {tokens / wall:6.1f} tokens/s; prompt {prompt:.0f} tokens, TTFT p50 {ttft:.2f} s, "
+                          f"ITL p50 {percentile(itl, 50) * 1e3:.0f} ms p99 {percentile(itl, 99) * 1e3:.0f} ms",
                           flush=True)
             finally:
                 server.stop()
 
     torch = importlib.metadata.version("torch")
+    capped = " Both run as on an AVX2 CPU (--isa avx2)." if args.isa == "avx2" else ""
     print(f"\nMachine: {machine()}; Linux {platform.release()}. pad_server: LibTorch {torch} (the torch "
-          f"wheel). llama.cpp: {llama_version(args.llama_home)}.")
+          f"wheel). llama.cpp: {llama_version(args)}.{capped}")
     print(f"Workload: {len(PROMPTS)} prompts of 48-59 tokens (+ the chat template), {args.new_tokens} greedy "
           f"tokens each, end of sequence ignored, streamed; aggregate tokens/s at each number of concurrent "
           f"streams, run {' / run '.join(str(r + 1) for r in range(args.repeats))}.\n")
@@ -305,6 +338,17 @@ def main():
     print("|---" * (len(headers) + 1) + "|")
     for config in configs:
         cells = [" / ".join(f"{v:.1f}" for v in tokens_per_s[config.spec][n]) for n in args.levels]
+        print(f"| {config.label} | " + " | ".join(cells) + " |")
+    print("\nLatency, every run together: time to first token p50 / p99 (s), then the gaps between a stream's "
+          "tokens p50 / p99 (ms).\n")
+    print("| configuration | " + " | ".join(f"{h}: TTFT s | {h}: ITL ms" for h in headers) + " |")
+    print("|---" * (2 * len(headers) + 1) + "|")
+    for config in configs:
+        cells = []
+        for n in args.levels:
+            ttfts, gaps = latencies[config.spec][n]
+            cells.append(f"{percentile(ttfts, 50):.2f} / {percentile(ttfts, 99):.2f}")
+            cells.append(f"{percentile(gaps, 50) * 1e3:.0f} / {percentile(gaps, 99) * 1e3:.0f}" if gaps else "-")
         print(f"| {config.label} | " + " | ".join(cells) + " |")
 
 

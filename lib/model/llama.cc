@@ -103,14 +103,29 @@ LinearWeight Prepare(const at::Tensor& weight, Quantization quantization) {
   return {weight, at::Tensor()};
 }
 
-// Up to this many rows a product runs on the CPU kernels; more rows (a prefill) go to LibTorch's GEMM,
-// whose cache blocking wins once the weights are no longer the cost (int8 weights are dequantized for it).
-// Measured by bench_linear (bench/RESULTS.md): in float32 the kernels are 1.8-2.5x faster at 1-4 rows and
-// still 1.2-2x at 64; bfloat16 widened to float32 loses to oneDNN's BF16 GEMM from 16 rows, while
-// AVX512_BF16's dot products are 1.1-1.6x faster up to 16 rows and even or slower beyond.
+// Up to this many rows a product runs on the CPU kernels; more rows (a prefill) go to a GEMM, whose cache
+// blocking wins once the weights are no longer the cost (int8 weights are dequantized for it). Measured by
+// bench_linear (bench/RESULTS.md): in float32 the kernels are 1.8-2.5x faster at 1-4 rows and still 1.2-2x
+// at 64. In bfloat16, with AVX512_BF16, oneDNN's BF16 GEMM wins from 16 rows; without it LibTorch has no
+// fast bfloat16 GEMM (35 GFLOP/s on AVX2, 70 on AVX-512), and the kernels, widening to float32, are 2-3.5x
+// faster up to 256 rows; past 64 rows on AVX2 MKL's float32 GEMM on widened weights is faster still.
 int64_t MaxKernelRows(CpuIsa isa, at::ScalarType weight_dtype) {
   if (weight_dtype != at::kBFloat16) return 64;
-  return isa == CpuIsa::kAvx512Bf16 ? 16 : 4;
+  switch (isa) {
+    case CpuIsa::kAvx512Bf16:
+      return 16;
+    case CpuIsa::kAvx512:
+      return 256;
+    default:
+      return 64;
+  }
+}
+
+// Whether LibTorch's own GEMM is slow for these weights here: bfloat16 without AVX512_BF16 (bench_linear), so
+// that products past the kernels' rows run in float32 on the weights widened for the call.
+bool WidenForGemm(CpuIsa isa, const at::Tensor& w) {
+  return w.scalar_type() == at::kBFloat16 && w.device().is_cpu() && isa != CpuIsa::kNone &&
+         isa < CpuIsa::kAvx512Bf16;
 }
 
 // x [..., in], weight [out, in], bias [out] or undefined -> [..., out] in x's dtype, plus `residual`
@@ -122,8 +137,15 @@ at::Tensor Linear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, c
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = out;
   if (isa == CpuIsa::kNone || rows > MaxKernelRows(isa, w.scalar_type()) || rows == 0 || !w.is_contiguous()) {
-    at::Tensor y = at::linear(x, weight.scales.defined() ? Dequantize(w, weight.scales, x.scalar_type()) : w,
-                              bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+    at::Tensor y;                // [..., out]
+    if (WidenForGemm(isa, w)) {  // float32 sums rounded once to x's dtype, as LibTorch's bfloat16 GEMM rounds
+      y = at::linear(x.to(at::kFloat), w.to(at::kFloat),
+                     bias.defined() ? std::optional<at::Tensor>(bias.to(at::kFloat)) : std::nullopt)
+              .to(x.scalar_type());
+    } else {
+      y = at::linear(x, weight.scales.defined() ? Dequantize(w, weight.scales, x.scalar_type()) : w,
+                     bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+    }
     return residual.defined() ? residual + y : y;
   }
   at::Tensor y = at::empty(shape, x.options());  // [..., out]
