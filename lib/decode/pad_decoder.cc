@@ -18,35 +18,6 @@
 
 namespace pad {
 
-const char* DecodingModeName(DecodingMode mode) {
-  switch (mode) {
-    case DecodingMode::kPad:
-      return "pad";
-    case DecodingMode::kVanilla:
-      return "vanilla";
-    case DecodingMode::kPreferencePrompt:
-      return "preference_prompt";
-    case DecodingMode::kGenArm:
-      return "genarm";
-  }
-  return "unknown";
-}
-
-absl::StatusOr<DecodingMode> ParseDecodingMode(absl::string_view name) {
-  for (DecodingMode mode :
-       {DecodingMode::kPad, DecodingMode::kVanilla, DecodingMode::kPreferencePrompt, DecodingMode::kGenArm}) {
-    if (name == DecodingModeName(mode)) return mode;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      QuotedForError(name), " is not \"pad\", \"vanilla\", \"preference_prompt\" or \"genarm\""));
-}
-
-std::string GuidelineText(const std::vector<std::string>& principles, const std::string& instruction) {
-  return absl::StrCat(
-      "[Guidelines] Your task is to generate response by considering the following principle. [Principles] ",
-      absl::StrJoin(principles, " and "), " [Instruction] ", instruction);
-}
-
 struct PadDecoder::Sequence {
   uint64_t id = 0;
   PreparedRequest prepared;
