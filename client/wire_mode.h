@@ -3,6 +3,7 @@
 #ifndef PAD_CLIENT_WIRE_MODE_H_
 #define PAD_CLIENT_WIRE_MODE_H_
 
+#include <cstdlib>
 #include <iostream>
 #include <string>
 

@@ -260,9 +260,12 @@ PAD_AVX512_BF16 void TileAvx512Bf16(const uint16_t* x, int64_t ldx, const uint16
 #define PAD_AVX2 __attribute__((target("avx2,fma")))
 
 PAD_AVX2 inline __m256 Load8(const float* row, const float*, int64_t i) { return _mm256_loadu_ps(row + i); }
+// bfloat16 is the top half of a float32: widen and shift, exactly.
+PAD_AVX2 inline __m256 Widen8(__m128i bf16) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bf16), 16));
+}
 PAD_AVX2 inline __m256 Load8(const uint16_t* row, const float*, int64_t i) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(
-      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i))), 16));
+  return Widen8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i)));
 }
 PAD_AVX2 inline __m256 Load8(const int8_t* row, const float* scales, int64_t i) {
   const __m256 values =
@@ -592,9 +595,6 @@ PAD_AVX512 void AttendHead(const T* q, const T* keys, const T* values, int64_t l
 
 // ---- The same with AVX2: 8 floats a vector.
 
-PAD_AVX2 inline __m256 Widen8(__m128i bf16) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bf16), 16));
-}
 PAD_AVX2 inline __m256 LoadAct8(const float* p) { return _mm256_loadu_ps(p); }
 PAD_AVX2 inline __m256 LoadAct8(const uint16_t* p) {
   return Widen8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
