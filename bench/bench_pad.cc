@@ -122,7 +122,7 @@ Timing Run(pad::PadDecoder& decoder, const pad::AlignmentRequest& request, int b
   int steps = 0;
   int64_t kv_tokens = 0;
   while (decoder.active() > 0) {
-    if (steps == request.max_new_tokens / 2) kv_tokens = decoder.kv_tokens_in_use();
+    if (steps == request.max_new_tokens / 2) kv_tokens = decoder.kv_stats().tokens_in_use;
     pad::OrDie(decoder.Step());
     ++steps;
   }

@@ -74,18 +74,26 @@ ABSL_FLAG(std::string, quantization, "none",
           "none or int8: weight-only int8 for the projections and lm_head, groups of 32 with a scale each "
           "(llama.cpp's Q8_0); CPU kernels only, activations and KV cache stay in --dtype");
 ABSL_FLAG(int64_t, kv_slots, 16,
-          "KV cache slots per backbone (a PAD request takes 1 + its PRM rows); with --gpu_memory_fraction, "
-          "the most");
+          "most sequences resident per backbone's KV cache (a PAD request takes 1 + its PRM rows); a limit, "
+          "not the unit of memory");
 ABSL_FLAG(double, gpu_memory_fraction, 0,
-          "if > 0, as many KV slots (up to --kv_slots) as fit in this share of the device's memory once the "
+          "if > 0, the KV cache pool is as many blocks as fit in this share of the device's memory once the "
           "models are loaded, less --memory_reserve_mib; on the CPU, the share of the host's memory");
+ABSL_FLAG(int64_t, kv_cache_mib, 0,
+          "without --gpu_memory_fraction, the KV cache pool's size (all caches together); 0: enough for "
+          "--kv_slots sequences at --max_seq_len");
+ABSL_FLAG(int64_t, kv_block_size, 0,
+          "tokens per KV cache block; 0: 256 on a GPU (FlashAttention's paged kernel's least), 16 on the CPU");
+ABSL_FLAG(bool, prefix_cache, true,
+          "keep full KV blocks of prompts and answers, keyed by their tokens, for later requests that begin "
+          "with them; --noprefix_cache to compare");
 ABSL_FLAG(int64_t, max_batch_tokens, 512,
           "most tokens one engine step feeds the models: decode rows first, then prompts in chunks, so "
           "long prompts arriving cannot stall running streams; 0: prompts are prefilled whole");
 ABSL_FLAG(
     bool, cuda_graphs, false,
-    "decode steps in fixed shapes, recorded as CUDA graphs on a GPU (one per slot and length bucket, at "
-    "first use) and replayed; on the CPU the same steps run directly");
+    "decode steps in fixed shapes, recorded as CUDA graphs on a GPU (one per batch-size bucket, at "
+    "start-up) and replayed; on the CPU the same steps run directly");
 ABSL_FLAG(int64_t, memory_reserve_mib, 2048,
           "with --gpu_memory_fraction: memory kept for activations and workspace");
 ABSL_FLAG(int64_t, max_seq_len, 4096, "most tokens of one sequence, prompt and answer");
@@ -171,6 +179,11 @@ pad::EngineOptions EngineOptionsFromFlags() {
   if (!(fraction >= 0 && fraction <= 1)) Die("--gpu_memory_fraction: must be in [0, 1]");
   if (absl::GetFlag(FLAGS_memory_reserve_mib) < 0) Die("--memory_reserve_mib: must be at least 0");
   options.decoder.memory_fraction = fraction;
+  if (absl::GetFlag(FLAGS_kv_cache_mib) < 0) Die("--kv_cache_mib: must be at least 0");
+  options.decoder.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mib) << 20;
+  if (absl::GetFlag(FLAGS_kv_block_size) < 0) Die("--kv_block_size: must be at least 0");
+  options.decoder.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
+  options.decoder.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
   if (absl::GetFlag(FLAGS_max_batch_tokens) < 0) Die("--max_batch_tokens: must be at least 0");
   options.decoder.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.decoder.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
@@ -398,10 +411,12 @@ int main(int argc, char** argv) {
     }
     readiness.Loaded();
     const pad::EngineStats stats = engine->Stats();
-    std::cerr << absl::StrFormat("pad_server: ready; KV caches: %d slots of %d tokens, %.2f GiB%s",
-                                 stats.kv_slots_total, engine_options.decoder.max_seq_len,
-                                 stats.kv_cache_bytes / 1073741824.0,
-                                 stats.kv_plan.empty() ? " (--kv_slots)" : " (" + stats.kv_plan + ")")
+    std::cerr << absl::StrFormat(
+                     "pad_server: ready; KV caches: %d blocks of %d tokens, %.2f GiB, for up to %d sequences of "
+                     "%d tokens%s",
+                     stats.kv.blocks_total, stats.kv.block_size, stats.kv.bytes / 1073741824.0,
+                     stats.kv.slots_total, engine_options.decoder.max_seq_len,
+                     stats.kv.plan.empty() ? " (--kv_slots x --max_seq_len)" : " (" + stats.kv.plan + ")")
               << std::endl;
   });
 

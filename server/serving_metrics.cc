@@ -42,14 +42,32 @@ ServingMetrics::ServingMetrics(MetricsRegistry* r) {
   running_ = &OrDie(r->AddGauge("pad_requests_running", "Requests in the decoding batch."))->Get();
   waiting_ = &OrDie(r->AddGauge("pad_requests_waiting", "Requests queued for the batch."))->Get();
   batch_size_ = &OrDie(r->AddGauge("pad_batch_size", "Requests in the latest decoding step."))->Get();
-  kv_slots_used_ = &OrDie(r->AddGauge("pad_kv_cache_slots_used", "KV cache slots held by requests."))->Get();
-  kv_slots_total_ = &OrDie(r->AddGauge("pad_kv_cache_slots", "KV cache slots in all caches."))->Get();
+  kv_slots_used_ =
+      &OrDie(r->AddGauge("pad_kv_cache_slots_used", "Sequences resident in the KV caches."))->Get();
+  kv_slots_total_ =
+      &OrDie(r->AddGauge("pad_kv_cache_slots", "Most sequences resident in all KV caches (--kv_slots)."))->Get();
+  kv_blocks_used_ =
+      &OrDie(r->AddGauge("pad_kv_cache_blocks_used", "KV cache blocks held by running sequences."))->Get();
+  kv_blocks_total_ = &OrDie(r->AddGauge("pad_kv_cache_blocks", "KV cache blocks in all caches."))->Get();
+  kv_blocks_cached_ = &OrDie(r->AddGauge("pad_kv_cache_blocks_cached",
+                                         "KV cache blocks holding a cached prefix, held by a sequence or not."))
+                           ->Get();
   kv_tokens_ = &OrDie(r->AddGauge("pad_kv_cache_tokens", "Tokens held in the KV caches."))->Get();
   // What a load-aware router reads as KV-cache utilization (the Gateway API Inference Extension's
   // KVCacheUtilization, vLLM's kv_cache_usage_perc): one gauge, since a router scrapes pods, not PromQL.
   kv_usage_ = &OrDie(r->AddGauge("pad_kv_cache_usage_ratio",
-                                 "Fraction of the KV cache slots held by requests, from 0 to 1."))
+                                 "Fraction of the KV cache blocks held by running sequences, from 0 to 1."))
                    ->Get();
+  preemptions_ = &OrDie(r->AddCounter("pad_preemptions_total",
+                                      "Sequences whose KV blocks were taken back when the pool ran out, to be "
+                                      "recomputed."))
+                      ->Get();
+  prefix_hit_tokens_ = &OrDie(r->AddCounter("pad_prefix_cache_hit_tokens_total",
+                                            "Prompt tokens read from the prefix cache instead of computed."))
+                            ->Get();
+  prefill_tokens_ =
+      &OrDie(r->AddCounter("pad_prefill_tokens_total", "Prompt tokens computed (prefill and recomputation)."))
+           ->Get();
   kv_bytes_ = &OrDie(r->AddGauge("pad_kv_cache_bytes", "Device memory allocated to the KV caches."))->Get();
   ready_ = &OrDie(r->AddGauge("pad_ready", "1 when the models are loaded and requests are admitted."))->Get();
   log_lines_dropped_ = &OrDie(r->AddCounter("pad_log_lines_dropped_total",
@@ -87,13 +105,19 @@ void ServingMetrics::UpdateEngine(const EngineStats& stats) {
   running_->Set(static_cast<double>(stats.running));
   waiting_->Set(static_cast<double>(stats.waiting));
   batch_size_->Set(static_cast<double>(stats.last_batch_size));
-  kv_slots_used_->Set(static_cast<double>(stats.kv_slots_in_use));
-  kv_slots_total_->Set(static_cast<double>(stats.kv_slots_total));
-  kv_tokens_->Set(static_cast<double>(stats.kv_tokens_in_use));
-  kv_usage_->Set(stats.kv_slots_total > 0
-                     ? static_cast<double>(stats.kv_slots_in_use) / static_cast<double>(stats.kv_slots_total)
-                     : 0.0);
-  kv_bytes_->Set(static_cast<double>(stats.kv_cache_bytes));
+  const KvStats& kv = stats.kv;
+  kv_slots_used_->Set(static_cast<double>(kv.slots_in_use));
+  kv_slots_total_->Set(static_cast<double>(kv.slots_total));
+  kv_blocks_used_->Set(static_cast<double>(kv.blocks_used));
+  kv_blocks_total_->Set(static_cast<double>(kv.blocks_total));
+  kv_blocks_cached_->Set(static_cast<double>(kv.blocks_cached));
+  kv_tokens_->Set(static_cast<double>(kv.tokens_in_use));
+  kv_usage_->Set(kv.blocks_total > 0 ? static_cast<double>(kv.blocks_used) / static_cast<double>(kv.blocks_total)
+                                     : 0.0);
+  kv_bytes_->Set(static_cast<double>(kv.bytes));
+  preemptions_->Increment(static_cast<double>(kv.preemptions) - preemptions_->Value());
+  prefix_hit_tokens_->Increment(static_cast<double>(kv.prefix_hit_tokens) - prefix_hit_tokens_->Value());
+  prefill_tokens_->Increment(static_cast<double>(kv.prefill_tokens) - prefill_tokens_->Value());
   ready_->Set(stats.ready ? 1.0 : 0.0);
 }
 

@@ -46,9 +46,16 @@ class ServingMetrics {
   Gauge* batch_size_;
   Gauge* kv_slots_used_;
   Gauge* kv_slots_total_;
+  Gauge* kv_blocks_used_;
+  Gauge* kv_blocks_total_;
+  Gauge* kv_blocks_cached_;
   Gauge* kv_bytes_;
   Gauge* kv_tokens_;
   Gauge* kv_usage_;
+  // Counters that follow the engine's running totals.
+  Counter* preemptions_;
+  Counter* prefix_hit_tokens_;
+  Counter* prefill_tokens_;
   Gauge* ready_;
   Counter* log_lines_dropped_;
 };

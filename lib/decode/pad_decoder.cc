@@ -21,12 +21,15 @@ namespace pad {
 struct PadDecoder::Sequence {
   uint64_t id = 0;
   PreparedRequest prepared;
-  int policy_slot = -1;
+  int policy_slot = -1;          // -1 while preempted
   KvCache* prm_cache = nullptr;  // where the PRM rows live (the policy's cache when the backbone is shared)
   std::vector<int> prm_slots;    // one per prepared.prm_rows
   bool prefilled = false;
+  bool preempted = false;  // its blocks given back; it waits to be admitted again and recomputed
   int32_t last_token = 0;
   int generated = 0;
+  std::vector<int32_t> generated_ids;
+  int folded = 0;  // generated tokens appended to the prompts' ids, to recompute them after a preemption
   absl::flat_hash_map<int32_t, int> generated_counts;  // token id -> times generated (kept with penalties)
   std::mt19937_64 rng;
   std::unique_ptr<IncrementalDecoder> text;
@@ -85,33 +88,48 @@ absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(const LlamaModel*
       backbones.push_back(&prm->backbone());
     }
   }
+  // Blocks of 256 tokens on a GPU, the least FlashAttention's paged kernel takes; 16 on the CPU, as vLLM's.
+  int64_t block_size = options.kv_block_size;
+  if (block_size == 0) block_size = policy->options().device.is_cuda() ? 256 : 16;
+  decoder->options_.kv_block_size = block_size;
+  const int64_t blocks_per_sequence = (options.max_seq_len + block_size - 1) / block_size;
+  int64_t block_bytes = 0;  // one block in every cache
+  for (const LlamaModel* backbone : backbones) {
+    block_bytes += KvCache::BlockBytes(backbone->config(), block_size, backbone->options());
+  }
+  // The pool: what memory_fraction leaves, or kv_cache_bytes, or by default every slot at max_seq_len.
+  int64_t blocks = options.kv_slots * blocks_per_sequence;
   if (options.memory_fraction > 0) {
-    int64_t slot_bytes = 0;  // one slot in every cache
-    for (const LlamaModel* backbone : backbones) {
-      slot_bytes += KvCache::SlotBytes(backbone->config(), options.max_seq_len, backbone->options());
-    }
     PAD_ASSIGN_OR_RETURN(const DeviceMemory memory, QueryDeviceMemory(policy->options().device));
-    KvPlan plan = PlanKvSlots(memory, options.memory_fraction, options.memory_reserve_bytes, slot_bytes,
-                              options.kv_slots + (options.cuda_graphs ? 1 : 0));
-    if (options.cuda_graphs) --plan.slots;  // the padding slot
-    if (plan.slots < 1) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("no KV cache slot of ", options.max_seq_len, " tokens fits: ", plan.ToString()));
-    }
-    decoder->options_.kv_slots = plan.slots;
+    const KvPlan plan =
+        PlanKvBlocks(memory, options.memory_fraction, options.memory_reserve_bytes, block_bytes, blocks);
+    blocks = plan.blocks;
     decoder->kv_plan_ = plan.ToString();
+  } else if (options.kv_cache_bytes > 0) {
+    blocks = options.kv_cache_bytes / block_bytes;
+    decoder->kv_plan_ = absl::StrCat("--kv_cache_bytes ", options.kv_cache_bytes, ": ", blocks, " blocks of ",
+                                     block_bytes, " bytes");
+  }
+  if (blocks < blocks_per_sequence) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the KV cache holds ", blocks, " blocks of ", block_size, " tokens, less than one sequence of ",
+                     options.max_seq_len, " tokens (--max_seq_len) needs",
+                     decoder->kv_plan_.empty() ? "" : absl::StrCat(": ", decoder->kv_plan_)));
   }
   // Decode rows never fill the budget while a prompt waits for prefill (it holds a slot), so prefill always
   // progresses.
-  const int64_t all_slots = decoder->options_.kv_slots * static_cast<int64_t>(backbones.size());
+  const int64_t all_slots = options.kv_slots * static_cast<int64_t>(backbones.size());
   if (options.max_batch_tokens > 0 && options.max_batch_tokens < all_slots) {
     return absl::InvalidArgumentError(absl::StrCat("max_batch_tokens: ", options.max_batch_tokens,
                                                    " is less than the KV slots of every cache, ", all_slots));
   }
   KvCacheOptions cache_options;
-  cache_options.max_slots = decoder->options_.kv_slots;
+  cache_options.max_slots = options.kv_slots;
   cache_options.max_seq_len = options.max_seq_len;
-  cache_options.padding_slot = options.cuda_graphs;
+  cache_options.block_size = block_size;
+  cache_options.num_blocks = blocks;
+  cache_options.prefix_cache = options.prefix_cache;
+  cache_options.padding_block = options.cuda_graphs;
   for (const LlamaModel* backbone : backbones) {
     PAD_ASSIGN_OR_RETURN(auto cache, KvCache::Create(backbone->config(), cache_options, backbone->options()));
     if (options.cuda_graphs) {
@@ -335,55 +353,120 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
   return prepared;
 }
 
+namespace {
+
+// What computes a row's keys and values, so that only equal ones share a cached prefix: the backbone alone, or
+// with an adapter.
+uint64_t PrefixKey(const LoraAdapter* adapter) { return reinterpret_cast<uintptr_t>(adapter); }
+
+}  // namespace
+
+std::vector<PadDecoder::Needs> PadDecoder::NeedsOf(const PreparedRequest& prepared) const {
+  std::vector<Needs> needs(caches_.size());
+  auto add = [&](size_t b, const std::vector<int32_t>& ids, const LoraAdapter* adapter) {
+    const KvCache& cache = *caches_[b].second;
+    ++needs[b].slots;
+    needs[b].blocks += cache.BlocksFor(static_cast<int64_t>(ids.size()), cache.CachedPrefix(PrefixKey(adapter), ids));
+  };
+  add(0, prepared.policy_ids, nullptr);
+  for (const PreparedRequest::PrmRow& row : prepared.prm_rows) {
+    add(BackboneOf(*prepared.reward_model), row.ids, prepared.reward_model->adapter());
+  }
+  return needs;
+}
+
+size_t PadDecoder::BackboneOf(const RewardModel& prm) const {
+  size_t b = 0;
+  while (caches_[b].first != &prm.backbone()) ++b;
+  return b;
+}
+
+bool PadDecoder::Fits(const PreparedRequest& prepared) const {
+  const std::vector<Needs> needs = NeedsOf(prepared);
+  for (size_t b = 0; b < caches_.size(); ++b) {
+    const KvCache& cache = *caches_[b].second;
+    if (cache.max_slots() - cache.slots_in_use() < needs[b].slots) return false;
+    if (cache.blocks_available() < needs[b].blocks) return false;
+  }
+  return true;
+}
+
 bool PadDecoder::CanAdd(const PreparedRequest& prepared) const {
-  KvCache* policy_cache = caches_[0].second.get();
-  int64_t policy_slots = 1, prm_slots = 0;
-  KvCache* prm_cache = prepared.reward_model ? CacheFor(prepared.reward_model->backbone()) : nullptr;
-  (prm_cache == policy_cache ? policy_slots : prm_slots) += static_cast<int64_t>(prepared.prm_rows.size());
-  if (policy_cache->max_slots() - policy_cache->slots_in_use() < policy_slots) return false;
-  return prm_slots == 0 || prm_cache->max_slots() - prm_cache->slots_in_use() >= prm_slots;
+  // Preempted sequences go first: a new one would take the blocks they wait for.
+  for (const auto& [id, sequence] : sequences_) {
+    if (sequence->preempted) return false;
+  }
+  return Fits(prepared);
+}
+
+void PadDecoder::Admit(Sequence& s) {
+  // Each row: a slot, the longest cached prefix of its prompt, and blocks for the rest of it.
+  auto take = [](KvCache* cache, const std::vector<int32_t>& ids, const LoraAdapter* adapter) {
+    const int slot = *cache->Allocate(PrefixKey(adapter));
+    cache->MatchPrefix(slot, ids);
+    cache->Reserve(slot, static_cast<int64_t>(ids.size()));
+    return slot;
+  };
+  const PreparedRequest& p = s.prepared;
+  s.policy_slot = take(caches_[0].second.get(), p.policy_ids, nullptr);
+  if (p.reward_model != nullptr) {
+    s.prm_cache = caches_[BackboneOf(*p.reward_model)].second.get();
+    for (const PreparedRequest::PrmRow& row : p.prm_rows) {
+      s.prm_slots.push_back(take(s.prm_cache, row.ids, p.reward_model->adapter()));
+    }
+  }
+  s.preempted = false;
 }
 
 absl::StatusOr<uint64_t> PadDecoder::Add(PreparedRequest prepared) {
   if (!CanAdd(prepared)) {
-    return absl::ResourceExhaustedError(absl::StrCat("no free KV cache slots for ",
-                                                     1 + prepared.prm_rows.size(), " rows (",
-                                                     options_.kv_slots, " per backbone)"));
+    return absl::ResourceExhaustedError(absl::StrCat("no free KV cache slots or blocks for ",
+                                                     1 + prepared.prm_rows.size(), " rows"));
   }
   auto sequence = std::make_unique<Sequence>();
   sequence->id = next_id_++;
-  sequence->policy_slot = *caches_[0].second->Allocate();
-  if (prepared.reward_model != nullptr) {
-    sequence->prm_cache = CacheFor(prepared.reward_model->backbone());
-    for (size_t i = 0; i < prepared.prm_rows.size(); ++i)
-      sequence->prm_slots.push_back(*sequence->prm_cache->Allocate());
-  }
   sequence->rng.seed(prepared.request.seed);
   sequence->text = std::make_unique<IncrementalDecoder>(tokenizer_, /*skip_special_tokens=*/true);
   sequence->prepared = std::move(prepared);
+  Admit(*sequence);
+  for (const PrefillRow& row : PrefillRows(*sequence)) prefix_hit_tokens_ += row.cached;
   const uint64_t id = sequence->id;
   sequences_.emplace(id, std::move(sequence));
   return id;
 }
 
 void PadDecoder::Release(Sequence& sequence) {
-  caches_[0].second->Free(sequence.policy_slot);
+  if (sequence.policy_slot >= 0) caches_[0].second->Free(sequence.policy_slot);
   sequence.policy_slot = -1;
   for (int slot : sequence.prm_slots) sequence.prm_cache->Free(slot);
   sequence.prm_slots.clear();
-  // Keep every cache's slots packed, so that a step's rows read the cache in place: the freed slots are
-  // filled from the top, one sequence's keys and values copied per move.
-  for (auto& [model, cache] : caches_) {
-    while (const auto move = cache->NextPackingMove()) {
-      const auto [from, to] = *move;
-      cache->Move(from, to);
-      for (auto& [id, other] : sequences_) {
-        if (cache.get() == caches_[0].second.get() && other->policy_slot == from) other->policy_slot = to;
-        if (other->prm_cache != cache.get()) continue;
-        for (int& slot : other->prm_slots) slot = slot == from ? to : slot;
-      }
-    }
+}
+
+void PadDecoder::Preempt(Sequence& s) {
+  // Recomputation: the generated tokens join the prompts, so that the next prefill rebuilds the cache and
+  // scores the next token, as the decode step would have.
+  PreparedRequest& p = s.prepared;
+  const auto more = absl::MakeConstSpan(s.generated_ids).subspan(s.folded);
+  p.policy_ids.insert(p.policy_ids.end(), more.begin(), more.end());
+  for (PreparedRequest::PrmRow& row : p.prm_rows) row.ids.insert(row.ids.end(), more.begin(), more.end());
+  s.folded = s.generated;
+  s.prefilled = false;
+  s.preempted = true;
+  Release(s);
+  ++preemptions_;
+}
+
+bool PadDecoder::ReserveNextToken(Sequence& s) {
+  std::vector<int64_t> needed(caches_.size(), 0);
+  needed[0] += caches_[0].second->BlocksNeeded(s.policy_slot, caches_[0].second->length(s.policy_slot) + 1);
+  const size_t prm_backbone = s.prm_slots.empty() ? 0 : BackboneOf(*s.prepared.reward_model);
+  for (const int slot : s.prm_slots) needed[prm_backbone] += s.prm_cache->BlocksNeeded(slot, s.prm_cache->length(slot) + 1);
+  for (size_t b = 0; b < caches_.size(); ++b) {
+    if (needed[b] > caches_[b].second->blocks_available()) return false;
   }
+  caches_[0].second->Reserve(s.policy_slot, caches_[0].second->length(s.policy_slot) + 1);
+  for (const int slot : s.prm_slots) s.prm_cache->Reserve(slot, s.prm_cache->length(slot) + 1);
+  return true;
 }
 
 void PadDecoder::Remove(uint64_t id) {
@@ -393,28 +476,23 @@ void PadDecoder::Remove(uint64_t id) {
   sequences_.erase(it);
 }
 
-int64_t PadDecoder::slots_in_use() const {
-  int64_t total = 0;
-  for (const auto& [model, cache] : caches_) total += cache->slots_in_use();
-  return total;
-}
-
-int64_t PadDecoder::slots_total() const {
-  int64_t total = 0;
-  for (const auto& [model, cache] : caches_) total += cache->max_slots();
-  return total;
-}
-
-int64_t PadDecoder::kv_cache_bytes() const {
-  int64_t total = 0;
-  for (const auto& [model, cache] : caches_) total += cache->bytes();
-  return total;
-}
-
-int64_t PadDecoder::kv_tokens_in_use() const {
-  int64_t total = 0;
-  for (const auto& [model, cache] : caches_) total += cache->tokens_in_use();
-  return total;
+KvStats PadDecoder::kv_stats() const {
+  KvStats stats;
+  for (const auto& [model, cache] : caches_) {
+    stats.slots_in_use += cache->slots_in_use();
+    stats.slots_total += cache->max_slots();
+    stats.blocks_used += cache->blocks_used();
+    stats.blocks_total += cache->num_blocks();
+    stats.blocks_cached += cache->blocks_cached();
+    stats.tokens_in_use += cache->tokens_in_use();
+    stats.bytes += cache->bytes();
+  }
+  stats.block_size = options_.kv_block_size;
+  stats.preemptions = preemptions_;
+  stats.prefix_hit_tokens = prefix_hit_tokens_;
+  stats.prefill_tokens = prefill_tokens_;
+  stats.plan = kv_plan_;
+  return stats;
 }
 
 int64_t PadDecoder::fixed_shape_steps() const {
@@ -429,9 +507,37 @@ int64_t PadDecoder::graphs_recorded() const {
   return total;
 }
 
+int64_t PadDecoder::graph_replays() const {
+  int64_t total = 0;
+  for (const auto& graphs : graphs_) total += graphs->replays();
+  return total;
+}
+
 absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
+  // Preempted sequences come back first, oldest first, as slots and blocks allow.
+  for (auto& [id, s] : sequences_) {
+    if (!s->preempted) continue;
+    if (!Fits(s->prepared)) break;
+    Admit(*s);
+    for (const PrefillRow& row : PrefillRows(*s)) prefix_hit_tokens_ += row.cached;
+  }
+  // Every decoding sequence gets room for its next token, oldest first; when the pool runs out, the youngest
+  // sequence holding blocks is preempted, until the older ones fit (vLLM's recomputation). Prepare made sure
+  // that any one request fits the pool alone, so the oldest always runs.
+  for (auto& [id, s] : sequences_) {
+    if (s->preempted || !s->prefilled) continue;
+    while (!ReserveNextToken(*s)) {
+      auto victim = std::find_if(sequences_.rbegin(), sequences_.rend(),
+                                 [](const auto& entry) { return !entry.second->preempted; });
+      Preempt(*victim->second);
+      if (victim->second.get() == s.get()) break;
+    }
+  }
   std::vector<Sequence*> prefill, decode;
-  for (auto& [id, sequence] : sequences_) (sequence->prefilled ? decode : prefill).push_back(sequence.get());
+  for (auto& [id, sequence] : sequences_) {
+    if (sequence->preempted) continue;
+    (sequence->prefilled ? decode : prefill).push_back(sequence.get());
+  }
   // Decode rows first, one token each; prefill takes what is left of max_batch_tokens, oldest first: whole
   // prompts (the pass that scores their first token), then a chunk of the next one, which waits for later
   // steps to finish. A chunk leaves every row its last token, for the pass that scores it.
@@ -548,6 +654,9 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
   std::vector<at::Tensor> hidden(caches_.size());  // per backbone: [rows, hidden]
   for (size_t b = 0; b < caches_.size(); ++b) {
     if (rows[b].empty()) continue;
+    if (prefill) {
+      for (const ForwardRow& row : rows[b]) prefill_tokens_ += static_cast<int64_t>(row.tokens.size());
+    }
     if (!prefill && !graphs_.empty()) {
       PAD_ASSIGN_OR_RETURN(hidden[b], graphs_[b]->Forward(rows[b]));
     } else {
@@ -709,6 +818,7 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
     s.prefilled = true;
     s.last_token = event.token;
     ++s.generated;
+    s.generated_ids.push_back(event.token);
     if (has_penalties) ++s.generated_counts[event.token];
 
     const auto& eos = policy_->config().eos_token_ids;

@@ -111,9 +111,7 @@ class Engine::Impl {
     }
     absl::MutexLock lock(&mu_);
     decoder_ = std::move(decoder);
-    stats_.kv_slots_total = decoder_->slots_total();
-    stats_.kv_cache_bytes = decoder_->kv_cache_bytes();
-    stats_.kv_plan = decoder_->kv_plan();
+    stats_.kv = decoder_->kv_stats();
     return absl::OkStatus();
   }
 
@@ -239,8 +237,7 @@ class Engine::Impl {
         absl::MutexLock lock(&mu_);
         stats_.running = static_cast<int64_t>(running_.size());
         stats_.last_batch_size = running_.empty() ? 0 : batch;  // an idle server reports 0
-        stats_.kv_slots_in_use = decoder_->slots_in_use();
-        stats_.kv_tokens_in_use = decoder_->kv_tokens_in_use();
+        stats_.kv = decoder_->kv_stats();
         stats = StatsLocked();
         done = draining_ && running_.empty() && waiting_.empty();
       }

@@ -64,7 +64,7 @@ TEST(Engine, StreamsTokensThenUsage) {
   EXPECT_EQ(events.back().finish_reason, FinishReason::kLength);
   EXPECT_EQ(events.back().usage.generated_tokens, 6);
   EXPECT_GT(events.back().usage.prompt_tokens, 10);
-  EXPECT_EQ(engine->Stats().kv_slots_in_use, 0);
+  EXPECT_EQ(engine->Stats().kv.slots_in_use, 0);
 }
 
 TEST(Engine, InvalidRequestIsRefusedAtSubmit) {
@@ -93,8 +93,8 @@ TEST(Engine, CancelFreesTheSlotsWithinAStep) {
   for (size_t i = 0; i + 1 < events.size(); ++i) EXPECT_EQ(events[i].kind, EngineEvent::Kind::kToken);
   const EngineStats stats = engine->Stats();
   EXPECT_EQ(stats.running, 0);
-  EXPECT_EQ(stats.kv_slots_in_use, 0);
-  EXPECT_EQ(stats.kv_tokens_in_use, 0);
+  EXPECT_EQ(stats.kv.slots_in_use, 0);
+  EXPECT_EQ(stats.kv.tokens_in_use, 0);
 }
 
 TEST(Engine, FullQueueIsResourceExhaustedThenRecovers) {

@@ -87,15 +87,17 @@ class FakeDecoder final : public BatchDecoder {
   void Remove(uint64_t sequence) override { sequences_.erase(sequence); }
 
   size_t active() const override { return sequences_.size(); }
-  int64_t slots_in_use() const override {
+  int64_t slots_in_use() const {
     int64_t used = 0;
     for (const auto& [id, s] : sequences_) used += s.slots;
     return used;
   }
-  int64_t slots_total() const override { return slots_; }
-  int64_t kv_tokens_in_use() const override { return 0; }
-  int64_t kv_cache_bytes() const override { return 0; }
-  std::string kv_plan() const override { return ""; }
+  KvStats kv_stats() const override {
+    KvStats stats;
+    stats.slots_in_use = slots_in_use();
+    stats.slots_total = slots_;
+    return stats;
+  }
 
  private:
   struct Sequence {
@@ -221,7 +223,7 @@ TEST_F(SchedulerTest, CancelFreesSlotsWithinOneStep) {
   TestStream& waiting = NewStream();
   const uint64_t first = *engine_->Submit(Ask(100), running.Sink());
   fake_->AllowSteps(2);
-  WaitForStats([](const EngineStats& s) { return s.running == 1 && s.kv_slots_in_use == 1; });
+  WaitForStats([](const EngineStats& s) { return s.running == 1 && s.kv.slots_in_use == 1; });
   const uint64_t second = *engine_->Submit(Ask(100, 2), waiting.Sink());  // 3 slots: never fits 2
   WaitForStats([](const EngineStats& s) { return s.waiting == 1; });
   engine_->Cancel(second);  // a waiting request leaves the queue
@@ -230,7 +232,7 @@ TEST_F(SchedulerTest, CancelFreesSlotsWithinOneStep) {
   EXPECT_EQ(waiting.End().finish_reason, FinishReason::kCancelled);
   EXPECT_EQ(waiting.tokens(), 0u);
   EXPECT_EQ(running.End().finish_reason, FinishReason::kCancelled);
-  const EngineStats stats = WaitForStats([](const EngineStats& s) { return s.kv_slots_in_use == 0; });
+  const EngineStats stats = WaitForStats([](const EngineStats& s) { return s.kv.slots_in_use == 0; });
   EXPECT_EQ(stats.running, 0);
   EXPECT_EQ(stats.waiting, 0);
   EXPECT_EQ(stats.last_batch_size, 0);  // an idle engine reports no batch

@@ -542,34 +542,49 @@ void RotateHead(T* head, const T* cos, const T* sin, int64_t head_dim) {
 }
 
 template <typename T>
-void RopeAndCacheRows(const DecodeRope& shape, T* qkv, const T* cos, const T* sin, T* cache_k, T* cache_v) {
+void RopeAndCacheRows(const RopeAndCache& shape, T* qkv, const T* cos, const T* sin, T* cache_k, T* cache_v) {
   const int64_t d = shape.head_dim, width = (shape.heads + 2 * shape.kv_heads) * d;
-  for (int64_t r = 0; r < shape.rows; ++r) {
-    T* row = qkv + r * width;
+  const int64_t kv_width = shape.kv_heads * d;
+  for (int64_t t = 0; t < shape.tokens; ++t) {
+    T* row = qkv + t * width;
     for (int64_t h = 0; h < shape.heads + shape.kv_heads; ++h)
-      RotateHead(row + h * d, cos + r * d, sin + r * d, d);
-    for (int64_t h = 0; h < shape.kv_heads; ++h) {
-      const int64_t at = ((shape.slots[r] * shape.kv_heads + h) * shape.max_seq + shape.positions[r]) * d;
-      std::memcpy(cache_k + at, row + (shape.heads + h) * d, d * sizeof(T));
-      std::memcpy(cache_v + at, row + (shape.heads + shape.kv_heads + h) * d, d * sizeof(T));
-    }
+      RotateHead(row + h * d, cos + t * d, sin + t * d, d);
+    std::memcpy(cache_k + shape.cache_rows[t] * kv_width, row + shape.heads * d, kv_width * sizeof(T));
+    std::memcpy(cache_v + shape.cache_rows[t] * kv_width, row + (shape.heads + shape.kv_heads) * d,
+                kv_width * sizeof(T));
   }
 }
+
+// The keys (or values) one query head reads: position t at data + blocks[t / block_size] * block_stride +
+// (t % block_size) * token_stride. The kernels walk it block by block (PAGED_FOR: a loop, since a lambda
+// would not inherit their target attributes).
+template <typename T>
+struct PagedHead {
+  const T* data;  // the cache, offset to the head
+  const int32_t* blocks;
+  int64_t block_size, block_stride, token_stride;
+};
+
+// for (t in [0, length)) with `pointer` at position t of `head`.
+#define PAGED_FOR(head, length, t, pointer)                                                        \
+  for (int64_t t = 0, block_ = 0, end_ = 0; t < (length); ++block_)                                \
+    for (const T* pointer = (end_ = std::min((length), t + (head).block_size),                     \
+                            (head).data + (head).blocks[block_] * (head).block_stride);            \
+         t < end_; ++t, pointer += (head).token_stride)
 
 // ---- AVX-512 versions of the decode step's attention and SiLU, where a scalar loop would cost more than
 // the products around it.
 
-// One query head against `length` keys and values [length, 16 * V], all in registers but the scores.
+// One query head against `length` keys and values of 16 * V each, all in registers but the scores.
 template <int V, typename T>
-PAD_AVX512 void AttendHead(const T* q, const T* keys, const T* values, int64_t length, float* scores,
-                           T* out) {
+PAD_AVX512 void AttendHead(const T* q, const PagedHead<T>& keys, const PagedHead<T>& values, int64_t length,
+                           float* scores, T* out) {
   constexpr int64_t kDim = 16 * V;
   const float scale = 1.0f / std::sqrt(static_cast<float>(kDim));
   __m512 qv[V];
   for (int v = 0; v < V; ++v) qv[v] = LoadAct16(q + 16 * v);
   float max_score = -INFINITY;
-  for (int64_t t = 0; t < length; ++t) {
-    const T* key = keys + t * kDim;
+  PAGED_FOR(keys, length, t, key) {
     __m512 dot = _mm512_mul_ps(qv[0], LoadAct16(key));
     for (int v = 1; v < V; ++v) dot = _mm512_fmadd_ps(qv[v], LoadAct16(key + 16 * v), dot);
     scores[t] = _mm512_reduce_add_ps(dot) * scale;
@@ -585,9 +600,9 @@ PAD_AVX512 void AttendHead(const T* q, const T* keys, const T* values, int64_t l
   }
   __m512 acc[V];
   for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
-  for (int64_t t = 0; t < length; ++t) {
+  PAGED_FOR(values, length, t, value) {
     const __m512 p = _mm512_set1_ps(scores[t]);
-    for (int v = 0; v < V; ++v) acc[v] = _mm512_fmadd_ps(p, LoadAct16(values + t * kDim + 16 * v), acc[v]);
+    for (int v = 0; v < V; ++v) acc[v] = _mm512_fmadd_ps(p, LoadAct16(value + 16 * v), acc[v]);
   }
   const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
   for (int v = 0; v < V; ++v) StoreAct16(out + 16 * v, _mm512_mul_ps(acc[v], inverse));
@@ -634,16 +649,16 @@ PAD_AVX2 inline __m256 Exp8(__m256 x) {
   return _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(half)), _mm256_set1_ps(2.0f));
 }
 
-// AttendHead with AVX2: one query head against `length` keys and values [length, 8 * V].
+// AttendHead with AVX2: one query head against `length` keys and values of 8 * V each.
 template <int V, typename T>
-PAD_AVX2 void AttendHead8(const T* q, const T* keys, const T* values, int64_t length, float* scores, T* out) {
+PAD_AVX2 void AttendHead8(const T* q, const PagedHead<T>& keys, const PagedHead<T>& values, int64_t length,
+                          float* scores, T* out) {
   constexpr int64_t kDim = 8 * V;
   const float scale = 1.0f / std::sqrt(static_cast<float>(kDim));
   __m256 qv[V];
   for (int v = 0; v < V; ++v) qv[v] = LoadAct8(q + 8 * v);
   float max_score = -INFINITY;
-  for (int64_t t = 0; t < length; ++t) {
-    const T* key = keys + t * kDim;
+  PAGED_FOR(keys, length, t, key) {
     __m256 dot = _mm256_mul_ps(qv[0], LoadAct8(key));
     for (int v = 1; v < V; ++v) dot = _mm256_fmadd_ps(qv[v], LoadAct8(key + 8 * v), dot);
     scores[t] = Sum8(dot) * scale;
@@ -669,9 +684,9 @@ PAD_AVX2 void AttendHead8(const T* q, const T* keys, const T* values, int64_t le
   }
   __m256 acc[V];
   for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
-  for (t = 0; t < length; ++t) {
-    const __m256 p = _mm256_set1_ps(scores[t]);
-    for (int v = 0; v < V; ++v) acc[v] = _mm256_fmadd_ps(p, LoadAct8(values + t * kDim + 8 * v), acc[v]);
+  PAGED_FOR(values, length, u, value) {
+    const __m256 p = _mm256_set1_ps(scores[u]);
+    for (int v = 0; v < V; ++v) acc[v] = _mm256_fmadd_ps(p, LoadAct8(value + 8 * v), acc[v]);
   }
   const __m256 inverse = _mm256_set1_ps(1.0f / (Sum8(sum) + tail_sum));
   for (int v = 0; v < V; ++v) StoreAct8(out + 8 * v, _mm256_mul_ps(acc[v], inverse));
@@ -699,25 +714,35 @@ PAD_AVX2 void SiluMulRows8(const T* gate_up, int64_t rows, int64_t inter, T* out
 
 // One query head's attention (AttendHead, AttendHead8).
 template <typename T>
-using AttendFn = void (*)(const T* q, const T* keys, const T* values, int64_t length, float* scores, T* out);
+using AttendFn = void (*)(const T* q, const PagedHead<T>& keys, const PagedHead<T>& values, int64_t length,
+                          float* scores, T* out);
 
 template <typename T>
-void DecodeAttentionRows(const DecodeAttention& s, AttendFn<T> attend, const T* q, const T* cache_k,
-                         const T* cache_v, T* out) {
+void PagedAttentionRows(const PagedAttention& s, AttendFn<T> attend, const T* q, const T* cache_k,
+                        const T* cache_v, T* out) {
   const int64_t group = s.heads / s.kv_heads, d = s.head_dim;
-  at::parallel_for(0, s.rows * s.heads, /*grain_size=*/1, [&](int64_t first, int64_t last) {
+  const int64_t tokens = s.query_starts[s.sequences];
+  std::vector<int64_t> sequence_of(tokens);  // [tokens]
+  for (int64_t r = 0; r < s.sequences; ++r) {
+    std::fill(sequence_of.begin() + s.query_starts[r], sequence_of.begin() + s.query_starts[r + 1], r);
+  }
+  at::parallel_for(0, tokens * s.heads, /*grain_size=*/1, [&](int64_t first, int64_t last) {
     thread_local std::vector<float> scores;
     for (int64_t item = first; item < last; ++item) {
-      const int64_t r = item / s.heads, h = item % s.heads;
-      scores.resize(std::max<size_t>(scores.size(), s.lengths[r]));
-      const int64_t at = (s.slots[r] * s.kv_heads + h / group) * s.max_seq * d;
-      attend(q + r * s.q_stride + h * d, cache_k + at, cache_v + at, s.lengths[r], scores.data(),
-             out + (r * s.heads + h) * d);
+      const int64_t t = item / s.heads, h = item % s.heads, r = sequence_of[t];
+      // Causal: the last query of the sequence sees every key, each earlier one a key fewer.
+      const int64_t length = s.key_lengths[r] - (s.query_starts[r + 1] - 1 - t);
+      scores.resize(std::max<size_t>(scores.size(), length));
+      const int32_t* blocks = s.block_tables + r * s.max_blocks;
+      const int64_t block_stride = s.block_size * s.kv_heads * d, token_stride = s.kv_heads * d;
+      const PagedHead<T> keys = {cache_k + (h / group) * d, blocks, s.block_size, block_stride, token_stride};
+      const PagedHead<T> values = {cache_v + (h / group) * d, blocks, s.block_size, block_stride, token_stride};
+      attend(q + t * s.q_stride + h * d, keys, values, length, scores.data(), out + (t * s.heads + h) * d);
     }
   });
 }
 
-// The head kernel for an ISA and head size; null for a size DecodeAttentionSupported refuses.
+// The head kernel for an ISA and head size; null for a size PagedAttentionSupported refuses.
 template <typename T>
 AttendFn<T> AttendFor(CpuIsa isa, int64_t head_dim) {
   const bool avx512 = isa >= CpuIsa::kAvx512;
@@ -735,10 +760,10 @@ AttendFn<T> AttendFor(CpuIsa isa, int64_t head_dim) {
 }
 
 template <typename T>
-void DecodeAttentionOf(CpuIsa isa, const DecodeAttention& s, const void* q, const void* cache_k,
-                       const void* cache_v, void* out) {
-  DecodeAttentionRows(s, AttendFor<T>(isa, s.head_dim), static_cast<const T*>(q),
-                      static_cast<const T*>(cache_k), static_cast<const T*>(cache_v), static_cast<T*>(out));
+void PagedAttentionOf(CpuIsa isa, const PagedAttention& s, const void* q, const void* cache_k,
+                      const void* cache_v, void* out) {
+  PagedAttentionRows(s, AttendFor<T>(isa, s.head_dim), static_cast<const T*>(q),
+                     static_cast<const T*>(cache_k), static_cast<const T*>(cache_v), static_cast<T*>(out));
 }
 
 template <typename T>
@@ -774,7 +799,7 @@ void CpuRmsNorm(ActivationFormat format, const void* x, int64_t rows, int64_t n,
   }
 }
 
-void CpuRopeAndCache(ActivationFormat format, const DecodeRope& shape, void* qkv, const void* cos,
+void CpuRopeAndCache(ActivationFormat format, const RopeAndCache& shape, void* qkv, const void* cos,
                      const void* sin, void* cache_k, void* cache_v) {
   if (format == ActivationFormat::kFloat32) {
     RopeAndCacheRows(shape, static_cast<float*>(qkv), static_cast<const float*>(cos),
@@ -787,17 +812,17 @@ void CpuRopeAndCache(ActivationFormat format, const DecodeRope& shape, void* qkv
   }
 }
 
-bool DecodeAttentionSupported(CpuIsa isa, int64_t head_dim) {
+bool PagedAttentionSupported(CpuIsa isa, int64_t head_dim) {
   return isa >= CpuIsa::kAvx2 && (head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256);
 }
 
-void CpuDecodeAttention(CpuIsa isa, ActivationFormat format, const DecodeAttention& shape, const void* q,
-                        const void* cache_k, const void* cache_v, void* out) {
-  if (!DecodeAttentionSupported(isa, shape.head_dim)) std::abort();  // a caller's bug: see the header
+void CpuPagedAttention(CpuIsa isa, ActivationFormat format, const PagedAttention& shape, const void* q,
+                       const void* cache_k, const void* cache_v, void* out) {
+  if (!PagedAttentionSupported(isa, shape.head_dim)) std::abort();  // a caller's bug: see the header
   if (format == ActivationFormat::kFloat32) {
-    DecodeAttentionOf<float>(isa, shape, q, cache_k, cache_v, out);
+    PagedAttentionOf<float>(isa, shape, q, cache_k, cache_v, out);
   } else {
-    DecodeAttentionOf<uint16_t>(isa, shape, q, cache_k, cache_v, out);
+    PagedAttentionOf<uint16_t>(isa, shape, q, cache_k, cache_v, out);
   }
 }
 

@@ -69,33 +69,38 @@ void CpuLinearBf16(CpuIsa isa, const uint16_t* x, int64_t ldx, int64_t m, const 
 void CpuRmsNorm(ActivationFormat format, const void* x, int64_t rows, int64_t n, const void* weight,
                 float eps, void* out);
 
-// One decode token per row: rotates the row's query and key heads in place (x * cos + rotate_half(x) * sin,
-// each product and the sum rounded) and writes its key and value heads into the cache at (slot, position).
-// qkv [rows, (heads + 2 * kv_heads) * head_dim]; cos, sin [rows, head_dim]; cache_k, cache_v
-// [slots, kv_heads, max_seq, head_dim], contiguous.
-struct DecodeRope {
-  int64_t rows, heads, kv_heads, head_dim, max_seq;
-  const int64_t* slots;      // [rows]
-  const int64_t* positions;  // [rows]
+// Rotates each token's query and key heads in place (x * cos + rotate_half(x) * sin, each product and the
+// sum rounded) and writes its key and value heads into the paged cache at row cache_rows[t].
+// qkv [tokens, (heads + 2 * kv_heads) * head_dim]; cos, sin [tokens, head_dim]; cache_k, cache_v
+// [blocks * block_size, kv_heads, head_dim] (KvCache's layout), contiguous.
+struct RopeAndCache {
+  int64_t tokens, heads, kv_heads, head_dim;
+  const int64_t* cache_rows;  // [tokens]: block * block_size + position % block_size
 };
-void CpuRopeAndCache(ActivationFormat format, const DecodeRope& shape, void* qkv, const void* cos,
+void CpuRopeAndCache(ActivationFormat format, const RopeAndCache& shape, void* qkv, const void* cos,
                      const void* sin, void* cache_k, void* cache_v);
 
-// One decode token per row attends to its slot's cached keys at positions [0, lengths[r]) (its own key,
-// already written, included): softmax(q·kᵀ / sqrt(head_dim)) · v per query head, query head h reading key
-// and value head h / (heads / kv_heads). Scores, softmax and sums in float32; each output rounded once.
-// q [rows, q_stride] (the first heads * head_dim of each row); cache_k, cache_v [slots, kv_heads, max_seq,
-// head_dim], contiguous; out [rows, heads * head_dim]. Split over rows and heads on LibTorch's threads.
-// REQUIRES: DecodeAttentionSupported(isa, head_dim): AVX2 or AVX-512 (each its own kernel), head_dim 64,
-// 96, 128 or 256.
-struct DecodeAttention {
-  int64_t rows, heads, kv_heads, head_dim, max_seq, q_stride;
-  const int64_t* slots;    // [rows]
-  const int64_t* lengths;  // [rows]
+// Causal attention of packed query tokens over a paged cache, for prefill and decode alike: sequence r's
+// queries are tokens [query_starts[r], query_starts[r + 1]) of q, the last `n` positions of its
+// key_lengths[r] keys (already written), so its query i sees keys [0, key_lengths[r] - n + i + 1). Key p of
+// sequence r is at row block_tables[r * max_blocks + p / block_size] * block_size + p % block_size of the
+// cache. softmax(q·kᵀ / sqrt(head_dim)) · v per query head, query head h reading key and value head
+// h / (heads / kv_heads), so grouped-query attention reads each key once per query head and never copies it.
+// Scores, softmax and sums in float32; each output rounded once. q [tokens, q_stride] (the first
+// heads * head_dim of each token); cache_k, cache_v [blocks * block_size, kv_heads, head_dim], contiguous;
+// out [tokens, heads * head_dim]. Split over tokens and heads on LibTorch's threads.
+// REQUIRES: PagedAttentionSupported(isa, head_dim): AVX2 or AVX-512 (each its own kernel), head_dim 64, 96,
+// 128 or 256.
+struct PagedAttention {
+  int64_t sequences, heads, kv_heads, head_dim, block_size, q_stride;
+  const int64_t* query_starts;  // [sequences + 1]
+  const int64_t* key_lengths;   // [sequences]
+  const int32_t* block_tables;  // [sequences, max_blocks]
+  int64_t max_blocks;
 };
-bool DecodeAttentionSupported(CpuIsa isa, int64_t head_dim);
-void CpuDecodeAttention(CpuIsa isa, ActivationFormat format, const DecodeAttention& shape, const void* q,
-                        const void* cache_k, const void* cache_v, void* out);
+bool PagedAttentionSupported(CpuIsa isa, int64_t head_dim);
+void CpuPagedAttention(CpuIsa isa, ActivationFormat format, const PagedAttention& shape, const void* q,
+                       const void* cache_k, const void* cache_v, void* out);
 
 // out [rows, inter] = silu(gate) * up, gate_up [rows, 2 * inter] = [gate | up] per row, as LibTorch's
 // at::silu then a product, each rounded to the format. REQUIRES: isa >= kAvx2 (AVX-512 has its own kernel).

@@ -118,64 +118,87 @@ TEST(CpuDecodeOps, RmsNormAndRopeMatchLibTorch) {
     const at::Tensor expected = weight * (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + 1e-5)).to(dtype);
     EXPECT_TRUE(at::allclose(out.to(at::kFloat), expected.to(at::kFloat), 1e-5, 1e-6)) << dtype;
 
-    // 2 rows, 3 query heads and 1 key/value head of 8, slots 4 and 1 at positions 5 and 0.
+    // 2 tokens, 3 query heads and 1 key/value head of 8, written to cache rows 33 and 4 (of 6 blocks of 7).
     const int64_t heads = 3, kv_heads = 1, d = 8;
     at::Tensor qkv = at::randn({2, (heads + 2 * kv_heads) * d}).to(dtype);  // [rows, width]
     const at::Tensor angles = at::rand({2, d / 2}) * 6;                     // [rows, d / 2]
     const at::Tensor cos = at::cat({angles, angles}, -1).cos().to(dtype);   // [rows, d]
     const at::Tensor sin = at::cat({angles, angles}, -1).sin().to(dtype);   // [rows, d]
-    at::Tensor cache_k = at::zeros({6, kv_heads, 7, d}, dtype), cache_v = at::zeros_like(cache_k);
+    at::Tensor cache_k = at::zeros({6, 7, kv_heads, d}, dtype), cache_v = at::zeros_like(cache_k);
     const at::Tensor heads_before = qkv.view({2, heads + 2 * kv_heads, d}).clone();  // [rows, heads, d]
-    const int64_t slots[] = {4, 1}, positions[] = {5, 0};
-    CpuRopeAndCache(format, {2, heads, kv_heads, d, 7, slots, positions}, qkv.data_ptr(), cos.data_ptr(),
+    const int64_t cache_rows[] = {4 * 7 + 5, 0 * 7 + 4};
+    CpuRopeAndCache(format, {2, heads, kv_heads, d, cache_rows}, qkv.data_ptr(), cos.data_ptr(),
                     sin.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr());
     const at::Tensor rotated_in = heads_before.narrow(1, 0, heads + kv_heads);  // q and k heads
     const at::Tensor half = rotated_in.narrow(-1, d / 2, d / 2), first = rotated_in.narrow(-1, 0, d / 2);
     const at::Tensor rotated = rotated_in * cos.unsqueeze(1) + at::cat({-half, first}, -1) * sin.unsqueeze(1);
     const at::Tensor got = qkv.view({2, heads + 2 * kv_heads, d});
     EXPECT_TRUE(at::equal(got.narrow(1, 0, heads + kv_heads), rotated)) << dtype;
-    EXPECT_TRUE(at::equal(cache_k[4][0][5], rotated[0][heads])) << dtype;
-    EXPECT_TRUE(at::equal(cache_v[1][0][0], heads_before[1][heads + kv_heads])) << dtype;
+    EXPECT_TRUE(at::equal(cache_k[4][5][0], rotated[0][heads])) << dtype;
+    EXPECT_TRUE(at::equal(cache_v[0][4][0], heads_before[1][heads + kv_heads])) << dtype;
     // Nothing else is written.
     at::Tensor rest = cache_k.clone();
-    rest[4][0][5].zero_();
-    rest[1][0][0].zero_();
+    rest[4][5][0].zero_();
+    rest[0][4][0].zero_();
     EXPECT_EQ(rest.abs().sum().item<double>(), 0.0) << dtype;
   }
 }
 
-// Decode attention against LibTorch's scaled_dot_product_attention over the same cache: grouped heads,
-// rows at different slots and lengths (1 key, a vector tail, several vectors), every supported head size;
-// float32 to float rounding, bfloat16 within its rounding of the output (SDPA's CPU kernel also rounds the
-// probabilities to bfloat16 before the product with v; ours keeps them in float32).
-TEST(CpuDecodeOps, AttentionMatchesScaledDotProductAttention) {
+// Paged attention against LibTorch's scaled_dot_product_attention on each sequence's keys gathered through
+// its block table: packed queries (a prefill of 19 crossing blocks, decode rows of 1 key, a vector tail,
+// several vectors, and a chunk of 3 after cached keys), blocks scattered and out of order in the pool,
+// grouped heads, every supported head size; float32 to float rounding, bfloat16 within its rounding of the
+// output (SDPA's CPU kernel also rounds the probabilities to bfloat16 before the product with v; ours keeps
+// them in float32). A kernel that ignored the block tables would read other sequences' keys.
+TEST(CpuDecodeOps, PagedAttentionMatchesScaledDotProductAttention) {
   if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
   at::manual_seed(4);
+  const int64_t block = 8, max_blocks = 5, pool = 24;
+  // Per sequence: queries, keys after this step, block table (a permutation of the pool, so no two share).
+  const int64_t query_starts[] = {0, 19, 20, 21, 22, 25};
+  const int64_t key_lengths[] = {19, 1, 17, 40, 12};
+  const int32_t tables[5][max_blocks] = {
+      {7, 2, 19, 0, 0}, {11, 0, 0, 0, 0}, {3, 22, 5, 0, 0}, {23, 1, 9, 14, 6}, {16, 4, 0, 0, 0}};
   for (const CpuIsa isa : IsasHere()) {
-    ASSERT_TRUE(DecodeAttentionSupported(isa, 64));
+    ASSERT_TRUE(PagedAttentionSupported(isa, 64));
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {
       const auto format = dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
       for (const int64_t d : {64, 96, 128, 256}) {
-        const int64_t heads = 6, kv_heads = 2, max_seq = 40, width = (heads + 2 * kv_heads) * d;
-        const int64_t slots[] = {3, 0, 2}, lengths[] = {1, 17, 40};
-        const at::Tensor qkv = at::randn({3, width}).to(dtype);                     // [rows, width]
-        const at::Tensor cache_k = at::randn({4, kv_heads, max_seq, d}).to(dtype);  // [slots, kv, seq, d]
-        const at::Tensor cache_v = at::randn({4, kv_heads, max_seq, d}).to(dtype);
-        at::Tensor out = at::full({3, heads * d}, std::nanf("")).to(dtype);  // [rows, heads * d]
-        CpuDecodeAttention(isa, format, {3, heads, kv_heads, d, max_seq, width, slots, lengths},
-                           qkv.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
-        for (int64_t r = 0; r < 3; ++r) {
-          const at::Tensor q = qkv[r].narrow(0, 0, heads * d).view({1, heads, 1, d});    // [1, heads, 1, d]
-          const at::Tensor k = cache_k[slots[r]].narrow(1, 0, lengths[r]).unsqueeze(0);  // [1, kv, L, d]
-          const at::Tensor v = cache_v[slots[r]].narrow(1, 0, lengths[r]).unsqueeze(0);  // [1, kv, L, d]
+        const int64_t heads = 6, kv_heads = 2, width = (heads + 2 * kv_heads) * d, tokens = 25;
+        const at::Tensor qkv = at::randn({tokens, width}).to(dtype);                 // [tokens, width]
+        const at::Tensor cache_k = at::randn({pool, block, kv_heads, d}).to(dtype);  // [blocks, B, kv, d]
+        const at::Tensor cache_v = at::randn({pool, block, kv_heads, d}).to(dtype);
+        at::Tensor out = at::full({tokens, heads * d}, std::nanf("")).to(dtype);  // [tokens, heads * d]
+        CpuPagedAttention(isa, format, {5, heads, kv_heads, d, block, width, query_starts, key_lengths,
+                                        &tables[0][0], max_blocks},
+                          qkv.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
+        for (int64_t r = 0; r < 5; ++r) {
+          const int64_t n = query_starts[r + 1] - query_starts[r], length = key_lengths[r];
+          std::vector<int64_t> key_rows;  // [L] row of each key in the cache viewed as [blocks * B, kv, d]
+          for (int64_t t = 0; t < length; ++t) key_rows.push_back(tables[r][t / block] * block + t % block);
+          const at::Tensor flat = at::tensor(key_rows);
+          // [1, kv, L, d]
+          const at::Tensor k = cache_k.view({-1, kv_heads, d}).index_select(0, flat).transpose(0, 1).unsqueeze(0);
+          const at::Tensor v = cache_v.view({-1, kv_heads, d}).index_select(0, flat).transpose(0, 1).unsqueeze(0);
+          const at::Tensor q = qkv.narrow(0, query_starts[r], n)
+                                   .narrow(1, 0, heads * d)
+                                   .view({n, heads, d})
+                                   .transpose(0, 1)
+                                   .unsqueeze(0);  // [1, heads, n, d]
+          // Query i sees keys [0, length - n + i].
+          const at::Tensor mask = at::arange(length).view({1, length}) <=
+                                  (at::arange(n) + (length - n)).view({n, 1});  // [n, L]
           const at::Tensor expected =
-              at::scaled_dot_product_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), {}, 0.0,
-                                               false, std::nullopt, /*enable_gqa=*/true)
-                  .view({heads * d});
+              at::scaled_dot_product_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), mask,
+                                               0.0, false, std::nullopt, /*enable_gqa=*/true)
+                  .squeeze(0)
+                  .transpose(0, 1)
+                  .reshape({n, heads * d});
+          const at::Tensor got = out.narrow(0, query_starts[r], n).to(at::kFloat);
           const double tolerance = dtype == at::kFloat ? 1e-5 : 1e-2;
-          EXPECT_TRUE(at::allclose(out[r].to(at::kFloat), expected, tolerance, tolerance))
-              << CpuIsaName(isa) << " " << dtype << " d=" << d << " row " << r << ": largest error "
-              << (out[r].to(at::kFloat) - expected).abs().max().item<float>();
+          EXPECT_TRUE(at::allclose(got, expected, tolerance, tolerance))
+              << CpuIsaName(isa) << " " << dtype << " d=" << d << " sequence " << r << ": largest error "
+              << (got - expected).abs().max().item<float>();
         }
       }
     }

@@ -23,31 +23,51 @@ struct DecodeGraphs::Graph {
   at::Tensor hidden;  // [S, hidden]: the recorded step's output, rewritten by every replay
 };
 
-int64_t DecodeGraphs::SlotBucket(int64_t slots, int64_t max_slots) {
-  int64_t bucket = 1;
-  while (bucket < slots && bucket < 8) bucket *= 2;
-  if (bucket < slots) bucket = (slots + 7) / 8 * 8;
-  return std::min(bucket, max_slots);
+std::vector<int64_t> DecodeGraphs::RowBuckets(int64_t max_rows) {
+  std::vector<int64_t> buckets;
+  for (int64_t rows = 1; rows <= max_rows;) {
+    buckets.push_back(RowBucket(rows, max_rows));
+    rows = buckets.back() + 1;
+  }
+  return buckets;
 }
 
-int64_t DecodeGraphs::KeyBucket(int64_t keys, int64_t max_seq_len) {
-  return std::min((keys + 255) / 256 * 256, max_seq_len);
+int64_t DecodeGraphs::RowBucket(int64_t rows, int64_t max_rows) {
+  int64_t bucket = 1;
+  while (bucket < rows && bucket < 8) bucket *= 2;
+  if (bucket < rows) bucket = (rows + 7) / 8 * 8;
+  return std::min(bucket, max_rows);
 }
 
 absl::StatusOr<std::unique_ptr<DecodeGraphs>> DecodeGraphs::Create(const LlamaModel* model, KvCache* cache,
                                                                    std::vector<const LoraAdapter*> adapters) {
-  if (cache->padding_slot() < 0)
-    return absl::InvalidArgumentError("decode graphs: the cache has no padding slot");
+  if (cache->padding_block() < 0)
+    return absl::InvalidArgumentError("decode graphs: the cache has no padding block");
   std::unique_ptr<DecodeGraphs> graphs(new DecodeGraphs());
   graphs->model_ = model;
   graphs->cache_ = cache;
   graphs->adapters_ = std::move(adapters);
+  graphs->max_blocks_ = (cache->max_seq_len() + cache->block_size() - 1) / cache->block_size();
   graphs->capture_ = model->options().device.is_cuda();
 #if !PAD_CUDA_GRAPHS
   if (graphs->capture_) {
     return absl::UnimplementedError("cuda_graphs: this build's LibTorch has no CUDA graphs");
   }
 #endif
+  if (graphs->capture_) {
+    // Every bucket recorded now, its rows all padding (they write only the padding block), so that no
+    // request waits for a capture and the graphs' memory is taken before the first request.
+    for (const int64_t bucket : RowBuckets(cache->max_slots())) {
+      auto graph = std::make_unique<Graph>();
+      try {
+        PAD_RETURN_IF_ERROR(graphs->Capture(graphs->StepFor(bucket), graph.get()).status());
+      } catch (const c10::Error& e) {
+        return absl::InternalError(absl::StrCat("decode graphs: recording ", bucket, " rows: ",
+                                                e.what_without_backtrace()));
+      }
+      graphs->graphs_[bucket] = std::move(graph);
+    }
+  }
   return graphs;
 }
 
@@ -56,14 +76,26 @@ DecodeGraphs::~DecodeGraphs() = default;
 int64_t DecodeGraphs::graphs() const {
   int64_t recorded = 0;
 #if PAD_CUDA_GRAPHS
-  for (const auto& [shape, graph] : graphs_) recorded += graph->graph != nullptr;
+  for (const auto& [bucket, graph] : graphs_) recorded += graph->graph != nullptr;
 #endif
   return recorded;
 }
 
+FixedDecodeStep DecodeGraphs::StepFor(int64_t bucket) {
+  at::Tensor& inputs = inputs_[bucket];
+  if (!inputs.defined()) {
+    // Padding rows: token 0 at position 0, written to the padding block, seeing that one key.
+    const int64_t padding_row = cache_->padding_block() * cache_->block_size();
+    inputs = at::zeros({5 + max_blocks_, bucket}, at::TensorOptions().dtype(at::kLong).device(model_->options().device));
+    inputs[2].fill_(padding_row);
+    inputs[3].fill_(1);
+    inputs[4].fill_(-1);
+    inputs.narrow(0, 5, max_blocks_).fill_(cache_->padding_block());
+  }
+  return {bucket, max_blocks_, inputs, adapters_};
+}
+
 absl::StatusOr<at::Tensor> DecodeGraphs::Forward(absl::Span<const ForwardRow> rows) {
-  PAD_RETURN_IF_ERROR(model_->CheckRows(rows, *cache_, "decode graphs"));
-  int64_t slots = 0, keys = 0;
   for (size_t r = 0; r < rows.size(); ++r) {
     const ForwardRow& row = rows[r];
     if (row.tokens.size() != 1) {
@@ -75,61 +107,54 @@ absl::StatusOr<at::Tensor> DecodeGraphs::Forward(absl::Span<const ForwardRow> ro
       return absl::InvalidArgumentError(
           absl::StrCat("decode graphs: rows[", r, "] has an adapter not given at Create"));
     }
-    slots = std::max<int64_t>(slots, row.slot + 1);
-    keys = std::max(keys, cache_->length(row.slot) + 1);
   }
-  const int64_t s_bucket = SlotBucket(slots, cache_->max_slots());
-  const int64_t l_bucket = KeyBucket(keys, cache_->max_seq_len());
+  PAD_RETURN_IF_ERROR(model_->PrepareRows(rows, cache_, "decode graphs"));
   const int64_t n = static_cast<int64_t>(rows.size());
-
-  // The step's inputs ([5, S], FixedDecodeStep) and then the rows' slots, to the device in one copy. Slots
-  // that do not decode write into the padding slot and see one key.
-  std::vector<int64_t> host(5 * s_bucket + n, 0);
-  std::fill_n(host.begin() + 2 * s_bucket, s_bucket, cache_->padding_slot());
-  std::fill_n(host.begin() + 3 * s_bucket, s_bucket, 1);
-  std::fill_n(host.begin() + 4 * s_bucket, s_bucket, -1);
-  for (int64_t r = 0; r < n; ++r) {
-    const ForwardRow& row = rows[r];
-    const int64_t s = row.slot;
-    host[s] = row.tokens[0];
-    host[s_bucket + s] = cache_->length(row.slot);
-    host[2 * s_bucket + s] = s;
-    host[3 * s_bucket + s] = cache_->length(row.slot) + 1;
-    if (row.adapter != nullptr) {
-      host[4 * s_bucket + s] = std::find(adapters_.begin(), adapters_.end(), row.adapter) - adapters_.begin();
+  const int64_t bucket = RowBucket(n, cache_->max_slots());
+  // The step's inputs ([5 + M, S], FixedDecodeStep), to the device in one copy; rows past n are padding.
+  const int64_t padding_block = cache_->padding_block();
+  std::vector<int64_t> host((5 + max_blocks_) * bucket, 0);
+  auto at = [&](int64_t field, int64_t row) -> int64_t& { return host[field * bucket + row]; };
+  for (int64_t r = 0; r < bucket; ++r) {
+    const bool real = r < n;
+    const int64_t position = real ? cache_->length(rows[r].slot) : 0;
+    at(0, r) = real ? rows[r].tokens[0] : 0;
+    at(1, r) = position;
+    at(2, r) = real ? cache_->CacheRow(rows[r].slot, position) : padding_block * cache_->block_size();
+    at(3, r) = position + 1;
+    at(4, r) = -1;
+    if (real && rows[r].adapter != nullptr) {
+      at(4, r) = std::find(adapters_.begin(), adapters_.end(), rows[r].adapter) - adapters_.begin();
     }
-    host[5 * s_bucket + r] = s;
+    const std::vector<int32_t> no_blocks;
+    const std::vector<int32_t>& table = real ? cache_->block_table(rows[r].slot) : no_blocks;
+    for (int64_t b = 0; b < max_blocks_; ++b) {
+      at(5 + b, r) = b < static_cast<int64_t>(table.size()) ? table[b] : padding_block;
+    }
   }
-  at::Tensor hidden;     // [S, hidden]
-  at::Tensor row_slots;  // [n]
+  at::Tensor hidden;  // [n, hidden]
   try {
     const at::Device device = model_->options().device;
-    at::Tensor uploaded = at::from_blob(host.data(), {static_cast<int64_t>(host.size())}, at::kLong);
+    at::Tensor uploaded = at::from_blob(host.data(), {5 + max_blocks_, bucket}, at::kLong);
     uploaded = device.is_cuda() ? uploaded.pin_memory().to(device, /*non_blocking=*/true) : uploaded.clone();
-    at::Tensor& inputs = inputs_[s_bucket];
-    if (!inputs.defined()) inputs = at::empty({5, s_bucket}, uploaded.options());
-    inputs.copy_(uploaded.narrow(0, 0, 5 * s_bucket).view({5, s_bucket}));
-    row_slots = uploaded.narrow(0, 5 * s_bucket, n);
-
-    const FixedDecodeStep step = {s_bucket, l_bucket, inputs, adapters_};
-    std::unique_ptr<Graph>& graph = graphs_[{s_bucket, l_bucket}];
-    if (graph == nullptr) graph = std::make_unique<Graph>();
-    if (!capture_) {
+    const FixedDecodeStep step = StepFor(bucket);
+    step.inputs.copy_(uploaded);
+    const auto graph = graphs_.find(bucket);
+    if (!capture_ || graph == graphs_.end()) {
       PAD_ASSIGN_OR_RETURN(hidden, model_->DecodeFixed(step, cache_));
-    } else if (graph->hidden.defined()) {
-#if PAD_CUDA_GRAPHS
-      graph->graph->replay();
-#endif
-      hidden = graph->hidden;
     } else {
-      PAD_ASSIGN_OR_RETURN(hidden, Capture(step, graph.get()));
+#if PAD_CUDA_GRAPHS
+      graph->second->graph->replay();
+#endif
+      hidden = graph->second->hidden;
+      ++replays_;
     }
     // A copy: the graph's output is rewritten by the next replay.
-    hidden = hidden.index_select(0, row_slots);  // [n, hidden]
+    hidden = hidden.narrow(0, 0, n).clone();  // [n, hidden]
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("decode graphs: ", e.what_without_backtrace()));
   }
-  for (const ForwardRow& row : rows) cache_->Advance(row.slot, 1);
+  for (const ForwardRow& row : rows) cache_->Append(row.slot, row.tokens);
   ++steps_;
   return hidden;
 }
@@ -140,14 +165,16 @@ absl::StatusOr<at::Tensor> DecodeGraphs::Capture(const FixedDecodeStep& step, Gr
   // creates the libraries' handles and workspaces outside the capture), then recorded, every graph in the
   // first one's memory pool since they never run at once.
   at::cuda::MempoolId_t pool = {0, 0};
-  for (const auto& [shape, other] : graphs_) {
+  for (const auto& [bucket, other] : graphs_) {
     if (other->graph != nullptr) {
       pool = other->graph->pool();
       break;
     }
   }
+  // On the configured device (--device=cuda:N), not the current one.
+  const c10::cuda::CUDAGuard on_device(model_->options().device);
   c10::cuda::device_synchronize();
-  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool();
+  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, model_->options().device.index());
   absl::StatusOr<at::Tensor> result;
   {
     const c10::cuda::CUDAStreamGuard on_side_stream(stream);

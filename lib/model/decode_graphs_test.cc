@@ -27,7 +27,7 @@ struct Fixture {
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<LoraAdapter> adapter;
   std::unique_ptr<KvCache> eager;  // driven by LlamaModel::Forward
-  std::unique_ptr<KvCache> fixed;  // driven by DecodeGraphs, with a padding slot
+  std::unique_ptr<KvCache> fixed;  // driven by DecodeGraphs, with a padding block
 };
 
 Fixture Make(int64_t slots, int64_t max_seq_len) {
@@ -40,28 +40,28 @@ Fixture Make(int64_t slots, int64_t max_seq_len) {
   KvCacheOptions options;
   options.max_slots = slots;
   options.max_seq_len = max_seq_len;
+  options.block_size = 16;
   f.eager = *KvCache::Create(config, options, ModelOptions());
-  options.padding_slot = true;
+  options.padding_block = true;
   f.fixed = *KvCache::Create(config, options, ModelOptions());
   return f;
 }
 
 TEST(DecodeGraphsTest, Buckets) {
-  EXPECT_EQ(DecodeGraphs::SlotBucket(1, 64), 1);
-  EXPECT_EQ(DecodeGraphs::SlotBucket(3, 64), 4);
-  EXPECT_EQ(DecodeGraphs::SlotBucket(8, 64), 8);
-  EXPECT_EQ(DecodeGraphs::SlotBucket(9, 64), 16);
-  EXPECT_EQ(DecodeGraphs::SlotBucket(17, 64), 24);
-  EXPECT_EQ(DecodeGraphs::SlotBucket(17, 20), 20);
-  EXPECT_EQ(DecodeGraphs::KeyBucket(1, 4096), 256);
-  EXPECT_EQ(DecodeGraphs::KeyBucket(257, 4096), 512);
-  EXPECT_EQ(DecodeGraphs::KeyBucket(257, 300), 300);
+  EXPECT_EQ(DecodeGraphs::RowBucket(1, 64), 1);
+  EXPECT_EQ(DecodeGraphs::RowBucket(3, 64), 4);
+  EXPECT_EQ(DecodeGraphs::RowBucket(8, 64), 8);
+  EXPECT_EQ(DecodeGraphs::RowBucket(9, 64), 16);
+  EXPECT_EQ(DecodeGraphs::RowBucket(17, 64), 24);
+  EXPECT_EQ(DecodeGraphs::RowBucket(17, 20), 20);
+  EXPECT_EQ(DecodeGraphs::RowBuckets(20), (std::vector<int64_t>{1, 2, 4, 8, 16, 20}));
+  EXPECT_EQ(DecodeGraphs::RowBuckets(3), (std::vector<int64_t>{1, 2, 3}));
 }
 
 // Slots 0-5 hold prompts of different lengths; 1 and 4 are not decoding (a prompt still prefilling), and the
-// rest decode in an order that is not slot order, two of them with the adapter. Over 40 steps the longest
-// sequence crosses the 256-key bucket. Every step's hidden states equal LlamaModel::Forward's, and the
-// slots that do not decode are never written.
+// rest decode in an order that is not slot order, two of them with the adapter, their blocks interleaved in
+// the pool as they grow. Every step's hidden states equal LlamaModel::Forward's, and the blocks of the slots
+// that do not decode are never written.
 TEST(DecodeGraphsTest, EqualsForwardAndLeavesOtherSlotsAlone) {
   Fixture f = Make(/*slots=*/8, /*max_seq_len=*/320);
   const std::vector<int64_t> prompt_lengths = {230, 9, 41, 5, 17, 250};
@@ -78,8 +78,12 @@ TEST(DecodeGraphsTest, EqualsForwardAndLeavesOtherSlotsAlone) {
   }
   auto graphs = DecodeGraphs::Create(f.model.get(), f.fixed.get(), {f.adapter.get()});
   ASSERT_TRUE(graphs.ok()) << graphs.status();
-  // Keys of the idle slots and of the padding slot, layer 0, before.
-  const at::Tensor idle_before = f.fixed->keys(0).index_select(0, at::tensor({1, 4})).clone();
+  // Keys of the idle slots' blocks, layer 0, before.
+  std::vector<int64_t> idle_blocks;
+  for (const int slot : {1, 4}) {
+    for (const int32_t block : f.fixed->block_table(slot)) idle_blocks.push_back(block);
+  }
+  const at::Tensor idle_before = f.fixed->keys(0).index_select(0, at::tensor(idle_blocks)).clone();
 
   const std::vector<int> order = {5, 0, 3, 2};
   std::vector<int32_t> tokens = {11, 12, 13, 14};
@@ -101,9 +105,12 @@ TEST(DecodeGraphsTest, EqualsForwardAndLeavesOtherSlotsAlone) {
       tokens[r] = static_cast<int32_t>((tokens[r] * 5 + step) % 97);
     }
   }
-  EXPECT_EQ(f.fixed->length(5), 290);  // past the first key bucket
-  EXPECT_TRUE(at::equal(f.fixed->keys(0).index_select(0, at::tensor({1, 4})), idle_before));
+  EXPECT_EQ(f.fixed->length(5), 290);
+  // Blocks taken while decoding interleave: slot 3's second block comes after slot 0's sixteenth.
+  EXPECT_GT(f.fixed->block_table(3)[1], f.fixed->block_table(0)[15]);
+  EXPECT_TRUE(at::equal(f.fixed->keys(0).index_select(0, at::tensor(idle_blocks)), idle_before));
   EXPECT_EQ((*graphs)->graphs(), 0);  // nothing is recorded on the CPU
+  EXPECT_EQ((*graphs)->steps(), 40);
 }
 
 TEST(DecodeGraphsTest, RefusesBadRows) {
@@ -124,7 +131,7 @@ TEST(DecodeGraphsTest, RefusesBadRows) {
   for (int i = 0; i < 8; ++i) ASSERT_TRUE((*graphs)->Forward({ForwardRow{slot, one}}).ok());
   EXPECT_EQ((*graphs)->Forward({ForwardRow{slot, one}}).status().code(), absl::StatusCode::kOutOfRange);
 
-  KvCacheOptions options;  // no padding slot
+  KvCacheOptions options;  // no padding block
   auto plain = KvCache::Create(TinyConfig(), options, ModelOptions());
   EXPECT_EQ(DecodeGraphs::Create(f.model.get(), plain->get(), {}).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -61,17 +61,17 @@ absl::StatusOr<DeviceMemory> QueryDeviceMemory(const c10::Device& device) {
   return absl::UnimplementedError(absl::StrCat("device memory: ", device.str(), " is neither cpu nor cuda"));
 }
 
-KvPlan PlanKvSlots(const DeviceMemory& memory, double fraction, int64_t reserve_bytes, int64_t slot_bytes,
-                   int64_t max_slots) {
+KvPlan PlanKvBlocks(const DeviceMemory& memory, double fraction, int64_t reserve_bytes, int64_t block_bytes,
+                   int64_t max_blocks) {
   KvPlan plan;
   plan.memory = memory;
   plan.fraction = fraction;
   plan.reserve_bytes = reserve_bytes;
-  plan.slot_bytes = slot_bytes;
+  plan.block_bytes = block_bytes;
   const int64_t used = memory.total_bytes - memory.free_bytes;
   const int64_t share = static_cast<int64_t>(std::floor(fraction * static_cast<double>(memory.total_bytes)));
   plan.budget_bytes = std::max<int64_t>(0, share - used - reserve_bytes);
-  plan.slots = slot_bytes > 0 ? std::min(max_slots, plan.budget_bytes / slot_bytes) : 0;
+  plan.blocks = block_bytes > 0 ? std::min(max_blocks, plan.budget_bytes / block_bytes) : 0;
   return plan;
 }
 
@@ -79,8 +79,8 @@ std::string KvPlan::ToString() const {
   return absl::StrCat(fraction, " of ", Gib(memory.total_bytes), " is ",
                       Gib(static_cast<int64_t>(fraction * memory.total_bytes)), "; in use ",
                       Gib(memory.total_bytes - memory.free_bytes), ", reserved for activations ",
-                      Gib(reserve_bytes), ", left for the KV caches ", Gib(budget_bytes), ": ", slots,
-                      " slots of ", Gib(slot_bytes));
+                      Gib(reserve_bytes), ", left for the KV caches ", Gib(budget_bytes), ": ", blocks,
+                      " blocks of ", absl::StrFormat("%.2f MiB", block_bytes / 1048576.0));
 }
 
 }  // namespace pad

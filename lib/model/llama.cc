@@ -36,7 +36,6 @@ struct LlamaLayer {
 
 namespace {
 
-using at::indexing::Slice;
 
 // As transformers' LlamaRMSNorm: normalise in float32, scale in the model dtype.
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -54,7 +53,7 @@ at::Tensor FusedRmsNorm(const at::Tensor& x, const at::Tensor& weight, double ep
   return out;
 }
 
-// x [B, heads, T, head_dim]; cos, sin [B, 1, T, head_dim].
+// x [..., heads, head_dim]; cos, sin broadcast to it ([..., 1, head_dim]).
 at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t half = x.size(-1) / 2;
   at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
@@ -173,11 +172,11 @@ at::Tensor Linear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, c
 // The rows of a batch that run with one adapter; `rows` is undefined when that is every row.
 struct AdapterRows {
   const LoraAdapter* adapter;
-  at::Tensor rows;  // [n] int64 batch indices
+  at::Tensor rows;  // [n] int64 token indices
 };
 
-// x [B, T, in] -> [B, T, out]: the base projection, plus each adapter's low-rank update on its rows, plus
-// `residual` [B, T, out] when defined (added by the product itself unless an update comes between).
+// x [N, in] -> [N, out]: the base projection, plus each adapter's low-rank update on its rows (tokens), plus
+// `residual` [N, out] when defined (added by the product itself unless an update comes between).
 at::Tensor Project(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
                    const std::vector<AdapterRows>& groups, int64_t layer, LoraUpdate LoraLayer::*update,
                    const at::Tensor& residual = at::Tensor()) {
@@ -197,8 +196,8 @@ at::Tensor Project(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, 
   return adapted && residual.defined() ? residual + y : y;
 }
 
-// x [S, 1, in] -> [S, 1, out] as Project, for a fixed-shape step: each adapter's update is computed for
-// every row and kept where its mask [S, 1, 1] (1 or 0, in x's dtype) selects the row, so that the step's
+// x [S, in] -> [S, out] as Project, for a fixed-shape step: each adapter's update is computed for every
+// row and kept where its mask [S, 1] (1 or 0, in x's dtype) selects the row, so that the step's
 // shapes do not depend on which rows use which adapter.
 at::Tensor ProjectMasked(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
                          absl::Span<const LoraAdapter* const> adapters, const std::vector<at::Tensor>& masks,
@@ -327,8 +326,9 @@ int64_t LlamaModel::parameter_bytes() const {
   return total;
 }
 
-absl::Status LlamaModel::CheckRows(absl::Span<const ForwardRow> rows, const KvCache& cache,
-                                   absl::string_view caller) const {
+absl::Status LlamaModel::PrepareRows(absl::Span<const ForwardRow> rows, KvCache* cache_ptr,
+                                     absl::string_view caller) const {
+  const KvCache& cache = *cache_ptr;
   if (rows.empty()) return absl::InvalidArgumentError(absl::StrCat(caller, ": no rows"));
   std::vector<bool> seen(cache.max_slots(), false);
   for (size_t r = 0; r < rows.size(); ++r) {
@@ -352,12 +352,23 @@ absl::Status LlamaModel::CheckRows(absl::Span<const ForwardRow> rows, const KvCa
                                                 " tokens, more than max_seq_len ", cache.max_seq_len()));
     }
   }
+  int64_t needed = 0;
+  for (const ForwardRow& row : rows) {
+    needed += cache.BlocksNeeded(row.slot, cache.length(row.slot) + static_cast<int64_t>(row.tokens.size()));
+  }
+  if (needed > cache.blocks_available()) {
+    return absl::ResourceExhaustedError(absl::StrCat(caller, ": the rows need ", needed, " KV cache blocks, ",
+                                                     cache.blocks_available(), " are free"));
+  }
+  for (const ForwardRow& row : rows) {
+    cache_ptr->Reserve(row.slot, cache.length(row.slot) + static_cast<int64_t>(row.tokens.size()));
+  }
   return absl::OkStatus();
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const ForwardRow> rows, KvCache* cache,
                                                bool all_positions) const {
-  PAD_RETURN_IF_ERROR(CheckRows(rows, *cache, "forward"));
+  PAD_RETURN_IF_ERROR(PrepareRows(rows, cache, "forward"));
   try {
     return ForwardUnchecked(rows, cache, all_positions);
   } catch (const c10::Error& e) {
@@ -365,70 +376,129 @@ absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const ForwardRow> rows
   }
 }
 
+// The layout of a packed batch: rows' tokens concatenated, and where each token's key goes and what keys
+// each row reads, on the host (the CPU kernels) and on the device (LibTorch's and FlashAttention's).
+struct LlamaModel::PackedRows {
+  int64_t rows = 0, tokens = 0, max_query = 0, max_keys = 0, max_blocks = 0;
+  std::vector<int64_t> query_starts;  // [rows + 1]
+  std::vector<int64_t> key_lengths;   // [rows]: keys after this forward
+  std::vector<int32_t> block_tables;  // [rows, max_blocks], the padding past a row's blocks 0
+  at::Tensor cache_rows;              // [tokens] int64 on the device: where each token's key and value go
+};
+
+at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& cache_k, const at::Tensor& cache_v,
+                                 const PackedRows& p, const KvCache& cache) const {
+  const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
+  const int64_t head_dim = config_.head_dim, block = cache.block_size();
+  // The CPU kernels, on every ISA they have a version for.
+  if (kernel_isa_ != CpuIsa::kNone && PagedAttentionSupported(kernel_isa_, head_dim) && q.stride(1) == head_dim) {
+    at::Tensor out = at::empty({p.tokens, heads * head_dim}, q.options());  // [tokens, heads * head_dim]
+    const PagedAttention shape = {p.rows,
+                                  heads,
+                                  kv_heads,
+                                  head_dim,
+                                  block,
+                                  q.stride(0),
+                                  p.query_starts.data(),
+                                  p.key_lengths.data(),
+                                  p.block_tables.data(),
+                                  p.max_blocks};
+    CpuPagedAttention(kernel_isa_,
+                      options_.dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16,
+                      shape, q.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
+    return out;
+  }
+  // FlashAttention's paged variable-length kernel reads the blocks in place, grouped heads natively; its
+  // blocks must be a multiple of 256 tokens.
+  if (options_.device.is_cuda() && (options_.dtype == at::kBFloat16 || options_.dtype == at::kHalf) &&
+      block % 256 == 0 && head_dim % 8 == 0 && head_dim <= 256) {
+    std::vector<int32_t> host(2 * (p.rows + 1));
+    for (int64_t r = 0; r <= p.rows; ++r) host[r] = static_cast<int32_t>(p.query_starts[r]);
+    for (int64_t r = 0; r < p.rows; ++r) host[p.rows + 2 + r] = host[p.rows + 1 + r] + p.key_lengths[r];
+    host.insert(host.end(), p.block_tables.begin(), p.block_tables.end());
+    const at::Tensor uploaded = at::from_blob(host.data(), {static_cast<int64_t>(host.size())}, at::kInt)
+                                    .pin_memory()
+                                    .to(options_.device, /*non_blocking=*/true);
+    const at::Tensor cu_q = uploaded.narrow(0, 0, p.rows + 1), cu_k = uploaded.narrow(0, p.rows + 1, p.rows + 1);
+    const at::Tensor tables = uploaded.narrow(0, 2 * (p.rows + 1), p.rows * p.max_blocks).view({p.rows, p.max_blocks});
+    const at::Tensor out = std::get<0>(at::_flash_attention_forward(
+        q.contiguous(), cache_k, cache_v, cu_q, cu_k, p.max_query, p.max_keys, 0.0, /*is_causal=*/true,
+        /*return_debug_mask=*/false, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+        tables));  // [tokens, heads, head_dim]
+    return out.view({p.tokens, heads * head_dim});
+  }
+  // LibTorch's operations, the reference: each row's keys gathered through its block table, then SDPA with
+  // the causal mask aligned to the row's last key.
+  const at::Tensor keys_flat = cache_k.view({-1, kv_heads, head_dim});    // [blocks * B, kv_heads, d]
+  const at::Tensor values_flat = cache_v.view({-1, kv_heads, head_dim});  // [blocks * B, kv_heads, d]
+  std::vector<at::Tensor> outs;
+  const auto long_options = at::TensorOptions().dtype(at::kLong).device(options_.device);
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const int64_t n = p.query_starts[r + 1] - p.query_starts[r], length = p.key_lengths[r];
+    std::vector<int64_t> rows(length);
+    for (int64_t t = 0; t < length; ++t) rows[t] = int64_t{p.block_tables[r * p.max_blocks + t / block]} * block + t % block;
+    const at::Tensor index = at::tensor(rows, long_options);                        // [L]
+    const at::Tensor k = keys_flat.index_select(0, index).transpose(0, 1).unsqueeze(0);    // [1, kv, L, d]
+    const at::Tensor v = values_flat.index_select(0, index).transpose(0, 1).unsqueeze(0);  // [1, kv, L, d]
+    const at::Tensor qr = q.narrow(0, p.query_starts[r], n).transpose(0, 1).unsqueeze(0);   // [1, heads, n, d]
+    const at::Tensor mask = at::arange(length, long_options).view({1, length}) <=
+                            (at::arange(n, long_options) + (length - n)).view({n, 1});  // [n, L]
+    outs.push_back(at::scaled_dot_product_attention(qr, k, v, mask, 0.0, /*is_causal=*/false, std::nullopt,
+                                                    /*enable_gqa=*/true)
+                       .squeeze(0)
+                       .transpose(0, 1)
+                       .reshape({n, heads * head_dim}));
+  }
+  return at::cat(outs, 0);
+}
+
 at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache,
                                         bool all_positions) const {
-  const int64_t batch = static_cast<int64_t>(rows.size());
-  int64_t steps = 0;  // longest row: rows are padded to it
-  for (const ForwardRow& row : rows) steps = std::max<int64_t>(steps, row.tokens.size());
-
-  // Host-side layout of the padded batch.
-  std::vector<int64_t> ids(batch * steps, 0), positions(batch * steps, 0), ends(batch), slots(batch);
-  std::vector<int64_t> valid, valid_slot, valid_pos, last;  // flat indices into [batch * steps]
-  int64_t key_len = 0, first_slot = cache->max_slots();
-  for (int64_t b = 0; b < batch; ++b) {
-    const ForwardRow& row = rows[b];
-    const int64_t start = cache->length(row.slot), len = static_cast<int64_t>(row.tokens.size());
-    for (int64_t t = 0; t < steps; ++t) {
-      positions[b * steps + t] = start + t;
-      if (t < len) {
-        ids[b * steps + t] = row.tokens[t];
-        valid.push_back(b * steps + t);
-        valid_slot.push_back(row.slot);
-        valid_pos.push_back(start + t);
-      }
-    }
-    last.push_back(b * steps + len - 1);
-    ends[b] = start + len;
-    slots[b] = row.slot;
-    key_len = std::max(key_len, ends[b]);
-    first_slot = std::min<int64_t>(first_slot, row.slot);
+  PackedRows p;
+  p.rows = static_cast<int64_t>(rows.size());
+  p.query_starts.push_back(0);
+  for (const ForwardRow& row : rows) {
+    const int64_t n = static_cast<int64_t>(row.tokens.size());
+    p.query_starts.push_back(p.query_starts.back() + n);
+    p.key_lengths.push_back(cache->length(row.slot) + n);
+    p.max_query = std::max(p.max_query, n);
+    p.max_keys = std::max(p.max_keys, p.key_lengths.back());
+    p.max_blocks = std::max<int64_t>(p.max_blocks, cache->block_table(row.slot).size());
   }
-  // Attention reads the cache in place when the rows' slots are one run [first_slot, first_slot + batch), in
-  // any order (the decoder keeps its slots packed so that they are); the queries are then put in slot order.
-  // Otherwise the rows' slots are gathered, a copy of the used cache per layer.
-  std::vector<int64_t> by_slot(batch, -1);  // row whose slot is first_slot + i
-  bool slot_run = true, in_order = true;
-  for (int64_t b = 0; b < batch && slot_run; ++b) {
-    const int64_t i = slots[b] - first_slot;
-    slot_run = i < batch && by_slot[i] < 0;
-    if (slot_run) by_slot[i] = b;
-    in_order = in_order && i == b;
+  p.tokens = p.query_starts.back();
+  p.block_tables.assign(p.rows * p.max_blocks, 0);
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const std::vector<int32_t>& table = cache->block_table(rows[r].slot);
+    std::copy(table.begin(), table.end(), p.block_tables.begin() + r * p.max_blocks);
   }
-  std::vector<int64_t> to_row(batch);  // position in slot order of row b
-  for (int64_t b = 0; b < batch; ++b) to_row[b] = slots[b] - first_slot;
 
-  // Every index goes to the device in one copy (from pinned memory, asynchronously, on a GPU).
-  std::vector<int64_t> host;
-  auto append = [&](const std::vector<int64_t>& v) {
-    const int64_t offset = static_cast<int64_t>(host.size());
-    host.insert(host.end(), v.begin(), v.end());
-    return std::make_pair(offset, static_cast<int64_t>(v.size()));
-  };
-  const auto ids_at = append(ids), positions_at = append(positions), ends_at = append(ends),
-             slots_at = append(slots), valid_at = append(valid), valid_slot_at = append(valid_slot),
-             valid_pos_at = append(valid_pos), last_at = append(last), by_slot_at = append(by_slot),
-             to_row_at = append(to_row);
-  std::vector<std::pair<const LoraAdapter*, std::pair<int64_t, int64_t>>> adapter_at;  // rows with each
-  for (int64_t b = 0; b < batch; ++b) {
-    if (rows[b].adapter == nullptr) continue;
-    auto same = [&](const auto& g) { return g.first == rows[b].adapter; };
-    if (std::none_of(adapter_at.begin(), adapter_at.end(), same)) {
-      std::vector<int64_t> members;
-      for (int64_t c = b; c < batch; ++c) {
-        if (rows[c].adapter == rows[b].adapter) members.push_back(c);
-      }
-      adapter_at.emplace_back(rows[b].adapter, append(members));
+  // Per token: id, position, cache row; per row: its last token; per adapter: its tokens. To the device in
+  // one copy (from pinned memory, asynchronously, on a GPU).
+  std::vector<int64_t> host(3 * p.tokens);
+  std::vector<int64_t> last;
+  std::vector<std::pair<const LoraAdapter*, std::vector<int64_t>>> adapter_tokens;
+  for (int64_t r = 0; r < p.rows; ++r) {
+    const ForwardRow& row = rows[r];
+    const int64_t start = cache->length(row.slot), first = p.query_starts[r];
+    for (size_t t = 0; t < row.tokens.size(); ++t) {
+      host[first + t] = row.tokens[t];
+      host[p.tokens + first + t] = start + static_cast<int64_t>(t);
+      host[2 * p.tokens + first + t] = cache->CacheRow(row.slot, start + static_cast<int64_t>(t));
     }
+    last.push_back(p.query_starts[r + 1] - 1);
+    if (row.adapter == nullptr) continue;
+    auto group = std::find_if(adapter_tokens.begin(), adapter_tokens.end(),
+                              [&](const auto& g) { return g.first == row.adapter; });
+    if (group == adapter_tokens.end()) group = adapter_tokens.insert(adapter_tokens.end(), {row.adapter, {}});
+    for (int64_t t = first; t < p.query_starts[r + 1]; ++t) group->second.push_back(t);
+  }
+  const std::vector<int64_t> cache_rows_host(host.begin() + 2 * p.tokens, host.end());  // for the kernels
+  const int64_t last_at = static_cast<int64_t>(host.size());
+  host.insert(host.end(), last.begin(), last.end());
+  std::vector<int64_t> adapter_at;
+  for (const auto& [adapter, tokens] : adapter_tokens) {
+    adapter_at.push_back(static_cast<int64_t>(host.size()));
+    host.insert(host.end(), tokens.begin(), tokens.end());
   }
   at::Tensor uploaded = at::from_blob(host.data(), {static_cast<int64_t>(host.size())}, at::kLong);
   if (options_.device.is_cuda()) {
@@ -436,199 +506,152 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   } else {
     uploaded = uploaded.clone();  // `host` dies with this call; the CPU tensors must not alias it
   }
-  auto view = [&](std::pair<int64_t, int64_t> at) { return uploaded.narrow(0, at.first, at.second); };
-  const at::Tensor ids_t = view(ids_at);
-  const at::Tensor positions_t = view(positions_at).view({batch, steps});  // [B, T]
-  const at::Tensor ends_t = view(ends_at);                                 // [B]
-  const at::Tensor slots_t = view(slots_at);                               // [B]
-  const at::Tensor valid_t = view(valid_at);                               // [N]
-  const at::Tensor valid_slot_t = view(valid_slot_at);                     // [N]
-  const at::Tensor valid_pos_t = view(valid_pos_at);                       // [N]
-  const at::Tensor last_t = view(last_at);                                 // [B]
-  const at::Tensor by_slot_t = view(by_slot_at);                           // [B]
-  const at::Tensor to_row_t = view(to_row_at);                             // [B]
+  const at::Tensor ids_t = uploaded.narrow(0, 0, p.tokens);                // [N]
+  const at::Tensor positions_t = uploaded.narrow(0, p.tokens, p.tokens);   // [N]
+  p.cache_rows = uploaded.narrow(0, 2 * p.tokens, p.tokens);               // [N]
+  const at::Tensor last_t = uploaded.narrow(0, last_at, p.rows);           // [rows]
   std::vector<AdapterRows> adapter_groups;
-  for (const auto& [adapter, at] : adapter_at) {
-    adapter_groups.push_back({adapter, at.second == batch ? at::Tensor() : view(at)});
+  for (size_t g = 0; g < adapter_tokens.size(); ++g) {
+    const int64_t n = static_cast<int64_t>(adapter_tokens[g].second.size());
+    adapter_groups.push_back(
+        {adapter_tokens[g].first, n == p.tokens ? at::Tensor() : uploaded.narrow(0, adapter_at[g], n)});
   }
-  const auto long_options = at::TensorOptions().dtype(at::kLong);
 
   const int64_t hidden = config_.hidden_size, head_dim = config_.head_dim;
   const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
   const int64_t inter = config_.intermediate_size;
   const double eps = config_.rms_norm_eps;
 
-  at::Tensor x = embed_tokens_.index_select(0, ids_t).view({batch, steps, hidden});  // [B, T, hidden]
+  at::Tensor x = embed_tokens_.index_select(0, ids_t);  // [N, hidden]
 
   // Rotary tables as transformers builds them: float32 angles, cast to the model dtype.
-  at::Tensor angles = positions_t.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [B, T, head_dim / 2]
-  at::Tensor emb = at::cat({angles, angles}, -1);                            // [B, T, head_dim]
-  const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);          // [B, 1, T, head_dim]
-  const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);          // [B, 1, T, head_dim]
+  const at::Tensor angles = positions_t.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // [N, head_dim / 2]
+  const at::Tensor emb = at::cat({angles, angles}, -1);                            // [N, head_dim]
+  const at::Tensor cos = emb.cos().to(options_.dtype).contiguous();                // [N, head_dim]
+  const at::Tensor sin = emb.sin().to(options_.dtype).contiguous();                // [N, head_dim]
 
-  // A decode step (one token a row) on the CPU kernels runs the norms, rotary embedding and cache writes,
-  // the attention and SiLU, as one pass each (lib/model/cpu_kernels.h) instead of a few
-  // dozen LibTorch operations a layer.
-  const bool fused = kernel_isa_ != CpuIsa::kNone && steps == 1;
-  const bool fused_attention = fused && DecodeAttentionSupported(kernel_isa_, head_dim);
+  // On the CPU kernels the norms, the rotary embedding with the cache writes, and the SiLU run as one pass
+  // each (lib/model/cpu_kernels.h) instead of a few LibTorch operations each.
+  const bool fused = kernel_isa_ != CpuIsa::kNone;
   const ActivationFormat format =
       options_.dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
-
-  // A query at position p sees keys at positions <= p of its own sequence.
-  at::Tensor mask;  // [B, 1, T, L]
-  if (!fused_attention) {
-    at::Tensor key_positions = at::arange(key_len, long_options.device(options_.device));  // [L]
-    mask = (key_positions.view({1, 1, 1, key_len}) <= positions_t.view({batch, 1, steps, 1})) &
-           (key_positions.view({1, 1, 1, key_len}) < ends_t.view({batch, 1, 1, 1}));
-  }
   auto norm = [&](const at::Tensor& input, const at::Tensor& weight) {
     return fused ? FusedRmsNorm(input, weight, eps) : RmsNorm(input, weight, eps);
   };
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LlamaLayer& layer = layers_[l];
     at::Tensor h = norm(x, layer.input_norm);
-    at::Tensor qkv = Project(kernel_isa_, h, layer.qkv, layer.qkv_bias, adapter_groups, l, &LoraLayer::qkv);
-    // qkv: [B, T, (heads + 2 kv_heads) * head_dim]
-    at::Tensor& cache_k = cache->keys(l);    // [slots, kv_heads, max_seq, head_dim]
-    at::Tensor& cache_v = cache->values(l);  // [slots, kv_heads, max_seq, head_dim]
+    at::Tensor qkv = Project(kernel_isa_, h, layer.qkv, layer.qkv_bias, adapter_groups, l, &LoraLayer::qkv)
+                         .contiguous();  // [N, (heads + 2 kv_heads) * head_dim]
+    at::Tensor& cache_k = cache->keys(l);    // [blocks, B, kv_heads, head_dim]
+    at::Tensor& cache_v = cache->values(l);  // [blocks, B, kv_heads, head_dim]
+    at::Tensor q;                            // [N, heads, head_dim]
     if (fused) {
-      // Rotates q and k inside qkv and writes k and v into the cache, every row at its slot and position.
-      const DecodeRope shape = {batch,           heads,        kv_heads,        head_dim,
-                                cache_k.size(2), slots.data(), positions.data()};
-      qkv = qkv.contiguous();
-      CpuRopeAndCache(format, shape, qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), cache_k.data_ptr(),
-                      cache_v.data_ptr());
-    }
-    at::Tensor attn;  // [B, T, heads * head_dim]
-    if (fused_attention) {
-      attn = at::empty({batch, steps, heads * head_dim}, x.options());
-      const DecodeAttention shape = {batch,           heads,        kv_heads,     head_dim,
-                                     cache_k.size(2), qkv.size(-1), slots.data(), ends.data()};
-      CpuDecodeAttention(kernel_isa_, format, shape, qkv.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(),
-                         attn.data_ptr());
+      // Rotates q and k inside qkv and writes k and v into the cache, every token at its cache row.
+      CpuRopeAndCache(format, {p.tokens, heads, kv_heads, head_dim, cache_rows_host.data()}, qkv.data_ptr(),
+                      cos.data_ptr(), sin.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr());
+      q = qkv.narrow(-1, 0, heads * head_dim).view({p.tokens, heads, head_dim});
     } else {
-      at::Tensor q =
-          qkv.narrow(-1, 0, heads * head_dim).view({batch, steps, heads, head_dim}).transpose(1, 2);
-      if (!fused) {
-        at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
-                           .view({batch, steps, kv_heads, head_dim})
-                           .transpose(1, 2);
-        at::Tensor v = qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
-                           .view({batch, steps, kv_heads, head_dim})
-                           .transpose(1, 2);
-        q = ApplyRope(q, cos, sin);  // [B, heads, T, head_dim]
-        k = ApplyRope(k, cos, sin);  // [B, kv_heads, T, head_dim]
-        // Only real (unpadded) tokens are written to the cache.
-        cache_k.index_put_(
-            {valid_slot_t, Slice(), valid_pos_t},
-            k.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
-        cache_v.index_put_(
-            {valid_slot_t, Slice(), valid_pos_t},
-            v.transpose(1, 2).reshape({batch * steps, kv_heads, head_dim}).index_select(0, valid_t));
-      }
-      // Up to the longest sequence only: a view of one slot run, else the rows' slots gathered.
-      at::Tensor keys = cache_k.narrow(2, 0, key_len);    // [slots, kv_heads, L, head_dim]
-      at::Tensor values = cache_v.narrow(2, 0, key_len);  // [slots, kv_heads, L, head_dim]
-      keys = slot_run ? keys.narrow(0, first_slot, batch) : keys.index_select(0, slots_t);
-      values = slot_run ? values.narrow(0, first_slot, batch) : values.index_select(0, slots_t);
-      const bool permute = slot_run && !in_order;  // queries (and their masks) into slot order and back
-
-      attn = at::scaled_dot_product_attention(permute ? q.index_select(0, by_slot_t) : q, keys, values,
-                                              permute ? mask.index_select(0, by_slot_t) : mask, 0.0,
-                                              /*is_causal=*/false, std::nullopt,
-                                              /*enable_gqa=*/true);  // [B, heads, T, head_dim]
-      if (permute) attn = attn.index_select(0, to_row_t);
-      attn = attn.transpose(1, 2).reshape({batch, steps, heads * head_dim});
+      const at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim).view({p.tokens, kv_heads, head_dim});
+      const at::Tensor v =
+          qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim).view({p.tokens, kv_heads, head_dim});
+      q = ApplyRope(qkv.narrow(-1, 0, heads * head_dim).view({p.tokens, heads, head_dim}), cos.unsqueeze(1),
+                    sin.unsqueeze(1));
+      cache_k.view({-1, kv_heads, head_dim}).index_copy_(0, p.cache_rows, ApplyRope(k, cos.unsqueeze(1), sin.unsqueeze(1)));
+      cache_v.view({-1, kv_heads, head_dim}).index_copy_(0, p.cache_rows, v);
     }
+    const at::Tensor attn = Attention(q, cache_k, cache_v, p, *cache);  // [N, heads * head_dim]
     x = Project(kernel_isa_, attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o, x);
 
     h = norm(x, layer.post_norm);
-    at::Tensor gate_up =
+    const at::Tensor gate_up =
         Project(kernel_isa_, h, layer.gate_up, layer.gate_up_bias, adapter_groups, l, &LoraLayer::gate_up);
-    // gate_up: [B, T, 2 * inter]
-    at::Tensor act;  // [B, T, inter]
-    if (fused_attention) {
-      act = at::empty({batch, steps, inter}, x.options());
-      CpuSiluMul(kernel_isa_, format, gate_up.data_ptr(), batch, inter, act.data_ptr());
+    // gate_up: [N, 2 * inter]
+    at::Tensor act;  // [N, inter]
+    if (fused) {
+      act = at::empty({p.tokens, inter}, x.options());
+      CpuSiluMul(kernel_isa_, format, gate_up.contiguous().data_ptr(), p.tokens, inter, act.data_ptr());
     } else {
       act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
     }
     x = Project(kernel_isa_, act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down, x);
   }
-  x = norm(x, final_norm_).view({batch * steps, hidden});
+  x = norm(x, final_norm_).view({p.tokens, hidden});
 
-  for (const ForwardRow& row : rows) cache->Advance(row.slot, static_cast<int64_t>(row.tokens.size()));
-  return x.index_select(0, all_positions ? valid_t : last_t);
+  for (const ForwardRow& row : rows) cache->Append(row.slot, row.tokens);
+  return all_positions ? x : x.index_select(0, last_t);
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, KvCache* cache) const {
-  const int64_t slots = step.slots, key_len = step.key_len;
-  if (cache->padding_slot() < 0)
-    return absl::InvalidArgumentError("fixed decode: the cache has no padding slot");
-  if (slots < 1 || slots > cache->max_slots() || key_len < 1 || key_len > cache->max_seq_len()) {
+  const int64_t rows = step.rows, blocks = step.blocks, block = cache->block_size();
+  if (cache->padding_block() < 0)
+    return absl::InvalidArgumentError("fixed decode: the cache has no padding block");
+  if (rows < 1 || rows > cache->max_slots() || blocks < 1 || blocks * block > cache->max_seq_len() + block - 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("fixed decode: ", slots, " slots of ", key_len, " keys do not fit the cache"));
+        absl::StrCat("fixed decode: ", rows, " rows of ", blocks, " blocks do not fit the cache"));
   }
   try {
     const int64_t hidden = config_.hidden_size, head_dim = config_.head_dim;
     const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
-    const int64_t groups = heads / kv_heads, inter = config_.intermediate_size;
+    const int64_t groups = heads / kv_heads, inter = config_.intermediate_size, keys = blocks * block;
     const double eps = config_.rms_norm_eps;
-    const at::Tensor ids = step.inputs[0], positions = step.inputs[1];         // [S] each
-    const at::Tensor write_slots = step.inputs[2], key_ends = step.inputs[3];  // [S] each
-    const at::Tensor adapter_index = step.inputs[4];                           // [S]
-    std::vector<at::Tensor> masks;  // per adapter: [S, 1, 1] in the model dtype
+    const at::Tensor ids = step.inputs[0], positions = step.inputs[1];       // [S] each
+    const at::Tensor cache_rows = step.inputs[2], key_ends = step.inputs[3];  // [S] each
+    const at::Tensor adapter_index = step.inputs[4];                          // [S]
+    const at::Tensor tables = step.inputs.narrow(0, 5, blocks).t();           // [S, M]
+    std::vector<at::Tensor> masks;  // per adapter: [S, 1] in the model dtype
     for (size_t a = 0; a < step.adapters.size(); ++a) {
-      masks.push_back(adapter_index.eq(static_cast<int64_t>(a)).to(options_.dtype).view({slots, 1, 1}));
+      masks.push_back(adapter_index.eq(static_cast<int64_t>(a)).to(options_.dtype).view({rows, 1}));
     }
-    at::Tensor x = embed_tokens_.index_select(0, ids).view({slots, 1, hidden});  // [S, 1, hidden]
-    const at::Tensor angles =
-        positions.to(at::kFloat).view({slots, 1, 1}) * inv_freq_;               // [S, 1, head_dim / 2]
-    const at::Tensor emb = at::cat({angles, angles}, -1);                       // [S, 1, head_dim]
-    const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);           // [S, 1, 1, head_dim]
-    const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);           // [S, 1, 1, head_dim]
-    const at::Tensor key_positions = at::arange(key_len, positions.options());  // [L]
+    // Where each row's keys are: [S, M * B] rows of the cache viewed as [blocks * B, kv_heads, head_dim].
+    const at::Tensor key_rows =
+        (tables.unsqueeze(-1) * block + at::arange(block, positions.options())).reshape({rows, keys});
+    at::Tensor x = embed_tokens_.index_select(0, ids);                                // [S, hidden]
+    const at::Tensor angles = positions.to(at::kFloat).view({rows, 1}) * inv_freq_;  // [S, head_dim / 2]
+    const at::Tensor emb = at::cat({angles, angles}, -1);                             // [S, head_dim]
+    const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);                 // [S, 1, head_dim]
+    const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);                 // [S, 1, head_dim]
+    const at::Tensor key_positions = at::arange(keys, positions.options());          // [M * B]
     const at::Tensor mask =
-        key_positions.view({1, 1, 1, key_len}) < key_ends.view({slots, 1, 1, 1});  // [S, 1, 1, L]
+        (key_positions.view({1, keys}) < key_ends.view({rows, 1})).view({rows, 1, 1, keys});  // [S, 1, 1, L]
 
     for (size_t l = 0; l < layers_.size(); ++l) {
       const LlamaLayer& layer = layers_[l];
       at::Tensor h = RmsNorm(x, layer.input_norm, eps);
       const at::Tensor qkv =
           ProjectMasked(kernel_isa_, h, layer.qkv, layer.qkv_bias, step.adapters, masks, l, &LoraLayer::qkv);
-      // qkv: [S, 1, (heads + 2 kv_heads) * head_dim]
-      at::Tensor q = qkv.narrow(-1, 0, heads * head_dim).view({slots, 1, heads, head_dim}).transpose(1, 2);
-      at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim)
-                         .view({slots, 1, kv_heads, head_dim})
-                         .transpose(1, 2);
-      const at::Tensor v = qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
-                               .view({slots, kv_heads, head_dim});  // [S, kv_heads, head_dim]
-      q = ApplyRope(q, cos, sin);                                   // [S, heads, 1, head_dim]
-      k = ApplyRope(k, cos, sin);                                   // [S, kv_heads, 1, head_dim]
-      at::Tensor& cache_k = cache->keys(l);    // [slots + 1, kv_heads, max_seq, head_dim]
-      at::Tensor& cache_v = cache->values(l);  // [slots + 1, kv_heads, max_seq, head_dim]
-      cache_k.index_put_({write_slots, Slice(), positions}, k.squeeze(2));
-      cache_v.index_put_({write_slots, Slice(), positions}, v);
-      // Row s is slot s: the cache is read in place. A query head's group of kv_heads' heads goes in as that
-      // kv head's queries (one query position each), so no backend needs grouped-query support.
-      const at::Tensor keys =
-          cache_k.narrow(0, 0, slots).narrow(2, 0, key_len);  // [S, kv_heads, L, head_dim]
-      const at::Tensor values =
-          cache_v.narrow(0, 0, slots).narrow(2, 0, key_len);  // [S, kv_heads, L, head_dim]
-      const at::Tensor attn =
-          at::scaled_dot_product_attention(q.reshape({slots, kv_heads, groups, head_dim}), keys, values,
-                                           mask);  // [S, kv_heads, groups, head_dim]
-      x = ProjectMasked(kernel_isa_, attn.reshape({slots, 1, heads * head_dim}), layer.o, layer.o_bias,
-                        step.adapters, masks, l, &LoraLayer::o, x);
+      // qkv: [S, (heads + 2 kv_heads) * head_dim]
+      const at::Tensor q = ApplyRope(qkv.narrow(-1, 0, heads * head_dim).view({rows, heads, head_dim}), cos, sin);
+      const at::Tensor k =
+          ApplyRope(qkv.narrow(-1, heads * head_dim, kv_heads * head_dim).view({rows, kv_heads, head_dim}), cos, sin);
+      const at::Tensor v =
+          qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim).view({rows, kv_heads, head_dim});
+      const at::Tensor keys_flat = cache->keys(l).view({-1, kv_heads, head_dim});    // [blocks * B, kv, d]
+      const at::Tensor values_flat = cache->values(l).view({-1, kv_heads, head_dim});  // [blocks * B, kv, d]
+      keys_flat.index_copy_(0, cache_rows, k);
+      values_flat.index_copy_(0, cache_rows, v);
+      // The rows' keys gathered through their block tables. A query head's group of kv_heads' heads goes in
+      // as that kv head's queries (one query position each), so no backend needs grouped-query support.
+      const at::Tensor row_keys = keys_flat.index_select(0, key_rows.reshape({-1}))
+                                      .view({rows, keys, kv_heads, head_dim})
+                                      .transpose(1, 2);  // [S, kv_heads, L, d]
+      const at::Tensor row_values = values_flat.index_select(0, key_rows.reshape({-1}))
+                                        .view({rows, keys, kv_heads, head_dim})
+                                        .transpose(1, 2);  // [S, kv_heads, L, d]
+      const at::Tensor attn = at::scaled_dot_product_attention(q.reshape({rows, kv_heads, groups, head_dim}),
+                                                               row_keys, row_values,
+                                                               mask);  // [S, kv_heads, groups, head_dim]
+      x = ProjectMasked(kernel_isa_, attn.reshape({rows, heads * head_dim}), layer.o, layer.o_bias, step.adapters,
+                        masks, l, &LoraLayer::o, x);
       h = RmsNorm(x, layer.post_norm, eps);
       const at::Tensor gate_up =
           ProjectMasked(kernel_isa_, h, layer.gate_up, layer.gate_up_bias, step.adapters, masks, l,
-                        &LoraLayer::gate_up);  // [S, 1, 2 * inter]
+                        &LoraLayer::gate_up);  // [S, 2 * inter]
       const at::Tensor act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
-      x = ProjectMasked(kernel_isa_, act, layer.down, layer.down_bias, step.adapters, masks, l,
-                        &LoraLayer::down, x);
+      x = ProjectMasked(kernel_isa_, act, layer.down, layer.down_bias, step.adapters, masks, l, &LoraLayer::down,
+                        x);
     }
-    return RmsNorm(x, final_norm_, eps).view({slots, hidden});
+    return RmsNorm(x, final_norm_, eps);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("fixed decode: ", e.what_without_backtrace()));
   }

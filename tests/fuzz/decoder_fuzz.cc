@@ -135,9 +135,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const pad::TokenEvent& event = events->front();
     Check(event.sequence == *sequence);
     Check(event.token >= 0 && event.token < vocab_size);
-    if (event.finished) Check(decoder.active() == 0 && decoder.slots_in_use() == 0);
+    if (event.finished) Check(decoder.active() == 0 && decoder.kv_stats().slots_in_use == 0);
   }
   decoder.Remove(*sequence);
-  Check(decoder.active() == 0 && decoder.slots_in_use() == 0 && decoder.kv_tokens_in_use() == 0);
+  Check(decoder.active() == 0 && decoder.kv_stats().slots_in_use == 0 &&
+        decoder.kv_stats().blocks_used == 0 && decoder.kv_stats().tokens_in_use == 0);
   return 0;
 }

@@ -5,8 +5,13 @@
 //    "prefill": N (optional), "chunk": C (optional), "slots": [slot, ...] (optional), "output": PATH}
 //     All-position logits of every sequence, run as one batch, written to PATH as float32 in sequence
 //     order. With "prefill", each sequence's first N tokens go in as one prefill and the rest C tokens (1)
-//     per forward. "slots" places the sequences in those cache slots, in any order. Answers
-//     {"rows": [len, ...], "vocab": V, "cpu_kernels": "avx2" (the kernels' instruction set, or "none")}.
+//     per forward. "slots" places the sequences in those cache slots, in any order. "block_size" (16) sets
+//     the cache's blocks; "fragment": B takes B blocks for another sequence and gives them back first, so
+//     the sequences' blocks come from the pool out of order. "one_at_a_time": each sequence alone, its
+//     slot freed before the next, reusing what the prefix cache holds of it ("prefix_cache", default true):
+//     only the positions it computed have logits. Answers {"rows": [len, ...], "first": [first position
+//     computed, ...], "prefix_hit_tokens": n, "vocab": V, "cpu_kernels": "avx2" (the kernels' instruction
+//     set, or "none")}.
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -27,10 +32,38 @@ using Json = nlohmann::json;
   std::exit(1);
 }
 
+// Each sequence alone, as a server runs requests one after another: the prefix cache supplies what it holds.
+Json LogitsOneAtATime(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
+  const auto sequences = request["sequences"].get<std::vector<std::vector<int32_t>>>();
+  std::ofstream out(request["output"].get<std::string>(), std::ios::binary);
+  Json answer = {{"vocab", model.config().vocab_size}, {"cpu_kernels", model.cpu_kernels()}};
+  for (const auto& sequence : sequences) {
+    const int slot = *cache.Allocate();
+    const int64_t first = cache.MatchPrefix(slot, sequence);
+    const pad::ForwardRow row{slot, absl::MakeConstSpan(sequence).subspan(first)};
+    at::Tensor hidden = pad::OrDie(model.Forward({row}, &cache, /*all_positions=*/true));
+    at::Tensor logits = pad::OrDie(model.Logits(hidden)).to(at::kCPU).contiguous();  // [computed, vocab]
+    out.write(static_cast<const char*>(logits.data_ptr()), logits.nbytes());
+    answer["rows"].push_back(logits.size(0));
+    answer["first"].push_back(first);
+    cache.Free(slot);
+  }
+  answer["prefix_hit_tokens"] = cache.prefix_hit_tokens();
+  return answer;
+}
+
 Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
+  if (request.value("one_at_a_time", false)) return LogitsOneAtATime(model, cache, request);
   const auto sequences = request["sequences"].get<std::vector<std::vector<int32_t>>>();
   const int64_t prefill = request.value("prefill", int64_t{0});
   const int64_t chunk = request.value("chunk", int64_t{1});
+  if (const int64_t fragment = request.value("fragment", int64_t{0}); fragment > 0) {
+    // Blocks given back in table order are taken again last first: every sequence's table runs backwards
+    // through the pool, interleaved with the others' as they grow.
+    const int other = *cache.Allocate();
+    cache.Reserve(other, fragment * cache.block_size());
+    cache.Free(other);
+  }
   // "slots": the cache slot of each sequence (default 0, 1, 2, ...); every slot is taken, so any may be
   // named.
   while (cache.Allocate().has_value()) {
@@ -69,11 +102,13 @@ Json Logits(pad::LlamaModel& model, pad::KvCache& cache, const Json& request) {
   std::ofstream out(request["output"].get<std::string>(), std::ios::binary);
   Json answer;
   answer["vocab"] = model.config().vocab_size;
+  answer["prefix_hit_tokens"] = 0;
   answer["cpu_kernels"] = model.cpu_kernels();
   for (const auto& parts : per_sequence) {
     at::Tensor all = at::cat(parts, 0).contiguous();
     out.write(static_cast<const char*>(all.data_ptr()), all.nbytes());
     answer["rows"].push_back(all.size(0));
+    answer["first"].push_back(0);
   }
   return answer;
 }
@@ -92,6 +127,8 @@ int main() {
   pad::KvCacheOptions cache_options;
   cache_options.max_slots = 16;
   cache_options.max_seq_len = 512;
+  cache_options.block_size = request.value("block_size", int64_t{16});
+  cache_options.prefix_cache = request.value("prefix_cache", true);
   auto cache = pad::OrDie(pad::KvCache::Create(model->config(), cache_options, options));
   c10::InferenceMode inference;
   const std::string command = request.value("command", "");

@@ -29,21 +29,29 @@ PROMPTS = [
 ]
 
 
-def run_probe(request):
+def run_probe(request, cap=None):
+    env = dict(os.environ)
+    if cap is not None:
+        env["PAD_CPU_CAPABILITY"] = cap
     result = subprocess.run([probe("model_probe")], input=json.dumps(request), capture_output=True, text=True,
-                            timeout=600)
+                            timeout=600, env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def our_logits(model_dir, sequences, dtype, tmp_path, prefill=0, slots=None, chunk=1, quantization="none"):
-    """Per sequence, our float32 logits of every position: [len, vocab]."""
+def our_logits(model_dir, sequences, dtype, tmp_path, prefill=0, slots=None, chunk=1, quantization="none",
+               cap=None, answer_out=None, **options):
+    """Per sequence, our float32 logits of every position computed: [len, vocab]. `options` go to the probe
+    (block_size, fragment, one_at_a_time, prefix_cache); `cap` caps the CPU kernels (none: LibTorch's
+    operations)."""
     output = tmp_path / "logits.bin"
     request = {"command": "logits", "model": str(model_dir), "dtype": dtype, "sequences": sequences,
-               "prefill": prefill, "chunk": chunk, "output": str(output), "quantization": quantization}
+               "prefill": prefill, "chunk": chunk, "output": str(output), "quantization": quantization, **options}
     if slots is not None:
         request["slots"] = slots
-    answer = run_probe(request)
+    answer = run_probe(request, cap)
+    if answer_out is not None:
+        answer_out.update(answer)
     flat = np.fromfile(output, dtype=np.float32).reshape(-1, answer["vocab"])
     bounds = np.cumsum([0] + answer["rows"])
     return [flat[bounds[i]:bounds[i + 1]] for i in range(len(sequences))]
@@ -116,6 +124,37 @@ def test_smollm2_fp32_logits_in_any_slots(model_dir, smol_fp32, smol_sequences, 
     ours = our_logits(model_dir, smol_sequences, "float32", tmp_path, prefill=3, slots=slots)
     for sequence, logits in zip(smol_sequences, ours):
         assert relative_error(logits, reference_logits(smol_fp32, sequence)) <= 1e-4
+
+
+@pytest.mark.parametrize("cap", [None, "none"], ids=["kernels", "libtorch"])
+def test_smollm2_fp32_logits_through_interleaved_blocks(model_dir, smol_fp32, smol_sequences, tmp_path, cap):
+    # Blocks of 4 tokens taken from the pool backwards and interleaved between the sequences as they decode
+    # together: a kernel that read keys past a block's end, or by slot instead of by block table, would read
+    # another sequence's keys. Both attention paths: our CPU kernels, and LibTorch's operations.
+    ours = our_logits(model_dir, smol_sequences, "float32", tmp_path, prefill=3, chunk=2, block_size=4,
+                      fragment=64, cap=cap)
+    for sequence, logits in zip(smol_sequences, ours):
+        assert relative_error(logits, reference_logits(smol_fp32, sequence)) <= 1e-4
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_smollm2_fp32_logits_with_a_cached_prefix(model_dir, smol_fp32, tmp_path, prefix_cache):
+    # Requests one after another that share a system prompt: the later ones reuse its full blocks and compute
+    # only the rest, whose logits are transformers'; without the prefix cache they compute everything.
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    system = tokenizer("You are a helpful assistant who answers briefly and kindly. ")["input_ids"]
+    sequences = [system + tokenizer(p)["input_ids"] for p in PROMPTS[:3]] + [system[:5]]
+    answer = {}
+    ours = our_logits(model_dir, sequences, "float32", tmp_path, block_size=4, one_at_a_time=True,
+                      prefix_cache=prefix_cache, answer_out=answer)
+    shared = len(system) // 4 * 4
+    if prefix_cache:
+        assert answer["first"] == [0, shared, shared, 4]  # the last: its own last token is always computed
+        assert answer["prefix_hit_tokens"] == 2 * shared + 4
+    else:
+        assert answer["first"] == [0, 0, 0, 0] and answer["prefix_hit_tokens"] == 0
+    for sequence, first, logits in zip(sequences, answer["first"], ours):
+        assert relative_error(logits, reference_logits(smol_fp32, sequence)[first:]) <= 1e-4
 
 
 def test_smollm2_bf16_logits(model_dir, smol_sequences, tmp_path):

@@ -17,17 +17,26 @@ namespace pad {
 class RewardModel;
 
 struct DecoderOptions {
-  int64_t kv_slots = 16;  // cache slots per backbone; a request takes 1 + its PRM rows
-  // > 0: kv_slots is the most; as many slots are made as fit in this share of the device's memory beside
-  // what is in use once the models are loaded and memory_reserve_bytes (PlanKvSlots).
+  // Sequences resident per backbone's cache, a limit, not memory: a request takes 1 + its PRM rows.
+  int64_t kv_slots = 16;
+  // Tokens per KV cache block; 0: 256 on a GPU (FlashAttention's paged kernel takes no fewer), 16 on the CPU.
+  int64_t kv_block_size = 0;
+  // The KV cache pool, in blocks taken as sequences grow. memory_fraction > 0: as many blocks as fit in
+  // this share of the device's memory beside what is in use once the models are loaded and
+  // memory_reserve_bytes (PlanKvBlocks); else kv_cache_bytes > 0: that many bytes (all caches together);
+  // else every slot at max_seq_len. Either way no more than every slot at max_seq_len.
   double memory_fraction = 0.0;
   int64_t memory_reserve_bytes = int64_t{2} << 30;
+  int64_t kv_cache_bytes = 0;
+  // Full blocks of prompts and answers stay cached, keyed by their tokens, for later requests that begin
+  // with them (vLLM's automatic prefix caching).
+  bool prefix_cache = true;
   // > 0: the most tokens one step feeds the models. Decode rows (one token each) always run; prompts are
   // prefilled with what is left, in chunks across steps, so that a burst of long prompts cannot stall the
   // running streams for one long step. 0: every admitted prompt is prefilled whole in its first step.
   int64_t max_batch_tokens = 0;
   // Decode steps in fixed shapes (DecodeGraphs), recorded as CUDA graphs on a GPU; on the CPU the same
-  // arithmetic runs directly (the tests' twin of the GPU path). Each cache gets one padding slot more.
+  // arithmetic runs directly (the tests' twin of the GPU path). Each cache gets one padding block more.
   bool cuda_graphs = false;
   int64_t max_seq_len = 4096;    // prompt plus generated tokens of one sequence
   int max_prompt_tokens = 2048;  // longer prompts are refused, never truncated
@@ -59,6 +68,22 @@ struct TokenEvent {
   FinishReason finish_reason = FinishReason::kLength;
 };
 
+// The KV caches' use, summed over every cache; the counters since start.
+struct KvStats {
+  int64_t slots_in_use = 0;  // sequences resident (a request's policy and PRM rows each one)
+  int64_t slots_total = 0;
+  int64_t blocks_used = 0;  // held by sequences
+  int64_t blocks_total = 0;
+  int64_t blocks_cached = 0;  // holding a cached prefix, held or not
+  int64_t block_size = 0;
+  int64_t tokens_in_use = 0;
+  int64_t bytes = 0;              // allocated at load
+  int64_t preemptions = 0;        // sequences whose blocks were taken back, to be recomputed
+  int64_t prefix_hit_tokens = 0;  // prompt tokens read from the prefix cache instead of computed
+  int64_t prefill_tokens = 0;     // prompt tokens computed
+  std::string plan;               // how the pool was sized; empty when by kv_slots and max_seq_len
+};
+
 // A request checked and tokenized, ready to take cache slots.
 struct PreparedRequest {
   AlignmentRequest request;
@@ -71,7 +96,7 @@ struct PreparedRequest {
   const RewardModel* reward_model = nullptr;
 };
 
-// Runs many sequences together, one token each per Step, in a fixed pool of KV cache slots. Prepare may be
+// Runs many sequences together, one token each per Step, in a pool of KV cache blocks. Prepare may be
 // called from any thread (it only reads); the rest from one thread at a time (the engine's). A sequence's
 // result does not depend on the other sequences in its batch.
 class BatchDecoder {
@@ -80,26 +105,23 @@ class BatchDecoder {
 
   // Checks every field (INVALID_ARGUMENT naming it) and tokenizes the policy's and the PRM rows' contexts.
   virtual absl::StatusOr<PreparedRequest> Prepare(const AlignmentRequest& request) const = 0;
-  // Whether Add would find cache slots for `prepared` now.
+  // Whether Add would find cache slots, and blocks for the prompts, for `prepared` now.
   virtual bool CanAdd(const PreparedRequest& prepared) const = 0;
-  // Takes the cache slots (RESOURCE_EXHAUSTED when they are not free) and returns the sequence's id. Its
-  // prefill runs in the next Step.
+  // Takes the cache slots and the prompts' blocks (RESOURCE_EXHAUSTED when they are not free) and returns
+  // the sequence's id. Its prefill runs in the next Step.
   virtual absl::StatusOr<uint64_t> Add(PreparedRequest prepared) = 0;
-  // One iteration: prefill of the sequences added since the last Step, one decode step for the others;
-  // exactly one event per active sequence. Finished sequences release their slots before returning.
+  // One iteration: prefill of the sequences added since the last Step, one decode step for the others; one
+  // event per active sequence, except a sequence whose prompt is still prefilling in chunks or which was
+  // preempted (it continues later with the same tokens). Finished sequences release their slots before
+  // returning.
   // On error every active sequence is dropped (their slots freed) and the error returned.
   virtual absl::StatusOr<std::vector<TokenEvent>> Step() = 0;
   // Drops a sequence now (cancel) and frees its slots; unknown ids are ignored.
   virtual void Remove(uint64_t sequence) = 0;
 
   virtual size_t active() const = 0;
-  virtual int64_t slots_in_use() const = 0;
-  // Slots in every cache allocated: one cache per distinct backbone, so a PRM on the policy's adds none.
-  virtual int64_t slots_total() const = 0;
-  virtual int64_t kv_tokens_in_use() const = 0;
-  // Bytes allocated to every KV cache, and how their size was chosen (empty: DecoderOptions::kv_slots).
-  virtual int64_t kv_cache_bytes() const = 0;
-  virtual std::string kv_plan() const = 0;
+  // Over every cache: one per distinct backbone, so a PRM on the policy's adds none.
+  virtual KvStats kv_stats() const = 0;
 };
 
 }  // namespace pad

@@ -1,4 +1,4 @@
-// How much memory a device has, and how many KV cache slots fit in a share of it.
+// How much memory a device has, and how many KV cache blocks fit in a share of it.
 #ifndef PAD_DEVICE_MEMORY_H_
 #define PAD_DEVICE_MEMORY_H_
 
@@ -20,21 +20,21 @@ struct DeviceMemory {
 // (/proc/meminfo: MemAvailable, MemTotal). UNAVAILABLE when neither can be read.
 absl::StatusOr<DeviceMemory> QueryDeviceMemory(const c10::Device& device);
 
-// The KV slots per cache that fit when this server may use `fraction` of the device's memory: of that share,
-// what is in use already (the loaded weights; other processes' memory too) and `reserve_bytes` (activations,
-// workspace) are taken, and the rest holds slots of `slot_bytes` each (one slot in every cache). At most
-// `max_slots`; 0 when none fit.
+// The KV blocks per cache that fit when this server may use `fraction` of the device's memory: of that
+// share, what is in use already (the loaded weights; other processes' memory too) and `reserve_bytes`
+// (activations, workspace, CUDA graphs) are taken, and the rest holds blocks of `block_bytes` each (one block
+// in every cache). At most `max_blocks`; 0 when none fit.
 struct KvPlan {
-  int64_t slots = 0;
-  int64_t slot_bytes = 0;    // one slot in every cache
+  int64_t blocks = 0;
+  int64_t block_bytes = 0;   // one block in every cache
   int64_t budget_bytes = 0;  // what was left for the caches
   DeviceMemory memory;
   double fraction = 0.0;
   int64_t reserve_bytes = 0;
   std::string ToString() const;
 };
-KvPlan PlanKvSlots(const DeviceMemory& memory, double fraction, int64_t reserve_bytes, int64_t slot_bytes,
-                   int64_t max_slots);
+KvPlan PlanKvBlocks(const DeviceMemory& memory, double fraction, int64_t reserve_bytes, int64_t block_bytes,
+                   int64_t max_blocks);
 
 }  // namespace pad
 

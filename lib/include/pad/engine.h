@@ -62,17 +62,13 @@ struct EngineStats {
   int64_t running = 0;
   int64_t waiting = 0;
   int64_t last_batch_size = 0;
-  int64_t kv_slots_in_use = 0;
-  int64_t kv_slots_total = 0;
-  int64_t kv_tokens_in_use = 0;
-  int64_t kv_cache_bytes = 0;  // allocated to every cache at load
-  std::string kv_plan;         // how the caches were sized from memory; empty when by kv_slots
+  KvStats kv;
 };
 
 // Submit, Cancel, Stats and Shutdown may be called from any thread. Models load on the engine thread
 // after Start; until they are ready Submit answers UNAVAILABLE. Requests that fit the batch are admitted
 // each iteration (prefill), then every running request advances one token in one batched step. A
-// cancelled request leaves the batch within one step and frees its KV slots; its sink gets a last event
+// cancelled request leaves the batch within one step and frees its KV slots and blocks; its sink gets a last event
 // with FinishReason::kCancelled. Shutdown stops admitting (UNAVAILABLE), lets running and waiting requests
 // finish up to `grace`, cancels the rest and joins the thread.
 class Engine {

@@ -1,4 +1,4 @@
-// LlamaForCausalLM in LibTorch: batched prefill and decode over a slot KV cache.
+// LlamaForCausalLM in LibTorch: batched prefill and decode over a paged KV cache.
 #ifndef PAD_LLAMA_H_
 #define PAD_LLAMA_H_
 
@@ -21,7 +21,8 @@
 namespace pad {
 
 // One row of a forward batch: `tokens` to append to the sequence held in cache slot `slot`. A prompt is
-// one row with all its tokens (prefill); a decode step is one row per sequence with one token each.
+// one row with all its tokens (prefill), or a chunk of them; a decode step is one row per sequence with one
+// token each. Rows of any lengths run together, packed: none is padded to another's length.
 // Rows with an `adapter` run with its LoRA updates (a reward model sharing this backbone); rows without
 // run the plain weights, in the same batch.
 struct ForwardRow {
@@ -31,14 +32,16 @@ struct ForwardRow {
 };
 
 // A decode step in fixed shapes, so that it can be recorded once and replayed as a CUDA graph
-// (DecodeGraphs): row s is cache slot s, for every slot in [0, slots); rows that do not decode this step
-// write into the cache's padding slot and their output is not used. Every per-step value is read from
-// device tensors by kernels, so that the step's inputs can be rewritten in place between replays.
+// (DecodeGraphs): S rows of one token each, whose keys are read through block tables of M blocks; rows that
+// do not decode this step write into the cache's padding block and their output is not used. Every per-step
+// value is read from device tensors by kernels, so that the step's inputs can be rewritten in place between
+// replays.
 struct FixedDecodeStep {
-  int64_t slots = 0;    // S
-  int64_t key_len = 0;  // L: keys each row attends over, masked to its own; every key end is <= L
-  // [5, S] int64: token id, position (where its key and value go), slot written (s, or the padding slot),
-  // key end (the keys it sees: position + 1), adapter (index into `adapters`, or -1)
+  int64_t rows = 0;    // S
+  int64_t blocks = 0;  // M: every row's key end is <= M * block_size
+  // [5 + M, S] int64: token id, position, cache row written (block * block_size + position % block_size),
+  // key end (the keys it sees: position + 1), adapter (index into `adapters`, or -1), then the row's M
+  // blocks (the padding block past its own)
   at::Tensor inputs;
   std::vector<const LoraAdapter*> adapters;
 };
@@ -61,17 +64,17 @@ class LlamaModel {
   ~LlamaModel();
 
   // Runs every row's tokens through the model in one batch, writing their keys and values into `cache`
-  // after what each slot already holds. Returns the final hidden states (after the last RMSNorm):
-  // [rows, hidden] at each row's last token, or with `all_positions` [total tokens, hidden] in row order.
-  // INVALID_ARGUMENT for a bad slot or token id; OUT_OF_RANGE when a slot would exceed max_seq_len.
+  // after what each slot already holds (taking the blocks they need). Returns the final hidden states
+  // (after the last RMSNorm): [rows, hidden] at each row's last token, or with `all_positions`
+  // [total tokens, hidden] in row order. INVALID_ARGUMENT for a bad slot or token id; OUT_OF_RANGE when a
+  // slot would exceed max_seq_len; RESOURCE_EXHAUSTED, before anything runs, when the cache lacks blocks.
   absl::StatusOr<at::Tensor> Forward(absl::Span<const ForwardRow> rows, KvCache* cache,
                                      bool all_positions = false) const;
-  // Forward's checks of `rows`, errors prefixed by `caller`.
-  absl::Status CheckRows(absl::Span<const ForwardRow> rows, const KvCache& cache,
-                         absl::string_view caller) const;
+  // Forward's checks of `rows`, errors prefixed by `caller`, then the blocks they need taken.
+  absl::Status PrepareRows(absl::Span<const ForwardRow> rows, KvCache* cache, absl::string_view caller) const;
 
-  // The decode step `step` describes, over `cache` (which has a padding slot): hidden [S, hidden] after the
-  // final norm, row s for slot s. Writes every decoding row's key and value; does not Advance the cache.
+  // The decode step `step` describes, over `cache` (which has a padding block): hidden [S, hidden] after
+  // the final norm. Writes every row's key and value; does not Append to the cache.
   // LibTorch's operations only, none that waits for the device, so that it can be captured.
   absl::StatusOr<at::Tensor> DecodeFixed(const FixedDecodeStep& step, KvCache* cache) const;
 
@@ -92,6 +95,12 @@ class LlamaModel {
  private:
   LlamaModel(LlamaConfig config, ModelOptions options);
   at::Tensor ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache, bool all_positions) const;
+  struct PackedRows;
+  // Attention of the packed query tokens over the cache through the rows' block tables: the one function
+  // every forward's attention runs (PackedRows tells). q [tokens, heads, head_dim] (a view into qkv, rows
+  // contiguous) -> [tokens, heads * head_dim].
+  at::Tensor Attention(const at::Tensor& q, const at::Tensor& cache_k, const at::Tensor& cache_v,
+                       const PackedRows& packed, const KvCache& cache) const;
 
   LlamaConfig config_;
   ModelOptions options_;

@@ -41,20 +41,32 @@ class PadDecoder final : public BatchDecoder {
   void Remove(uint64_t sequence) override;
 
   size_t active() const override { return sequences_.size(); }
-  int64_t slots_in_use() const override;
-  int64_t slots_total() const override;
-  int64_t kv_tokens_in_use() const override;
-  int64_t kv_cache_bytes() const override;
-  std::string kv_plan() const override { return kv_plan_; }
+  KvStats kv_stats() const override;
   const DecoderOptions& options() const { return options_; }
   // With options.cuda_graphs: forwards run as fixed-shape decode steps, and graphs recorded, over all caches.
   int64_t fixed_shape_steps() const;
   int64_t graphs_recorded() const;
+  int64_t graph_replays() const;
 
  private:
   struct Sequence;
   PadDecoder() = default;
   KvCache* CacheFor(const LlamaModel& backbone) const;
+  size_t BackboneOf(const RewardModel& prm) const;  // index into caches_
+  // What a request's rows take of each cache (caches_ order) to be admitted: a slot per row, and blocks for
+  // its prompt less what the prefix cache holds.
+  struct Needs {
+    int64_t slots = 0;
+    int64_t blocks = 0;
+  };
+  std::vector<Needs> NeedsOf(const PreparedRequest& prepared) const;
+  bool Fits(const PreparedRequest& prepared) const;
+  // Takes the slots, cached prefixes and prompt blocks of a sequence that Fits.
+  void Admit(Sequence& sequence);
+  // Gives back a sequence's blocks and slots, to recompute it from its tokens when it is admitted again.
+  void Preempt(Sequence& sequence);
+  // Takes the blocks every row of a decoding sequence needs for one more token; false when too few are free.
+  bool ReserveNextToken(Sequence& sequence);
   // One row of a prompt still to prefill: where it goes and how much of it the cache holds.
   struct PrefillRow {
     size_t backbone;  // index into caches_
@@ -84,6 +96,9 @@ class PadDecoder final : public BatchDecoder {
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   uint64_t next_id_ = 1;
   std::string kv_plan_;
+  int64_t preemptions_ = 0;
+  int64_t prefix_hit_tokens_ = 0;
+  int64_t prefill_tokens_ = 0;
 };
 
 }  // namespace pad
