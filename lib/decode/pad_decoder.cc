@@ -107,8 +107,8 @@ absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(const LlamaModel*
     decoder->kv_plan_ = plan.ToString();
   } else if (options.kv_cache_bytes > 0) {
     blocks = options.kv_cache_bytes / block_bytes;
-    decoder->kv_plan_ = absl::StrCat("--kv_cache_bytes ", options.kv_cache_bytes, ": ", blocks, " blocks of ",
-                                     block_bytes, " bytes");
+    decoder->kv_plan_ = absl::StrCat(options.kv_cache_bytes, " bytes for the KV caches: ", blocks,
+                                     " blocks of ", block_bytes, " bytes");
   }
   if (blocks < blocks_per_sequence) {
     return absl::ResourceExhaustedError(
@@ -350,6 +350,25 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
       }
     }
   }
+  // Every request must be able to finish alone in the pool (so that preempting the others always lets the
+  // oldest run): its rows at their longest, prompt plus max_new_tokens, in each cache.
+  std::vector<int64_t> longest(caches_.size(), 0);
+  auto add = [&](size_t b, size_t prompt) {
+    longest[b] += caches_[b].second->BlocksFor(static_cast<int64_t>(prompt) + request.max_new_tokens);
+  };
+  add(0, prepared.policy_ids.size());
+  for (const PreparedRequest::PrmRow& row : prepared.prm_rows) add(BackboneOf(*prepared.reward_model), row.ids.size());
+  for (size_t b = 0; b < caches_.size(); ++b) {
+    const KvCache& cache = *caches_[b].second;
+    if (longest[b] > cache.num_blocks()) {
+      return Invalid("max_new_tokens",
+                     absl::StrCat("the prompt", prepared.prm_rows.empty() ? "" : "s of its ",
+                                  prepared.prm_rows.empty() ? "" : absl::StrCat(1 + prepared.prm_rows.size(), " rows"),
+                                  " plus ", request.max_new_tokens, " new tokens need ", longest[b],
+                                  " KV cache blocks of ", cache.block_size(), " tokens, more than the ",
+                                  cache.num_blocks(), " the cache holds"));
+    }
+  }
   return prepared;
 }
 
@@ -366,7 +385,7 @@ std::vector<PadDecoder::Needs> PadDecoder::NeedsOf(const PreparedRequest& prepar
   auto add = [&](size_t b, const std::vector<int32_t>& ids, const LoraAdapter* adapter) {
     const KvCache& cache = *caches_[b].second;
     ++needs[b].slots;
-    needs[b].blocks += cache.BlocksFor(static_cast<int64_t>(ids.size()), cache.CachedPrefix(PrefixKey(adapter), ids));
+    needs[b].blocks += cache.BlocksToAdmit(PrefixKey(adapter), ids);
   };
   add(0, prepared.policy_ids, nullptr);
   for (const PreparedRequest::PrmRow& row : prepared.prm_rows) {
@@ -404,7 +423,8 @@ void PadDecoder::Admit(Sequence& s) {
   auto take = [](KvCache* cache, const std::vector<int32_t>& ids, const LoraAdapter* adapter) {
     const int slot = *cache->Allocate(PrefixKey(adapter));
     cache->MatchPrefix(slot, ids);
-    cache->Reserve(slot, static_cast<int64_t>(ids.size()));
+    const bool reserved = cache->Reserve(slot, static_cast<int64_t>(ids.size()));
+    if (!reserved) std::abort();  // Fits counted these blocks: a bug
     return slot;
   };
   const PreparedRequest& p = s.prepared;

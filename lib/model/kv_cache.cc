@@ -128,8 +128,20 @@ int64_t KvCache::MatchPrefix(int slot, absl::Span<const int32_t> tokens) {
   return matched;
 }
 
-int64_t KvCache::BlocksFor(int64_t length, int64_t cached) const {
-  return (length + options_.block_size - 1) / options_.block_size - cached / options_.block_size;
+int64_t KvCache::BlocksFor(int64_t length) const {
+  return (length + options_.block_size - 1) / options_.block_size;
+}
+
+int64_t KvCache::BlocksToAdmit(uint64_t prefix_key, absl::Span<const int32_t> tokens) const {
+  const int64_t size = options_.block_size;
+  const int64_t reused = CachedPrefix(prefix_key, tokens) / size;
+  int64_t idle = 0;  // reused blocks no sequence holds
+  uint64_t chain = 0;
+  for (int64_t i = 0; i < reused; ++i) {
+    chain = BlockHash(chain, prefix_key, tokens.subspan(i * size, size));
+    idle += blocks_.at(by_hash_.at(chain)).references == 0;
+  }
+  return BlocksFor(static_cast<int64_t>(tokens.size())) - reused + idle;
 }
 
 int64_t KvCache::BlocksNeeded(int slot, int64_t length) const {

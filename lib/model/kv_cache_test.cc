@@ -108,12 +108,16 @@ TEST(KvCacheTest, FullBlocksAreSharedByLaterSequencesWithTheSamePrefix) {
   // The last token is always computed: a prompt of exactly two blocks reuses one.
   EXPECT_EQ(cache->CachedPrefix(7, absl::MakeConstSpan(prompt).subspan(0, 8)), 4);
 
-  // Freed, the blocks stay cached for the next sequence.
+  // Admitting the prompt again takes one new block: its two cached ones are held already.
+  EXPECT_EQ(cache->BlocksToAdmit(7, prompt), 1);
+
+  // Freed, the blocks stay cached for the next sequence, and count as taken when it reuses them.
   cache->Free(a);
   cache->Free(b);
   EXPECT_EQ(cache->blocks_used(), 0);
   EXPECT_EQ(cache->blocks_cached(), 2);
   EXPECT_EQ(cache->blocks_available(), 8);
+  EXPECT_EQ(cache->BlocksToAdmit(7, prompt), 3);
   const int c = *cache->Allocate(7);
   EXPECT_EQ(cache->MatchPrefix(c, prompt), 8);
 }

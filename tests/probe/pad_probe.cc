@@ -2,13 +2,16 @@
 //
 //   {"command": "generate", "policy": DIR, "dtype": "float32", "device": "cpu", "quantization": "none",
 //    "reward_models": [{"name", "backbone", "adapter", "value_head"}], "requests": [REQUEST...],
-//    "batched": true, "kv_slots": 24, "max_seq_len": 2560, "max_batch_tokens": 0, "cuda_graphs": false}
+//    "batched": true, "kv_slots": 24, "max_seq_len": 2560, "max_batch_tokens": 0, "cuda_graphs": false,
+//    "kv_cache_bytes": 0, "kv_block_size": 0, "prefix_cache": true}
 //     REQUEST holds AlignmentRequest's fields by name ("mode": "pad" | "vanilla" | "preference_prompt" |
 //     "genarm", "composition": "prompt" | "weighted"; beta and temperature may be "nan", "inf" or "-inf").
 //     Answers {"results": [{"tokens", "text", "finish_reason", "prompt_tokens", "first_token_step",
 //     "diagnostics"} |
-//     {"error": {"code", "message"}}]}, all requests decoded in one batch or one at a time; with cuda_graphs
-//     also "fixed_shape_steps" and "graphs_recorded" (PadDecoder's).
+//     {"error": {"code", "message"}}]}, all requests decoded in one batch (admitted first come, first served
+//     as the cache has room, as the engine admits them) or one at a time, and "kv": the decoder's
+//     preemptions, prefix_hit_tokens and prefill_tokens; with cuda_graphs also "fixed_shape_steps" and
+//     "graphs_recorded" (PadDecoder's).
 //   {"command": "prm_logits", ..., "reward_model": NAME, "sequences": [[ids]], "output": PATH}
 //     The PRM's full-vocabulary logits at every position, float32, to PATH. Answers {"rows", "vocab"}.
 //   {"command": "sample", ..., "requests": [REQUEST], "draws": N}
@@ -89,23 +92,24 @@ Json Generate(pad::PadDecoder& decoder, const std::vector<pad::AlignmentRequest>
   std::vector<Json> results(requests.size());
   std::map<uint64_t, size_t> owner;
   int64_t steps = 0;
+  auto owner_events = [&](const pad::TokenEvent& e) {
+    Json& r = results[owner[e.sequence]];
+    if (!r.contains("first_token_step")) r["first_token_step"] = steps;
+    r["tokens"].push_back(e.token);
+    r["text"] = r["text"].get<std::string>() + e.text;
+    if (e.diagnostics) {
+      r["diagnostics"].push_back({{"token", e.token},
+                                  {"reward", e.reward},
+                                  {"candidates", e.diagnostics->candidates},
+                                  {"policy_logits", e.diagnostics->policy_logits},
+                                  {"rewards", e.diagnostics->rewards},
+                                  {"scores", e.diagnostics->scores}});
+    }
+    if (e.finished) r["finish_reason"] = e.finish_reason == pad::FinishReason::kStop ? "stop" : "length";
+  };
   auto drain = [&] {
     while (decoder.active() > 0) {
-      for (const pad::TokenEvent& e : pad::OrDie(decoder.Step())) {
-        Json& r = results[owner[e.sequence]];
-        if (!r.contains("first_token_step")) r["first_token_step"] = steps;
-        r["tokens"].push_back(e.token);
-        r["text"] = r["text"].get<std::string>() + e.text;
-        if (e.diagnostics) {
-          r["diagnostics"].push_back({{"token", e.token},
-                                      {"reward", e.reward},
-                                      {"candidates", e.diagnostics->candidates},
-                                      {"policy_logits", e.diagnostics->policy_logits},
-                                      {"rewards", e.diagnostics->rewards},
-                                      {"scores", e.diagnostics->scores}});
-        }
-        if (e.finished) r["finish_reason"] = e.finish_reason == pad::FinishReason::kStop ? "stop" : "length";
-      }
+      for (const pad::TokenEvent& e : pad::OrDie(decoder.Step())) owner_events(e);
       ++steps;
     }
   };
@@ -116,11 +120,21 @@ Json Generate(pad::PadDecoder& decoder, const std::vector<pad::AlignmentRequest>
       continue;
     }
     results[i] = {{"tokens", Json::array()}, {"text", ""}, {"prompt_tokens", prepared->policy_ids.size()}};
+    while (!decoder.CanAdd(*prepared)) {  // steps until the cache has room, as the engine waits
+      for (const pad::TokenEvent& e : pad::OrDie(decoder.Step())) owner_events(e);
+      ++steps;
+    }
     owner[pad::OrDie(decoder.Add(*std::move(prepared)))] = i;
     if (!batched) drain();
   }
   drain();
-  return {{"results", results}};
+  const pad::KvStats kv = decoder.kv_stats();
+  return {{"results", results},
+          {"kv",
+           {{"preemptions", kv.preemptions},
+            {"prefix_hit_tokens", kv.prefix_hit_tokens},
+            {"prefill_tokens", kv.prefill_tokens},
+            {"blocks_total", kv.blocks_total}}}};
 }
 
 // The contexts PadDecoder::Prepare renders: the policy's ids and one id list per PRM row.
@@ -216,6 +230,9 @@ int main() {
   decoder_options.max_seq_len = request.value("max_seq_len", 2560);
   decoder_options.max_batch_tokens = request.value("max_batch_tokens", int64_t{0});
   decoder_options.cuda_graphs = request.value("cuda_graphs", false);
+  decoder_options.kv_cache_bytes = request.value("kv_cache_bytes", int64_t{0});
+  decoder_options.kv_block_size = request.value("kv_block_size", int64_t{0});
+  decoder_options.prefix_cache = request.value("prefix_cache", true);
   auto decoder = pad::OrDie(models->MakeDecoder(decoder_options));
   if (command == "generate" || command == "prepare") {
     std::vector<pad::AlignmentRequest> requests;

@@ -165,14 +165,16 @@ class Server:
         return self.metric("pad_generated_tokens_total")
 
     def assert_idle_soon(self, tokens_before, most_tokens):
-        """Asserts that no request runs and no KV slot is held, at most `most_tokens` tokens after
+        """Asserts that no request runs and no KV slot or block is held, at most `most_tokens` tokens after
         `tokens_before` (generated_tokens() when the requests were cancelled): freed within a few decoding
         steps, counted in steps rather than seconds, so that a loaded machine does not fail the test and a
         request that ran to its end does."""
         def idle():
-            return self.metric("pad_requests_running") == 0 and self.metric("pad_kv_cache_slots_used") == 0
+            return self.metric("pad_requests_running") == 0 and self.metric("pad_kv_cache_slots_used") == 0 \
+                and self.metric("pad_kv_cache_blocks_used") == 0
         assert wait_for(idle, PATIENCE), (f"running={self.metric('pad_requests_running')} "
-                                          f"slots_used={self.metric('pad_kv_cache_slots_used')}")
+                                          f"slots_used={self.metric('pad_kv_cache_slots_used')} "
+                                          f"blocks_used={self.metric('pad_kv_cache_blocks_used')}")
         after = self.generated_tokens() - tokens_before
         assert after <= most_tokens, f"{after} tokens generated after the cancel (at most {most_tokens})"
 

@@ -596,11 +596,11 @@ def metric_spec_value(families, spec):
 
 def test_endpoint_picker_reads_what_the_server_exports(pb, model_dir):
     """The picker's metric specs, read from a real pad_server's HTTP port (the pool's target port) as the picker
-    reads them, say what they claim: with two KV slots and three requests, two run, one waits, the cache is full
-(a ratio: 1, where a count of slots would read 2)."""
+    reads them, say what they claim: with two KV slots and three requests, two run, one waits, and the KV use is
+the share of the pool's blocks they hold (a ratio in (0, 1], where a count of blocks or slots would read more)."""
     config = endpoint_picker_config(render_by_name(GATEWAY_OVERLAY))
     specs = engine_metrics(config)
-    server = Server(model_dir, "--kv_slots=2")
+    server = Server(model_dir, "--kv_slots=2", "--max_seq_len=512")
     channel = server.new_channel()
 
     def read():
@@ -617,8 +617,12 @@ def test_endpoint_picker_reads_what_the_server_exports(pb, model_dir):
         threads = [threading.Thread(target=stream) for _ in range(3)]
         for thread in threads:
             thread.start()
-        loaded = {"queuedRequestsSpec": 1, "runningRequestsSpec": 2, "kvUsageSpec": 1}
-        assert wait_for(lambda: read() == loaded), read()
+        def loaded():
+            now = read()
+            share = server.metric("pad_kv_cache_blocks_used") / server.metric("pad_kv_cache_blocks")
+            return (now["queuedRequestsSpec"], now["runningRequestsSpec"]) == (1, 2) and \
+                0 < now["kvUsageSpec"] <= 1 and abs(now["kvUsageSpec"] - share) < 0.1
+        assert wait_for(loaded), read()
         for thread in threads:
             thread.join(timeout=PATIENCE)
         assert wait_for(lambda: read() == {"queuedRequestsSpec": 0, "runningRequestsSpec": 0, "kvUsageSpec": 0})

@@ -91,11 +91,14 @@ def reward_models(model_dir, adapter_dir):
              "value_head": str(adapter_dir / "value_head.safetensors")}]
 
 
-def generate(model_dir, adapter_dir, requests, batched=True, **options):
+def generate(model_dir, adapter_dir, requests, batched=True, kv=None, **options):
+    """The results of decoding `requests`; `kv` (a dict) receives the decoder's KV counters."""
     answer = run_probe({"command": "generate", "policy": str(model_dir), "dtype": "float32",
                         "reward_models": reward_models(model_dir, adapter_dir), "requests": requests,
                         "batched": batched, **options})
     assert len(answer["results"]) == len(requests)
+    if kv is not None:
+        kv.update(answer["kv"])
     if options.get("cuda_graphs"):  # the fixed-shape steps ran (on the CPU nothing is recorded)
         assert answer["fixed_shape_steps"] > 0 and answer["graphs_recorded"] == 0, answer
     return answer["results"]
@@ -404,6 +407,54 @@ def test_fixed_shape_steps_with_rows_coming_and_going(tiny_model):
     for request, a, b in zip(BATCH_REQUESTS, eager, fixed):
         assert tokens_of(a) == tokens_of(b), request
         assert (a["text"], a["finish_reason"]) == (b["text"], b["finish_reason"]), request
+
+
+def tiny_pool(blocks, block_size=8):
+    """A pool of `blocks` blocks of the tiny model (2 (keys, values) x 2 layers x 2 KV heads x 16 x 4 bytes a
+    token), and max_seq_len as long as the pool: it must hold one sequence at its longest."""
+    return {"kv_cache_bytes": blocks * block_size * 2 * 2 * 2 * 16 * 4, "kv_block_size": block_size,
+            "max_seq_len": blocks * block_size}
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_preempted_sequences_are_recomputed_to_the_same_tokens(tiny_model, cuda_graphs):
+    """A pool too small for the batch: when the running sequences need blocks that are not free, the youngest
+    is preempted (its blocks given back) and later recomputed from its tokens; every answer is the one decoded
+    with room to spare, and no request fails."""
+    roomy = generate(*tiny_model, BATCH_REQUESTS, batched=True, cuda_graphs=cuda_graphs)
+    kv = {}
+    tight = generate(*tiny_model, BATCH_REQUESTS, batched=True, kv=kv, cuda_graphs=cuda_graphs, **tiny_pool(48))
+    assert kv["blocks_total"] == 48 and kv["preemptions"] >= 2, kv
+    for request, a, b in zip(BATCH_REQUESTS, roomy, tight):
+        assert tokens_of(a) == tokens_of(b), request
+        assert (a["text"], a["finish_reason"], a["prompt_tokens"]) == (b["text"], b["finish_reason"],
+                                                                        b["prompt_tokens"]), request
+
+
+def test_a_request_that_cannot_fit_the_pool_alone_is_refused(tiny_model):
+    # 4 PRM rows and the policy's, each of its prompt plus 200 new tokens, in a pool of 48 blocks of 8.
+    request = {**BATCH_REQUESTS[4], "max_new_tokens": 200}
+    [result] = generate(*tiny_model, [request], **tiny_pool(48))
+    assert result["error"]["code"] == "INVALID_ARGUMENT"
+    assert "max_new_tokens: the prompts of its 4 rows plus 200 new tokens need" in result["error"]["message"]
+    assert "more than the 48 the cache holds" in result["error"]["message"], result
+
+
+def test_prefix_cache_computes_shared_prompts_once_and_keeps_the_tokens(tiny_model):
+    """Requests one after another share the chat template's system prompt, and PAD rows the guideline: with
+    the prefix cache their full blocks are computed once, without it every time; the tokens are the same,
+    alone or batched, for VANILLA, PREFERENCE_PROMPT and PAD (PROMPT and WEIGHTED)."""
+    cached, uncached = {}, {}
+    with_cache = generate(*tiny_model, BATCH_REQUESTS, batched=False, kv=cached, kv_block_size=8)
+    without = generate(*tiny_model, BATCH_REQUESTS, batched=False, kv=uncached, kv_block_size=8,
+                       prefix_cache=False)
+    batched = generate(*tiny_model, BATCH_REQUESTS, batched=True, kv_block_size=8)
+    for request, a, b, c in zip(BATCH_REQUESTS, with_cache, without, batched):
+        assert tokens_of(a) == tokens_of(b) == tokens_of(c), request
+    assert uncached["prefix_hit_tokens"] == 0
+    assert cached["prefix_hit_tokens"] > 0
+    assert cached["prefill_tokens"] + cached["prefix_hit_tokens"] == uncached["prefill_tokens"], (cached, uncached)
+    assert cached["prefill_tokens"] < 0.7 * uncached["prefill_tokens"], (cached, uncached)
 
 
 @pytest.mark.parametrize("budget", [24, 40])

@@ -146,9 +146,10 @@ def test_cancel_mid_stream_frees_slots(pb, server):
         assert not message.HasField("final")
     assert server.metric("pad_requests_running") == 1
     assert server.metric("pad_kv_cache_slots_used") > 0
-    # The ratio a load-aware router reads: slots held over slots.
-    assert server.metric("pad_kv_cache_usage_ratio") == (server.metric("pad_kv_cache_slots_used")
-                                                         / server.metric("pad_kv_cache_slots"))
+    assert server.metric("pad_kv_cache_blocks_used") > 0
+    # The ratio a load-aware router reads: blocks held over blocks.
+    assert server.metric("pad_kv_cache_usage_ratio") == (server.metric("pad_kv_cache_blocks_used")
+                                                         / server.metric("pad_kv_cache_blocks"))
     tokens = server.generated_tokens()
     responses.cancel()
     with pytest.raises(grpc.RpcError) as error:
@@ -392,6 +393,8 @@ def test_metrics_pass_promtool(pb, server):
     text = server.metrics_text()
     for name in ("pad_requests_total", "pad_requests_running", "pad_requests_waiting", "pad_kv_cache_slots_used",
                  "pad_kv_cache_tokens", "pad_kv_cache_bytes", "pad_kv_cache_usage_ratio", "pad_ready",
+                 "pad_kv_cache_blocks", "pad_kv_cache_blocks_used", "pad_kv_cache_blocks_cached",
+                 "pad_preemptions_total", "pad_prefix_cache_hit_tokens_total", "pad_prefill_tokens_total",
                  "pad_generated_tokens_total",
                  "pad_time_to_first_token_seconds"):
         assert f"# TYPE {name} " in text, name

@@ -117,14 +117,16 @@ def smollm2_slot_bytes(model_dir, max_seq_len):
 
 
 def test_memory_fraction_sizes_the_kv_cache_up_to_kv_slots(model_dir):
-    # All of this machine's memory has room for far more than 3 slots of 512 tokens: --kv_slots caps it.
+    # All of this machine's memory has room for far more than 3 sequences of 512 tokens: the pool is capped
+    # at --kv_slots sequences at --max_seq_len, 3 x 512 / 16 blocks of 16 tokens.
     server = Server(model_dir, "--gpu_memory_fraction=1", "--kv_slots=3", "--max_seq_len=512")
     try:
         assert server.metric("pad_kv_cache_slots") == 3  # the default PRM shares the policy's cache
+        assert server.metric("pad_kv_cache_blocks") == 96
         assert server.metric("pad_kv_cache_bytes") == 3 * smollm2_slot_bytes(model_dir, 512)
         ready = [line for line in server.logs().splitlines() if "pad_server: ready" in line]
-        assert len(ready) == 1 and "3 slots of 512 tokens" in ready[0] and "left for the KV caches" in ready[0], \
-            server.logs()
+        assert len(ready) == 1 and "96 blocks of 16 tokens" in ready[0] and "3 sequences of 512 tokens" in ready[0] \
+            and "left for the KV caches" in ready[0], server.logs()
     finally:
         server.stop_and_check()
 
@@ -133,24 +135,41 @@ def test_kv_slots_without_memory_fraction(model_dir):
     server = Server(model_dir, "--kv_slots=2", "--max_seq_len=256")
     try:
         assert server.metric("pad_kv_cache_bytes") == 2 * smollm2_slot_bytes(model_dir, 256)
-        assert "2 slots of 256 tokens" in server.logs() and "(--kv_slots)" in server.logs()
+        assert "32 blocks of 16 tokens" in server.logs() and "(--kv_slots x --max_seq_len)" in server.logs()
     finally:
         server.stop_and_check()
 
 
-def test_cuda_graphs_give_each_cache_a_padding_slot(model_dir):
-    # Planned from memory, the padding slot counts against the plan, not against --kv_slots' requests.
+def test_kv_cache_mib_sizes_the_pool_apart_from_kv_slots(model_dir):
+    # 1 MiB of SmolLM2 float32 blocks (30 layers x 3 KV heads x 64 x 2 x 4 bytes = 45 KiB a token): 22 tokens'
+    # worth of 16-token blocks is 1 block; a pool smaller than one sequence at --max_seq_len fails to start.
+    line = assert_fails_naming(model_dir, ["--kv_cache_mib=1", "--max_seq_len=256"],
+                               "the KV cache holds 1 blocks of 16 tokens, less than one sequence of 256 tokens")
+    block = smollm2_slot_bytes(model_dir, 16)
+    server = Server(model_dir, "--kv_cache_mib=64", "--kv_slots=40", "--max_seq_len=256")
+    try:
+        assert server.metric("pad_kv_cache_blocks") == (64 << 20) // block
+        assert server.metric("pad_kv_cache_slots") == 40
+    finally:
+        server.stop_and_check()
+
+
+def test_cuda_graphs_give_each_cache_a_padding_block(model_dir):
+    # The padding block that fixed-shape steps' padding rows write to is one block more than the pool.
     server = Server(model_dir, "--cuda_graphs", "--gpu_memory_fraction=1", "--kv_slots=2", "--max_seq_len=256")
     try:
         assert server.metric("pad_kv_cache_slots") == 2
-        assert server.metric("pad_kv_cache_bytes") == 3 * smollm2_slot_bytes(model_dir, 256)
+        assert server.metric("pad_kv_cache_blocks") == 32
+        assert server.metric("pad_kv_cache_bytes") == 2 * smollm2_slot_bytes(model_dir, 256) + \
+            smollm2_slot_bytes(model_dir, 16)
     finally:
         server.stop_and_check()
 
 
 def test_memory_fraction_with_no_room_fails_naming_the_numbers(model_dir):
-    line = assert_fails_naming(model_dir, ["--gpu_memory_fraction=0.001"], "no KV cache slot of 4096 tokens fits")
-    assert "left for the KV caches 0.00 GiB: 0 slots" in line, line
+    line = assert_fails_naming(model_dir, ["--gpu_memory_fraction=0.001"],
+                               "the KV cache holds 0 blocks of 16 tokens, less than one sequence of 4096 tokens")
+    assert "left for the KV caches 0.00 GiB: 0 blocks" in line, line
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1.5", "nan"])

@@ -57,11 +57,14 @@ class KvCache {
   int64_t MatchPrefix(int slot, absl::Span<const int32_t> tokens);
   // The tokens MatchPrefix would reuse for a slot of `prefix_key`.
   int64_t CachedPrefix(uint64_t prefix_key, absl::Span<const int32_t> tokens) const;
+  // Of blocks_available(), what a new slot of `prefix_key` takes to hold `tokens`: blocks for what the prefix
+  // cache lacks, and the cached blocks it reuses that no sequence holds (they leave the evictable ones).
+  int64_t BlocksToAdmit(uint64_t prefix_key, absl::Span<const int32_t> tokens) const;
 
   // Blocks `slot` lacks to hold `length` tokens.
   int64_t BlocksNeeded(int slot, int64_t length) const;
-  // Blocks a new sequence of `length` tokens takes, less `cached` tokens it reuses.
-  int64_t BlocksFor(int64_t length, int64_t cached = 0) const;
+  // Blocks of `length` tokens.
+  int64_t BlocksFor(int64_t length) const;
   // Takes the blocks `slot` lacks to hold `length` tokens; false, taking none, when too few are free.
   bool Reserve(int slot, int64_t length);
   // Records `tokens`, just written by the model after what `slot` holds; a block they fill becomes cached.
