@@ -27,6 +27,9 @@ ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(bool, cpu_kernels, true,
           "on the CPU, decode-shaped products on the project's kernels (false: LibTorch's)");
 ABSL_FLAG(std::string, quantization, "none", "none or int8 (weight-only, on the CPU kernels)");
+ABSL_FLAG(int64_t, kv_block_size, 0, "tokens per KV cache block; 0: the server's default");
+ABSL_FLAG(bool, prefix_cache, false,
+          "reuse cached prompt blocks (the warm-up run's): off, so that TTFT measures the prefill computed");
 ABSL_FLAG(bool, json, false, "print one JSON object per row instead of a table");
 
 namespace {}  // namespace
@@ -60,6 +63,8 @@ int main(int argc, char** argv) {
       decoder_options.kv_slots = batch;
       decoder_options.max_seq_len = prompt_tokens + new_tokens;
       decoder_options.max_prompt_tokens = prompt_tokens;
+      decoder_options.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
+      decoder_options.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
       auto decoder = pad::OrDie(models->MakeDecoder(decoder_options));
       std::vector<pad::AlignmentRequest> requests(batch);
       for (int b = 0; b < batch; ++b) {

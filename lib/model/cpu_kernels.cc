@@ -544,14 +544,15 @@ void RotateHead(T* head, const T* cos, const T* sin, int64_t head_dim) {
 template <typename T>
 void RopeAndCacheRows(const RopeAndCache& shape, T* qkv, const T* cos, const T* sin, T* cache_k, T* cache_v) {
   const int64_t d = shape.head_dim, width = (shape.heads + 2 * shape.kv_heads) * d;
-  const int64_t kv_width = shape.kv_heads * d;
   for (int64_t t = 0; t < shape.tokens; ++t) {
     T* row = qkv + t * width;
     for (int64_t h = 0; h < shape.heads + shape.kv_heads; ++h)
       RotateHead(row + h * d, cos + t * d, sin + t * d, d);
-    std::memcpy(cache_k + shape.cache_rows[t] * kv_width, row + shape.heads * d, kv_width * sizeof(T));
-    std::memcpy(cache_v + shape.cache_rows[t] * kv_width, row + (shape.heads + shape.kv_heads) * d,
-                kv_width * sizeof(T));
+    for (int64_t h = 0; h < shape.kv_heads; ++h) {
+      const int64_t at = (shape.cache_rows[t] + h * shape.block_size) * d;
+      std::memcpy(cache_k + at, row + (shape.heads + h) * d, d * sizeof(T));
+      std::memcpy(cache_v + at, row + (shape.heads + shape.kv_heads + h) * d, d * sizeof(T));
+    }
   }
 }
 
@@ -565,10 +566,22 @@ struct PagedHead {
   int64_t block_size, block_stride, token_stride;
 };
 
+// The next block of `head` after block `b`, up to `length` positions, asked into the cache: a block is a few
+// KiB, and the hardware prefetcher stops at each jump between blocks.
+template <typename T>
+inline void PrefetchBlock(const PagedHead<T>& head, int64_t b, int64_t length) {
+  if ((b + 1) * head.block_size >= length) return;
+  const char* next = reinterpret_cast<const char*>(head.data + head.blocks[b + 1] * head.block_stride);
+  const int64_t bytes = std::min(head.block_size, length - (b + 1) * head.block_size) * head.token_stride *
+                        static_cast<int64_t>(sizeof(T));
+  for (int64_t at = 0; at < bytes; at += 64) __builtin_prefetch(next + at);
+}
+
 // for (t in [0, length)) with `pointer` at position t of `head`.
 #define PAGED_FOR(head, length, t, pointer)                                                        \
   for (int64_t t = 0, block_ = 0, end_ = 0; t < (length); ++block_)                                \
     for (const T* pointer = (end_ = std::min((length), t + (head).block_size),                     \
+                            PrefetchBlock((head), block_, (length)),                               \
                             (head).data + (head).blocks[block_] * (head).block_stride);            \
          t < end_; ++t, pointer += (head).token_stride)
 
@@ -721,22 +734,23 @@ template <typename T>
 void PagedAttentionRows(const PagedAttention& s, AttendFn<T> attend, const T* q, const T* cache_k,
                         const T* cache_v, T* out) {
   const int64_t group = s.heads / s.kv_heads, d = s.head_dim;
-  const int64_t tokens = s.query_starts[s.sequences];
+  const int64_t first_token = s.query_starts[0], tokens = s.query_starts[s.sequences] - first_token;
   std::vector<int64_t> sequence_of(tokens);  // [tokens]
   for (int64_t r = 0; r < s.sequences; ++r) {
-    std::fill(sequence_of.begin() + s.query_starts[r], sequence_of.begin() + s.query_starts[r + 1], r);
+    std::fill(sequence_of.begin() + (s.query_starts[r] - first_token),
+              sequence_of.begin() + (s.query_starts[r + 1] - first_token), r);
   }
   at::parallel_for(0, tokens * s.heads, /*grain_size=*/1, [&](int64_t first, int64_t last) {
     thread_local std::vector<float> scores;
     for (int64_t item = first; item < last; ++item) {
-      const int64_t t = item / s.heads, h = item % s.heads, r = sequence_of[t];
+      const int64_t h = item % s.heads, r = sequence_of[item / s.heads], t = first_token + item / s.heads;
       // Causal: the last query of the sequence sees every key, each earlier one a key fewer.
       const int64_t length = s.key_lengths[r] - (s.query_starts[r + 1] - 1 - t);
       scores.resize(std::max<size_t>(scores.size(), length));
       const int32_t* blocks = s.block_tables + r * s.max_blocks;
-      const int64_t block_stride = s.block_size * s.kv_heads * d, token_stride = s.kv_heads * d;
-      const PagedHead<T> keys = {cache_k + (h / group) * d, blocks, s.block_size, block_stride, token_stride};
-      const PagedHead<T> values = {cache_v + (h / group) * d, blocks, s.block_size, block_stride, token_stride};
+      const int64_t block_stride = s.kv_heads * s.block_size * d, head = (h / group) * s.block_size * d;
+      const PagedHead<T> keys = {cache_k + head, blocks, s.block_size, block_stride, d};
+      const PagedHead<T> values = {cache_v + head, blocks, s.block_size, block_stride, d};
       attend(q + t * s.q_stride + h * d, keys, values, length, scores.data(), out + (t * s.heads + h) * d);
     }
   });

@@ -70,24 +70,26 @@ void CpuRmsNorm(ActivationFormat format, const void* x, int64_t rows, int64_t n,
                 float eps, void* out);
 
 // Rotates each token's query and key heads in place (x * cos + rotate_half(x) * sin, each product and the
-// sum rounded) and writes its key and value heads into the paged cache at row cache_rows[t].
-// qkv [tokens, (heads + 2 * kv_heads) * head_dim]; cos, sin [tokens, head_dim]; cache_k, cache_v
-// [blocks * block_size, kv_heads, head_dim] (KvCache's layout), contiguous.
+// sum rounded) and writes its key and value heads into the paged cache, head h at row
+// cache_rows[t] + h * block_size. qkv [tokens, (heads + 2 * kv_heads) * head_dim]; cos, sin
+// [tokens, head_dim]; cache_k, cache_v [blocks, kv_heads, block_size, head_dim] (KvCache's layout) viewed
+// as rows of head_dim, contiguous.
 struct RopeAndCache {
-  int64_t tokens, heads, kv_heads, head_dim;
-  const int64_t* cache_rows;  // [tokens]: block * block_size + position % block_size
+  int64_t tokens, heads, kv_heads, head_dim, block_size;
+  const int64_t* cache_rows;  // [tokens]: (block * kv_heads) * block_size + position % block_size
 };
 void CpuRopeAndCache(ActivationFormat format, const RopeAndCache& shape, void* qkv, const void* cos,
                      const void* sin, void* cache_k, void* cache_v);
 
 // Causal attention of packed query tokens over a paged cache, for prefill and decode alike: sequence r's
-// queries are tokens [query_starts[r], query_starts[r + 1]) of q, the last `n` positions of its
+// queries are tokens [query_starts[r], query_starts[r + 1]) of q (and of out; the tokens before
+// query_starts[0] are not touched), the last `n` positions of its
 // key_lengths[r] keys (already written), so its query i sees keys [0, key_lengths[r] - n + i + 1). Key p of
-// sequence r is at row block_tables[r * max_blocks + p / block_size] * block_size + p % block_size of the
+// sequence r, head h, is at [block_tables[r * max_blocks + p / block_size], h, p % block_size] of the
 // cache. softmax(q·kᵀ / sqrt(head_dim)) · v per query head, query head h reading key and value head
 // h / (heads / kv_heads), so grouped-query attention reads each key once per query head and never copies it.
 // Scores, softmax and sums in float32; each output rounded once. q [tokens, q_stride] (the first
-// heads * head_dim of each token); cache_k, cache_v [blocks * block_size, kv_heads, head_dim], contiguous;
+// heads * head_dim of each token); cache_k, cache_v [blocks, kv_heads, block_size, head_dim], contiguous;
 // out [tokens, heads * head_dim]. Split over tokens and heads on LibTorch's threads.
 // REQUIRES: PagedAttentionSupported(isa, head_dim): AVX2 or AVX-512 (each its own kernel), head_dim 64, 96,
 // 128 or 256.

@@ -118,28 +118,31 @@ TEST(CpuDecodeOps, RmsNormAndRopeMatchLibTorch) {
     const at::Tensor expected = weight * (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + 1e-5)).to(dtype);
     EXPECT_TRUE(at::allclose(out.to(at::kFloat), expected.to(at::kFloat), 1e-5, 1e-6)) << dtype;
 
-    // 2 tokens, 3 query heads and 1 key/value head of 8, written to cache rows 33 and 4 (of 6 blocks of 7).
-    const int64_t heads = 3, kv_heads = 1, d = 8;
+    // 2 tokens, 3 query heads and 2 key/value heads of 8, written to positions 5 of block 4 and 4 of block 0
+    // (of 6 blocks of 7).
+    const int64_t heads = 3, kv_heads = 2, d = 8;
     at::Tensor qkv = at::randn({2, (heads + 2 * kv_heads) * d}).to(dtype);  // [rows, width]
     const at::Tensor angles = at::rand({2, d / 2}) * 6;                     // [rows, d / 2]
     const at::Tensor cos = at::cat({angles, angles}, -1).cos().to(dtype);   // [rows, d]
     const at::Tensor sin = at::cat({angles, angles}, -1).sin().to(dtype);   // [rows, d]
-    at::Tensor cache_k = at::zeros({6, 7, kv_heads, d}, dtype), cache_v = at::zeros_like(cache_k);
+    at::Tensor cache_k = at::zeros({6, kv_heads, 7, d}, dtype), cache_v = at::zeros_like(cache_k);
     const at::Tensor heads_before = qkv.view({2, heads + 2 * kv_heads, d}).clone();  // [rows, heads, d]
-    const int64_t cache_rows[] = {4 * 7 + 5, 0 * 7 + 4};
-    CpuRopeAndCache(format, {2, heads, kv_heads, d, cache_rows}, qkv.data_ptr(), cos.data_ptr(),
+    const int64_t cache_rows[] = {4 * kv_heads * 7 + 5, 0 * kv_heads * 7 + 4};
+    CpuRopeAndCache(format, {2, heads, kv_heads, d, 7, cache_rows}, qkv.data_ptr(), cos.data_ptr(),
                     sin.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr());
     const at::Tensor rotated_in = heads_before.narrow(1, 0, heads + kv_heads);  // q and k heads
     const at::Tensor half = rotated_in.narrow(-1, d / 2, d / 2), first = rotated_in.narrow(-1, 0, d / 2);
     const at::Tensor rotated = rotated_in * cos.unsqueeze(1) + at::cat({-half, first}, -1) * sin.unsqueeze(1);
     const at::Tensor got = qkv.view({2, heads + 2 * kv_heads, d});
     EXPECT_TRUE(at::equal(got.narrow(1, 0, heads + kv_heads), rotated)) << dtype;
-    EXPECT_TRUE(at::equal(cache_k[4][5][0], rotated[0][heads])) << dtype;
-    EXPECT_TRUE(at::equal(cache_v[0][4][0], heads_before[1][heads + kv_heads])) << dtype;
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      EXPECT_TRUE(at::equal(cache_k[4][h][5], rotated[0][heads + h])) << dtype;
+      EXPECT_TRUE(at::equal(cache_v[0][h][4], heads_before[1][heads + kv_heads + h])) << dtype;
+    }
     // Nothing else is written.
     at::Tensor rest = cache_k.clone();
-    rest[4][5][0].zero_();
-    rest[0][4][0].zero_();
+    rest[4].select(1, 5).zero_();
+    rest[0].select(1, 4).zero_();
     EXPECT_EQ(rest.abs().sum().item<double>(), 0.0) << dtype;
   }
 }
@@ -166,20 +169,22 @@ TEST(CpuDecodeOps, PagedAttentionMatchesScaledDotProductAttention) {
       for (const int64_t d : {64, 96, 128, 256}) {
         const int64_t heads = 6, kv_heads = 2, width = (heads + 2 * kv_heads) * d, tokens = 25;
         const at::Tensor qkv = at::randn({tokens, width}).to(dtype);                 // [tokens, width]
-        const at::Tensor cache_k = at::randn({pool, block, kv_heads, d}).to(dtype);  // [blocks, B, kv, d]
-        const at::Tensor cache_v = at::randn({pool, block, kv_heads, d}).to(dtype);
+        const at::Tensor cache_k = at::randn({pool, kv_heads, block, d}).to(dtype);  // [blocks, kv, B, d]
+        const at::Tensor cache_v = at::randn({pool, kv_heads, block, d}).to(dtype);
         at::Tensor out = at::full({tokens, heads * d}, std::nanf("")).to(dtype);  // [tokens, heads * d]
         CpuPagedAttention(isa, format, {5, heads, kv_heads, d, block, width, query_starts, key_lengths,
                                         &tables[0][0], max_blocks},
                           qkv.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
         for (int64_t r = 0; r < 5; ++r) {
           const int64_t n = query_starts[r + 1] - query_starts[r], length = key_lengths[r];
-          std::vector<int64_t> key_rows;  // [L] row of each key in the cache viewed as [blocks * B, kv, d]
-          for (int64_t t = 0; t < length; ++t) key_rows.push_back(tables[r][t / block] * block + t % block);
+          std::vector<int64_t> key_rows;  // [kv, L]: each key's row in the cache viewed as [blocks * kv * B, d]
+          for (int64_t h = 0; h < kv_heads; ++h) {
+            for (int64_t t = 0; t < length; ++t)
+              key_rows.push_back((tables[r][t / block] * kv_heads + h) * block + t % block);
+          }
           const at::Tensor flat = at::tensor(key_rows);
-          // [1, kv, L, d]
-          const at::Tensor k = cache_k.view({-1, kv_heads, d}).index_select(0, flat).transpose(0, 1).unsqueeze(0);
-          const at::Tensor v = cache_v.view({-1, kv_heads, d}).index_select(0, flat).transpose(0, 1).unsqueeze(0);
+          const at::Tensor k = cache_k.view({-1, d}).index_select(0, flat).view({1, kv_heads, length, d});
+          const at::Tensor v = cache_v.view({-1, d}).index_select(0, flat).view({1, kv_heads, length, d});
           const at::Tensor q = qkv.narrow(0, query_starts[r], n)
                                    .narrow(1, 0, heads * d)
                                    .view({n, heads, d})

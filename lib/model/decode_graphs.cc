@@ -85,7 +85,7 @@ FixedDecodeStep DecodeGraphs::StepFor(int64_t bucket) {
   at::Tensor& inputs = inputs_[bucket];
   if (!inputs.defined()) {
     // Padding rows: token 0 at position 0, written to the padding block, seeing that one key.
-    const int64_t padding_row = cache_->padding_block() * cache_->block_size();
+    const int64_t padding_row = cache_->BlockRow(cache_->padding_block());
     inputs = at::zeros({5 + max_blocks_, bucket}, at::TensorOptions().dtype(at::kLong).device(model_->options().device));
     inputs[2].fill_(padding_row);
     inputs[3].fill_(1);
@@ -120,7 +120,7 @@ absl::StatusOr<at::Tensor> DecodeGraphs::Forward(absl::Span<const ForwardRow> ro
     const int64_t position = real ? cache_->length(rows[r].slot) : 0;
     at(0, r) = real ? rows[r].tokens[0] : 0;
     at(1, r) = position;
-    at(2, r) = real ? cache_->CacheRow(rows[r].slot, position) : padding_block * cache_->block_size();
+    at(2, r) = real ? cache_->CacheRow(rows[r].slot, position) : cache_->BlockRow(padding_block);
     at(3, r) = position + 1;
     at(4, r) = -1;
     if (real && rows[r].adapter != nullptr) {

@@ -28,6 +28,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const LlamaConfig& conf
   }
   std::unique_ptr<KvCache> cache(new KvCache());
   cache->options_ = options;
+  cache->kv_heads_ = config.num_key_value_heads;
   cache->slots_.resize(options.max_slots);
   cache->blocks_.resize(options.num_blocks);
   // Taken from the back: block 0 first, so a fresh cache fills in order.
@@ -37,7 +38,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const LlamaConfig& conf
     for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
       // Zeroed so that positions no sequence has written are finite even where a mask lets them through.
       cache->keys_.push_back(at::zeros({options.num_blocks + (options.padding_block ? 1 : 0),
-                                        options.block_size, config.num_key_value_heads, config.head_dim},
+                                        config.num_key_value_heads, options.block_size, config.head_dim},
                                        tensor_options));
       cache->values_.push_back(at::zeros_like(cache->keys_.back()));
     }

@@ -46,7 +46,7 @@ TEST(KvCacheTest, LayoutAndDefaultPool) {
   // Every slot at max_seq_len: 3 x ceil(10 / 4) blocks, plus the padding block.
   EXPECT_EQ((*cache)->num_blocks(), 9);
   EXPECT_EQ((*cache)->padding_block(), 9);
-  EXPECT_EQ((*cache)->keys(1).sizes(), (std::vector<int64_t>{10, 4, 2, 4}));
+  EXPECT_EQ((*cache)->keys(1).sizes(), (std::vector<int64_t>{10, 2, 4, 4}));
   EXPECT_EQ((*cache)->bytes(), 2 * 2 * 10 * 4 * 2 * 4 * 4);
   EXPECT_EQ(KvCache::BlockBytes(TinyConfig(), 4, ModelOptions()), 2 * 2 * 4 * 2 * 4 * 4);
 }
@@ -63,7 +63,7 @@ TEST(KvCacheTest, BlocksAreTakenAsASequenceGrowsAndGivenBack) {
   EXPECT_EQ(cache->block_table(b), (std::vector<int32_t>{2}));
   cache->Append(a, Tokens(100, 6));
   EXPECT_EQ(cache->length(a), 6);
-  EXPECT_EQ(cache->CacheRow(a, 5), 1 * 4 + 1);
+  EXPECT_EQ(cache->CacheRow(a, 5), 1 * 2 * 4 + 1);  // block 1 of 2 heads of 4 rows, position 1 in it
   EXPECT_EQ(cache->blocks_used(), 3);
   EXPECT_EQ(cache->tokens_in_use(), 6);
 

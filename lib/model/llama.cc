@@ -390,26 +390,8 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& cache_k,
                                  const PackedRows& p, const KvCache& cache) const {
   const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
   const int64_t head_dim = config_.head_dim, block = cache.block_size();
-  // The CPU kernels, on every ISA they have a version for.
-  if (kernel_isa_ != CpuIsa::kNone && PagedAttentionSupported(kernel_isa_, head_dim) && q.stride(1) == head_dim) {
-    at::Tensor out = at::empty({p.tokens, heads * head_dim}, q.options());  // [tokens, heads * head_dim]
-    const PagedAttention shape = {p.rows,
-                                  heads,
-                                  kv_heads,
-                                  head_dim,
-                                  block,
-                                  q.stride(0),
-                                  p.query_starts.data(),
-                                  p.key_lengths.data(),
-                                  p.block_tables.data(),
-                                  p.max_blocks};
-    CpuPagedAttention(kernel_isa_,
-                      options_.dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16,
-                      shape, q.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
-    return out;
-  }
-  // FlashAttention's paged variable-length kernel reads the blocks in place, grouped heads natively; its
-  // blocks must be a multiple of 256 tokens.
+  // FlashAttention's paged variable-length kernel reads the blocks in place (as [blocks, B, kv_heads, d] by
+  // strides), grouped heads natively; its blocks must be a multiple of 256 tokens.
   if (options_.device.is_cuda() && (options_.dtype == at::kBFloat16 || options_.dtype == at::kHalf) &&
       block % 256 == 0 && head_dim % 8 == 0 && head_dim <= 256) {
     std::vector<int32_t> host(2 * (p.rows + 1));
@@ -422,34 +404,66 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& cache_k,
     const at::Tensor cu_q = uploaded.narrow(0, 0, p.rows + 1), cu_k = uploaded.narrow(0, p.rows + 1, p.rows + 1);
     const at::Tensor tables = uploaded.narrow(0, 2 * (p.rows + 1), p.rows * p.max_blocks).view({p.rows, p.max_blocks});
     const at::Tensor out = std::get<0>(at::_flash_attention_forward(
-        q.contiguous(), cache_k, cache_v, cu_q, cu_k, p.max_query, p.max_keys, 0.0, /*is_causal=*/true,
+        q.contiguous(), cache_k.transpose(1, 2), cache_v.transpose(1, 2), cu_q, cu_k, p.max_query, p.max_keys,
+        0.0, /*is_causal=*/true,
         /*return_debug_mask=*/false, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
         tables));  // [tokens, heads, head_dim]
     return out.view({p.tokens, heads * head_dim});
   }
-  // LibTorch's operations, the reference: each row's keys gathered through its block table, then SDPA with
-  // the causal mask aligned to the row's last key.
-  const at::Tensor keys_flat = cache_k.view({-1, kv_heads, head_dim});    // [blocks * B, kv_heads, d]
-  const at::Tensor values_flat = cache_v.view({-1, kv_heads, head_dim});  // [blocks * B, kv_heads, d]
-  std::vector<at::Tensor> outs;
+  at::Tensor out = at::empty({p.tokens, heads * head_dim}, q.options());  // [tokens, heads * head_dim]
+  // On the CPU kernels, rows of a few queries (decode rows, short chunks), one call per run of such rows.
+  // Longer rows (prefills) go to LibTorch's SDPA, whose tiled kernel reads each key once for many queries.
+  constexpr int64_t kKernelQueries = 16;
+  const bool kernels = kernel_isa_ != CpuIsa::kNone && PagedAttentionSupported(kernel_isa_, head_dim) &&
+                       q.stride(1) == head_dim;
+  auto queries = [&](int64_t r) { return p.query_starts[r + 1] - p.query_starts[r]; };
+  const at::Tensor keys_flat = cache_k.view({-1, head_dim});    // [blocks * kv_heads * B, d]
+  const at::Tensor values_flat = cache_v.view({-1, head_dim});  // [blocks * kv_heads * B, d]
   const auto long_options = at::TensorOptions().dtype(at::kLong).device(options_.device);
-  for (int64_t r = 0; r < p.rows; ++r) {
-    const int64_t n = p.query_starts[r + 1] - p.query_starts[r], length = p.key_lengths[r];
-    std::vector<int64_t> rows(length);
-    for (int64_t t = 0; t < length; ++t) rows[t] = int64_t{p.block_tables[r * p.max_blocks + t / block]} * block + t % block;
-    const at::Tensor index = at::tensor(rows, long_options);                        // [L]
-    const at::Tensor k = keys_flat.index_select(0, index).transpose(0, 1).unsqueeze(0);    // [1, kv, L, d]
-    const at::Tensor v = values_flat.index_select(0, index).transpose(0, 1).unsqueeze(0);  // [1, kv, L, d]
-    const at::Tensor qr = q.narrow(0, p.query_starts[r], n).transpose(0, 1).unsqueeze(0);   // [1, heads, n, d]
+  for (int64_t r = 0; r < p.rows;) {
+    if (kernels && queries(r) <= kKernelQueries) {
+      int64_t end = r + 1;
+      while (end < p.rows && queries(end) <= kKernelQueries) ++end;
+      const PagedAttention shape = {end - r,
+                                    heads,
+                                    kv_heads,
+                                    head_dim,
+                                    block,
+                                    q.stride(0),
+                                    p.query_starts.data() + r,
+                                    p.key_lengths.data() + r,
+                                    p.block_tables.data() + r * p.max_blocks,
+                                    p.max_blocks};
+      CpuPagedAttention(kernel_isa_,
+                        options_.dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16,
+                        shape, q.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
+      r = end;
+      continue;
+    }
+    // LibTorch's operations (and the reference): the row's keys gathered through its block table, then SDPA
+    // with the causal mask aligned to the row's last key.
+    const int64_t n = queries(r), length = p.key_lengths[r];
+    std::vector<int64_t> rows;  // [kv_heads, L]
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      for (int64_t t = 0; t < length; ++t) {
+        rows.push_back(cache.BlockRow(p.block_tables[r * p.max_blocks + t / block]) + h * block + t % block);
+      }
+    }
+    const at::Tensor index = at::tensor(rows, long_options);                                        // [kv * L]
+    const at::Tensor k = keys_flat.index_select(0, index).view({1, kv_heads, length, head_dim});    // [1, kv, L, d]
+    const at::Tensor v = values_flat.index_select(0, index).view({1, kv_heads, length, head_dim});  // [1, kv, L, d]
+    const at::Tensor qr = q.narrow(0, p.query_starts[r], n).transpose(0, 1).unsqueeze(0);  // [1, heads, n, d]
     const at::Tensor mask = at::arange(length, long_options).view({1, length}) <=
                             (at::arange(n, long_options) + (length - n)).view({n, 1});  // [n, L]
-    outs.push_back(at::scaled_dot_product_attention(qr, k, v, mask, 0.0, /*is_causal=*/false, std::nullopt,
-                                                    /*enable_gqa=*/true)
-                       .squeeze(0)
-                       .transpose(0, 1)
-                       .reshape({n, heads * head_dim}));
+    out.narrow(0, p.query_starts[r], n)
+        .copy_(at::scaled_dot_product_attention(qr, k, v, mask, 0.0, /*is_causal=*/false, std::nullopt,
+                                                /*enable_gqa=*/true)
+                   .squeeze(0)
+                   .transpose(0, 1)
+                   .reshape({n, heads * head_dim}));
+    ++r;
   }
-  return at::cat(outs, 0);
+  return out;
 }
 
 at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache,
@@ -548,7 +562,8 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     at::Tensor q;                            // [N, heads, head_dim]
     if (fused) {
       // Rotates q and k inside qkv and writes k and v into the cache, every token at its cache row.
-      CpuRopeAndCache(format, {p.tokens, heads, kv_heads, head_dim, cache_rows_host.data()}, qkv.data_ptr(),
+      CpuRopeAndCache(format, {p.tokens, heads, kv_heads, head_dim, cache->block_size(), cache_rows_host.data()},
+                      qkv.data_ptr(),
                       cos.data_ptr(), sin.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr());
       q = qkv.narrow(-1, 0, heads * head_dim).view({p.tokens, heads, head_dim});
     } else {
@@ -557,8 +572,13 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
           qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim).view({p.tokens, kv_heads, head_dim});
       q = ApplyRope(qkv.narrow(-1, 0, heads * head_dim).view({p.tokens, heads, head_dim}), cos.unsqueeze(1),
                     sin.unsqueeze(1));
-      cache_k.view({-1, kv_heads, head_dim}).index_copy_(0, p.cache_rows, ApplyRope(k, cos.unsqueeze(1), sin.unsqueeze(1)));
-      cache_v.view({-1, kv_heads, head_dim}).index_copy_(0, p.cache_rows, v);
+      // Head h of a token at its head-0 row plus h * B.
+      const at::Tensor rows = (p.cache_rows.unsqueeze(1) +
+                               at::arange(kv_heads, p.cache_rows.options()) * cache->block_size())
+                                  .reshape({-1});  // [N * kv_heads]
+      cache_k.view({-1, head_dim})
+          .index_copy_(0, rows, ApplyRope(k, cos.unsqueeze(1), sin.unsqueeze(1)).reshape({-1, head_dim}));
+      cache_v.view({-1, head_dim}).index_copy_(0, rows, v.reshape({-1, head_dim}));
     }
     const at::Tensor attn = Attention(q, cache_k, cache_v, p, *cache);  // [N, heads * head_dim]
     x = Project(kernel_isa_, attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o, x);
@@ -603,9 +623,14 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
     for (size_t a = 0; a < step.adapters.size(); ++a) {
       masks.push_back(adapter_index.eq(static_cast<int64_t>(a)).to(options_.dtype).view({rows, 1}));
     }
-    // Where each row's keys are: [S, M * B] rows of the cache viewed as [blocks * B, kv_heads, head_dim].
-    const at::Tensor key_rows =
-        (tables.unsqueeze(-1) * block + at::arange(block, positions.options())).reshape({rows, keys});
+    // Where each row's keys are: [S, kv_heads, M * B] rows of the cache viewed as [blocks * kv_heads * B, d].
+    const at::Tensor head_offsets = at::arange(kv_heads, positions.options()) * block;  // [kv_heads]
+    const at::Tensor key_rows = (tables.view({rows, 1, blocks, 1}) * (kv_heads * block) +
+                                 head_offsets.view({1, kv_heads, 1, 1}) +
+                                 at::arange(block, positions.options()).view({1, 1, 1, block}))
+                                    .reshape({-1});  // [S * kv_heads * M * B]
+    // Where each row writes: [S * kv_heads], head h at its head-0 row plus h * B.
+    const at::Tensor write_rows = (cache_rows.view({rows, 1}) + head_offsets.view({1, kv_heads})).reshape({-1});
     at::Tensor x = embed_tokens_.index_select(0, ids);                                // [S, hidden]
     const at::Tensor angles = positions.to(at::kFloat).view({rows, 1}) * inv_freq_;  // [S, head_dim / 2]
     const at::Tensor emb = at::cat({angles, angles}, -1);                             // [S, head_dim]
@@ -626,18 +651,16 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
           ApplyRope(qkv.narrow(-1, heads * head_dim, kv_heads * head_dim).view({rows, kv_heads, head_dim}), cos, sin);
       const at::Tensor v =
           qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim).view({rows, kv_heads, head_dim});
-      const at::Tensor keys_flat = cache->keys(l).view({-1, kv_heads, head_dim});    // [blocks * B, kv, d]
-      const at::Tensor values_flat = cache->values(l).view({-1, kv_heads, head_dim});  // [blocks * B, kv, d]
-      keys_flat.index_copy_(0, cache_rows, k);
-      values_flat.index_copy_(0, cache_rows, v);
+      const at::Tensor keys_flat = cache->keys(l).view({-1, head_dim});    // [blocks * kv * B, d]
+      const at::Tensor values_flat = cache->values(l).view({-1, head_dim});  // [blocks * kv * B, d]
+      keys_flat.index_copy_(0, write_rows, k.reshape({-1, head_dim}));
+      values_flat.index_copy_(0, write_rows, v.reshape({-1, head_dim}));
       // The rows' keys gathered through their block tables. A query head's group of kv_heads' heads goes in
       // as that kv head's queries (one query position each), so no backend needs grouped-query support.
-      const at::Tensor row_keys = keys_flat.index_select(0, key_rows.reshape({-1}))
-                                      .view({rows, keys, kv_heads, head_dim})
-                                      .transpose(1, 2);  // [S, kv_heads, L, d]
-      const at::Tensor row_values = values_flat.index_select(0, key_rows.reshape({-1}))
-                                        .view({rows, keys, kv_heads, head_dim})
-                                        .transpose(1, 2);  // [S, kv_heads, L, d]
+      const at::Tensor row_keys =
+          keys_flat.index_select(0, key_rows).view({rows, kv_heads, keys, head_dim});  // [S, kv_heads, L, d]
+      const at::Tensor row_values =
+          values_flat.index_select(0, key_rows).view({rows, kv_heads, keys, head_dim});  // [S, kv_heads, L, d]
       const at::Tensor attn = at::scaled_dot_product_attention(q.reshape({rows, kv_heads, groups, head_dim}),
                                                                row_keys, row_values,
                                                                mask);  // [S, kv_heads, groups, head_dim]

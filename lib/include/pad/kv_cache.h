@@ -74,11 +74,13 @@ class KvCache {
   int64_t length(int slot) const { return static_cast<int64_t>(slots_[slot].tokens.size()); }
   // [blocks of the slot], in position order: position p is in block_table(slot)[p / block_size].
   const std::vector<int32_t>& block_table(int slot) const { return slots_[slot].blocks; }
-  // Where position `position` of `slot` goes in a layer's keys viewed as [blocks * block_size, ...].
+  // Where key head 0 of position `position` of `slot` is in a layer's keys viewed as
+  // [blocks * kv_heads * block_size, head_dim] rows; head h is block_size rows further per head.
   int64_t CacheRow(int slot, int64_t position) const {
-    return int64_t{slots_[slot].blocks[position / options_.block_size]} * options_.block_size +
-           position % options_.block_size;
+    return BlockRow(slots_[slot].blocks[position / options_.block_size]) + position % options_.block_size;
   }
+  // The row of key head 0 of a block's first position.
+  int64_t BlockRow(int64_t block) const { return block * kv_heads_ * options_.block_size; }
 
   int64_t max_slots() const { return options_.max_slots; }
   int64_t max_seq_len() const { return options_.max_seq_len; }
@@ -96,8 +98,9 @@ class KvCache {
   int64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
   int64_t bytes() const;
 
-  // [num_blocks (+ 1 with the padding block), block_size, num_key_value_heads, head_dim], FlashAttention's
-  // paged layout.
+  // [num_blocks (+ 1 with the padding block), num_key_value_heads, block_size, head_dim]: a head's keys of
+  // a block are contiguous, as the CPU kernels read them; FlashAttention's paged kernel reads the same memory
+  // through transpose(1, 2), its [blocks, block_size, heads, head_dim] by strides.
   at::Tensor& keys(int64_t layer) { return keys_[layer]; }
   at::Tensor& values(int64_t layer) { return values_[layer]; }
 
@@ -124,8 +127,9 @@ class KvCache {
   void Release(int32_t block);
 
   KvCacheOptions options_;
-  std::vector<at::Tensor> keys_;    // per layer: [num_blocks (+ 1), block_size, kv_heads, head_dim]
-  std::vector<at::Tensor> values_;  // per layer: [num_blocks (+ 1), block_size, kv_heads, head_dim]
+  int64_t kv_heads_ = 0;
+  std::vector<at::Tensor> keys_;    // per layer: [num_blocks (+ 1), kv_heads, block_size, head_dim]
+  std::vector<at::Tensor> values_;  // per layer: [num_blocks (+ 1), kv_heads, block_size, head_dim]
   std::vector<Slot> slots_;         // [max_slots]
   std::vector<Block> blocks_;       // [num_blocks]
   std::vector<int32_t> free_;       // uncached unreferenced blocks

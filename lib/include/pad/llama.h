@@ -39,7 +39,7 @@ struct ForwardRow {
 struct FixedDecodeStep {
   int64_t rows = 0;    // S
   int64_t blocks = 0;  // M: every row's key end is <= M * block_size
-  // [5 + M, S] int64: token id, position, cache row written (block * block_size + position % block_size),
+  // [5 + M, S] int64: token id, position, cache row written (KvCache::CacheRow: of key head 0),
   // key end (the keys it sees: position + 1), adapter (index into `adapters`, or -1), then the row's M
   // blocks (the padding block past its own)
   at::Tensor inputs;
