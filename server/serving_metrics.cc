@@ -65,6 +65,9 @@ ServingMetrics::ServingMetrics(MetricsRegistry* r) {
   prefix_hit_tokens_ = &OrDie(r->AddCounter("pad_prefix_cache_hit_tokens_total",
                                             "Prompt tokens read from the prefix cache instead of computed."))
                             ->Get();
+  graphs_ = &OrDie(r->AddGauge("pad_cuda_graphs", "CUDA graphs recorded for decode steps (--cuda_graphs)."))->Get();
+  graph_replays_ = &OrDie(r->AddCounter("pad_cuda_graph_replays_total", "Decode steps that replayed a CUDA graph."))
+                        ->Get();
   prefill_tokens_ =
       &OrDie(r->AddCounter("pad_prefill_tokens_total", "Prompt tokens computed (prefill and recomputation)."))
            ->Get();
@@ -118,6 +121,8 @@ void ServingMetrics::UpdateEngine(const EngineStats& stats) {
   preemptions_->Increment(static_cast<double>(kv.preemptions) - preemptions_->Value());
   prefix_hit_tokens_->Increment(static_cast<double>(kv.prefix_hit_tokens) - prefix_hit_tokens_->Value());
   prefill_tokens_->Increment(static_cast<double>(kv.prefill_tokens) - prefill_tokens_->Value());
+  graphs_->Set(static_cast<double>(stats.cuda_graphs));
+  graph_replays_->Increment(static_cast<double>(stats.cuda_graph_replays) - graph_replays_->Value());
   ready_->Set(stats.ready ? 1.0 : 0.0);
 }
 

@@ -56,6 +56,8 @@ class ServingMetrics {
   Counter* preemptions_;
   Counter* prefix_hit_tokens_;
   Counter* prefill_tokens_;
+  Counter* graph_replays_;
+  Gauge* graphs_;
   Gauge* ready_;
   Counter* log_lines_dropped_;
 };

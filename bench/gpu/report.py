@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The GPU run's one table (bench/gpu/run.sh step 4): parity, throughput and the issue's goals, as Markdown
-for bench/RESULTS.md, from OUT/parity.jsonl and OUT/throughput_{shared,separate,graphs}.jsonl."""
+for bench/RESULTS.md, from OUT/parity.jsonl and OUT/throughput_{shared,separate,graphs,long}.jsonl."""
 import argparse
 import datetime
 import json
@@ -32,11 +32,11 @@ def parity_table(rows):
     return lines
 
 
-def throughput_table(shared, separate, graphs):
+def throughput_table(shared, separate, graphs, long=()):
     lines = ["| mode | PRM backbone | decode steps | batch | TTFT ms | decode tokens/s | ms / step | floor ms / step | "
              "floor / step | cost per token vs VANILLA | peak GB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rows, backbone, steps in ((shared, "shared", "eager"), (separate, "separate", "eager"),
-                                  (graphs, "shared", "CUDA graphs")):
+                                  (graphs, "shared", "CUDA graphs"), (long, "shared", "eager, long prompts")):
         for r in rows:
             if backbone == "separate" and r["mode"] == "vanilla":
                 continue  # the same as the shared run's
@@ -82,6 +82,7 @@ def main():
     shared = read_jsonl(args.out / "throughput_shared.jsonl")
     separate = read_jsonl(args.out / "throughput_separate.jsonl")
     graphs = read_jsonl(args.out / "throughput_graphs.jsonl")
+    long = read_jsonl(args.out / "throughput_long.jsonl") if (args.out / "throughput_long.jsonl").exists() else []
     copy = f", device copy {shared[0]['copy_gb_per_s']:.0f} GB/s" if shared else ""
     print(f"## GPU run: {card}; torch {torch.__version__}; {datetime.date.today().isoformat()}{copy}\n")
     print("Parity (random weights made by transformers; bench/gpu/parity.py):\n")
@@ -90,8 +91,11 @@ def main():
     prompt = shared[0]["prompt_tokens"] if shared else 0
     print(f"\nThroughput, {args.shapes} shapes, random bfloat16 weights made on the device, PRM {prm}; "
           f"policy prompt {prompt} tokens (bench_pad):\n")
-    print("\n".join(throughput_table(shared, separate, graphs)))
-    for name in ("shared", "separate", "graphs"):
+    print("\n".join(throughput_table(shared, separate, graphs, long)))
+    if long:
+        print(f"\nLong prompts: {long[0]['prompt_tokens']}-token prompts, {long[0]['batch']} PAD streams at once "
+              "(the paged cache and FlashAttention's paged kernel; it must not run out of memory)")
+    for name in ("shared", "separate", "graphs", "long"):
         samples = args.out / f"memory_{name}.csv"
         if samples.exists() and samples.read_text().split():
             peak = max(int(v) for v in samples.read_text().split()) / 1024

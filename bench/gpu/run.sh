@@ -7,7 +7,8 @@
 #   3. throughput with Llama-3-8B shapes and random bfloat16 weights made on the GPU (bench_pad): prompt 512,
 #      128 new tokens, VANILLA, PAD (PROMPT), PAD (WEIGHTED, 3 principles) on a shared backbone and PAD with a
 #      separate PRM backbone, batch 1, 8, 32, 64, each beside its bandwidth floor; then VANILLA and PAD (PROMPT)
-#      with decode steps as CUDA graphs (--cuda_graphs);
+#      with decode steps as CUDA graphs (--cuda_graphs); and 64 PAD streams with 2,048-token prompts at once
+#      (paged KV cache, FlashAttention's paged kernel: it must not run out of memory);
 #   4. one table, printed last (bench/gpu/report.py); logs under $OUT.
 # From this machine: bench/gpu/prepare.sh, then
 #   run(command="bench/gpu/run.sh", carry=[".deps/debs", ".deps/smollm2", ".deps/llama3-8b"], timeout_s=600)
@@ -28,6 +29,7 @@ if ((DRY_RUN)); then
   BENCH_MODEL="$DEPS/llama3-tiny"
   SHAPES="tiny Llama-3 (2 layers, hidden 64)"
   BENCH=(--batches 1,2 --prompt_tokens 32 --new_tokens 8)
+  LONG=(--batches 2 --prompt_tokens 64 --new_tokens 4)
   PARITY=(--small)
 else
   PYTHON=python3
@@ -36,6 +38,7 @@ else
   BENCH_MODEL="$DEPS/llama3-8b"
   SHAPES="Llama-3-8B"
   BENCH=(--batches 1,8,32,64 --prompt_tokens 512 --new_tokens 128)
+  LONG=(--batches 64 --prompt_tokens 2048 --new_tokens 32)
   PARITY=()
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$OUT/card.txt" || true
 fi
@@ -93,6 +96,7 @@ say "throughput on $DEVICE"
 bench shared --modes vanilla,pad_prompt,pad_weighted
 bench separate --modes vanilla,pad_prompt --separate_prm_backbone
 bench graphs --modes vanilla,pad_prompt --cuda_graphs
+bench long --modes pad_prompt "${LONG[@]}"
 
 # 4. The table.
 "$PYTHON" "$ROOT/bench/gpu/report.py" --out "$OUT" --device "$DEVICE" --shapes "$SHAPES" | tee "$OUT/table.md"

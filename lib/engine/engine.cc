@@ -112,6 +112,7 @@ class Engine::Impl {
     absl::MutexLock lock(&mu_);
     decoder_ = std::move(decoder);
     stats_.kv = decoder_->kv_stats();
+    stats_.cuda_graphs = decoder_->graphs_recorded();
     return absl::OkStatus();
   }
 
@@ -238,6 +239,8 @@ class Engine::Impl {
         stats_.running = static_cast<int64_t>(running_.size());
         stats_.last_batch_size = running_.empty() ? 0 : batch;  // an idle server reports 0
         stats_.kv = decoder_->kv_stats();
+        stats_.cuda_graph_replays = decoder_->graph_replays();
+    stats_.cuda_graphs = decoder_->graphs_recorded();
         stats = StatsLocked();
         done = draining_ && running_.empty() && waiting_.empty();
       }

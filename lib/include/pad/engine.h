@@ -63,6 +63,8 @@ struct EngineStats {
   int64_t waiting = 0;
   int64_t last_batch_size = 0;
   KvStats kv;
+  int64_t cuda_graphs = 0;         // recorded
+  int64_t cuda_graph_replays = 0;  // decode steps that replayed one, since start
 };
 
 // Submit, Cancel, Stats and Shutdown may be called from any thread. Models load on the engine thread

@@ -45,8 +45,8 @@ class PadDecoder final : public BatchDecoder {
   const DecoderOptions& options() const { return options_; }
   // With options.cuda_graphs: forwards run as fixed-shape decode steps, and graphs recorded, over all caches.
   int64_t fixed_shape_steps() const;
-  int64_t graphs_recorded() const;
-  int64_t graph_replays() const;
+  int64_t graphs_recorded() const override;
+  int64_t graph_replays() const override;
 
  private:
   struct Sequence;
