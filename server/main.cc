@@ -82,18 +82,18 @@ ABSL_FLAG(double, gpu_memory_fraction, 0,
 ABSL_FLAG(int64_t, kv_cache_mib, 0,
           "without --gpu_memory_fraction, the KV cache pool's size (all caches together); 0: enough for "
           "--kv_slots sequences at --max_seq_len");
-ABSL_FLAG(int64_t, kv_block_size, 0,
-          "tokens per KV cache block; 0: 256 on a GPU (FlashAttention's paged kernel's least), 64 on the CPU");
+ABSL_FLAG(
+    int64_t, kv_block_size, 0,
+    "tokens per KV cache block; 0: 256 on a GPU (FlashAttention's paged kernel's least), 64 on the CPU");
 ABSL_FLAG(bool, prefix_cache, true,
           "keep full KV blocks of prompts and answers, keyed by their tokens, for later requests that begin "
           "with them; --noprefix_cache to compare");
 ABSL_FLAG(int64_t, max_batch_tokens, 512,
           "most tokens one engine step feeds the models: decode rows first, then prompts in chunks, so "
           "long prompts arriving cannot stall running streams; 0: prompts are prefilled whole");
-ABSL_FLAG(
-    bool, cuda_graphs, false,
-    "decode steps in fixed shapes, recorded as CUDA graphs on a GPU (one per batch-size bucket, at "
-    "start-up) and replayed; on the CPU the same steps run directly");
+ABSL_FLAG(bool, cuda_graphs, false,
+          "decode steps in fixed shapes, recorded as CUDA graphs on a GPU (one per batch-size bucket, at "
+          "start-up) and replayed; on the CPU the same steps run directly");
 ABSL_FLAG(int64_t, memory_reserve_mib, 2048,
           "with --gpu_memory_fraction: memory kept for activations and workspace");
 ABSL_FLAG(int64_t, max_seq_len, 4096, "most tokens of one sequence, prompt and answer");
@@ -411,13 +411,14 @@ int main(int argc, char** argv) {
     }
     readiness.Loaded();
     const pad::EngineStats stats = engine->Stats();
-    std::cerr << absl::StrFormat(
-                     "pad_server: ready; KV caches: %d blocks of %d tokens, %.2f GiB, for up to %d sequences of "
-                     "%d tokens%s",
-                     stats.kv.blocks_total, stats.kv.block_size, stats.kv.bytes / 1073741824.0,
-                     stats.kv.slots_total, engine_options.decoder.max_seq_len,
-                     stats.kv.plan.empty() ? " (--kv_slots x --max_seq_len)" : " (" + stats.kv.plan + ")")
-              << std::endl;
+    std::cerr
+        << absl::StrFormat(
+               "pad_server: ready; KV caches: %d blocks of %d tokens, %.2f GiB, for up to %d sequences of "
+               "%d tokens%s",
+               stats.kv.blocks_total, stats.kv.block_size, stats.kv.bytes / 1073741824.0,
+               stats.kv.slots_total, engine_options.decoder.max_seq_len,
+               stats.kv.plan.empty() ? " (--kv_slots x --max_seq_len)" : " (" + stats.kv.plan + ")")
+        << std::endl;
   });
 
   int received = 0;

@@ -45,29 +45,34 @@ ServingMetrics::ServingMetrics(MetricsRegistry* r) {
   kv_slots_used_ =
       &OrDie(r->AddGauge("pad_kv_cache_slots_used", "Sequences resident in the KV caches."))->Get();
   kv_slots_total_ =
-      &OrDie(r->AddGauge("pad_kv_cache_slots", "Most sequences resident in all KV caches (--kv_slots)."))->Get();
+      &OrDie(r->AddGauge("pad_kv_cache_slots", "Most sequences resident in all KV caches (--kv_slots)."))
+           ->Get();
   kv_blocks_used_ =
       &OrDie(r->AddGauge("pad_kv_cache_blocks_used", "KV cache blocks held by running sequences."))->Get();
   kv_blocks_total_ = &OrDie(r->AddGauge("pad_kv_cache_blocks", "KV cache blocks in all caches."))->Get();
-  kv_blocks_cached_ = &OrDie(r->AddGauge("pad_kv_cache_blocks_cached",
-                                         "KV cache blocks holding a cached prefix, held by a sequence or not."))
-                           ->Get();
+  kv_blocks_cached_ =
+      &OrDie(r->AddGauge("pad_kv_cache_blocks_cached",
+                         "KV cache blocks holding a cached prefix, held by a sequence or not."))
+           ->Get();
   kv_tokens_ = &OrDie(r->AddGauge("pad_kv_cache_tokens", "Tokens held in the KV caches."))->Get();
   // What a load-aware router reads as KV-cache utilization (the Gateway API Inference Extension's
   // KVCacheUtilization, vLLM's kv_cache_usage_perc): one gauge, since a router scrapes pods, not PromQL.
   kv_usage_ = &OrDie(r->AddGauge("pad_kv_cache_usage_ratio",
                                  "Fraction of the KV cache blocks held by running sequences, from 0 to 1."))
                    ->Get();
-  preemptions_ = &OrDie(r->AddCounter("pad_preemptions_total",
-                                      "Sequences whose KV blocks were taken back when the pool ran out, to be "
-                                      "recomputed."))
-                      ->Get();
+  preemptions_ =
+      &OrDie(r->AddCounter("pad_preemptions_total",
+                           "Sequences whose KV blocks were taken back when the pool ran out, to be "
+                           "recomputed."))
+           ->Get();
   prefix_hit_tokens_ = &OrDie(r->AddCounter("pad_prefix_cache_hit_tokens_total",
                                             "Prompt tokens read from the prefix cache instead of computed."))
                             ->Get();
-  graphs_ = &OrDie(r->AddGauge("pad_cuda_graphs", "CUDA graphs recorded for decode steps (--cuda_graphs)."))->Get();
-  graph_replays_ = &OrDie(r->AddCounter("pad_cuda_graph_replays_total", "Decode steps that replayed a CUDA graph."))
-                        ->Get();
+  graphs_ =
+      &OrDie(r->AddGauge("pad_cuda_graphs", "CUDA graphs recorded for decode steps (--cuda_graphs)."))->Get();
+  graph_replays_ =
+      &OrDie(r->AddCounter("pad_cuda_graph_replays_total", "Decode steps that replayed a CUDA graph."))
+           ->Get();
   prefill_tokens_ =
       &OrDie(r->AddCounter("pad_prefill_tokens_total", "Prompt tokens computed (prefill and recomputation)."))
            ->Get();
@@ -115,8 +120,8 @@ void ServingMetrics::UpdateEngine(const EngineStats& stats) {
   kv_blocks_total_->Set(static_cast<double>(kv.blocks_total));
   kv_blocks_cached_->Set(static_cast<double>(kv.blocks_cached));
   kv_tokens_->Set(static_cast<double>(kv.tokens_in_use));
-  kv_usage_->Set(kv.blocks_total > 0 ? static_cast<double>(kv.blocks_used) / static_cast<double>(kv.blocks_total)
-                                     : 0.0);
+  kv_usage_->Set(
+      kv.blocks_total > 0 ? static_cast<double>(kv.blocks_used) / static_cast<double>(kv.blocks_total) : 0.0);
   kv_bytes_->Set(static_cast<double>(kv.bytes));
   preemptions_->Increment(static_cast<double>(kv.preemptions) - preemptions_->Value());
   prefix_hit_tokens_->Increment(static_cast<double>(kv.prefix_hit_tokens) - prefix_hit_tokens_->Value());

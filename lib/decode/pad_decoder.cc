@@ -112,10 +112,10 @@ absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(const LlamaModel*
                                      " blocks of ", block_bytes, " bytes");
   }
   if (blocks < blocks_per_sequence) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the KV cache holds ", blocks, " blocks of ", block_size, " tokens, less than one sequence of ",
-                     options.max_seq_len, " tokens (--max_seq_len) needs",
-                     decoder->kv_plan_.empty() ? "" : absl::StrCat(": ", decoder->kv_plan_)));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the KV cache holds ", blocks, " blocks of ", block_size, " tokens, less than one sequence of ",
+        options.max_seq_len, " tokens (--max_seq_len) needs",
+        decoder->kv_plan_.empty() ? "" : absl::StrCat(": ", decoder->kv_plan_)));
   }
   // Decode rows never fill the budget while a prompt waits for prefill (it holds a slot), so prefill always
   // progresses.
@@ -358,16 +358,18 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
     longest[b] += caches_[b].second->BlocksFor(static_cast<int64_t>(prompt) + request.max_new_tokens);
   };
   add(0, prepared.policy_ids.size());
-  for (const PreparedRequest::PrmRow& row : prepared.prm_rows) add(BackboneOf(*prepared.reward_model), row.ids.size());
+  for (const PreparedRequest::PrmRow& row : prepared.prm_rows)
+    add(BackboneOf(*prepared.reward_model), row.ids.size());
   for (size_t b = 0; b < caches_.size(); ++b) {
     const KvCache& cache = *caches_[b].second;
     if (longest[b] > cache.num_blocks()) {
-      return Invalid("max_new_tokens",
-                     absl::StrCat("the prompt", prepared.prm_rows.empty() ? "" : "s of its ",
-                                  prepared.prm_rows.empty() ? "" : absl::StrCat(1 + prepared.prm_rows.size(), " rows"),
-                                  " plus ", request.max_new_tokens, " new tokens need ", longest[b],
-                                  " KV cache blocks of ", cache.block_size(), " tokens, more than the ",
-                                  cache.num_blocks(), " the cache holds"));
+      return Invalid(
+          "max_new_tokens",
+          absl::StrCat("the prompt", prepared.prm_rows.empty() ? "" : "s of its ",
+                       prepared.prm_rows.empty() ? "" : absl::StrCat(1 + prepared.prm_rows.size(), " rows"),
+                       " plus ", request.max_new_tokens, " new tokens need ", longest[b],
+                       " KV cache blocks of ", cache.block_size(), " tokens, more than the ",
+                       cache.num_blocks(), " the cache holds"));
     }
   }
   return prepared;
@@ -375,8 +377,8 @@ absl::StatusOr<PreparedRequest> PadDecoder::Prepare(const AlignmentRequest& give
 
 namespace {
 
-// What computes a row's keys and values, so that only equal ones share a cached prefix: the backbone alone, or
-// with an adapter.
+// What computes a row's keys and values, so that only equal ones share a cached prefix: the backbone alone,
+// or with an adapter.
 uint64_t PrefixKey(const LoraAdapter* adapter) { return reinterpret_cast<uintptr_t>(adapter); }
 
 }  // namespace
@@ -441,8 +443,8 @@ void PadDecoder::Admit(Sequence& s) {
 
 absl::StatusOr<uint64_t> PadDecoder::Add(PreparedRequest prepared) {
   if (!CanAdd(prepared)) {
-    return absl::ResourceExhaustedError(absl::StrCat("no free KV cache slots or blocks for ",
-                                                     1 + prepared.prm_rows.size(), " rows"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("no free KV cache slots or blocks for ", 1 + prepared.prm_rows.size(), " rows"));
   }
   auto sequence = std::make_unique<Sequence>();
   sequence->id = next_id_++;
@@ -481,7 +483,8 @@ bool PadDecoder::ReserveNextToken(Sequence& s) {
   std::vector<int64_t> needed(caches_.size(), 0);
   needed[0] += caches_[0].second->BlocksNeeded(s.policy_slot, caches_[0].second->length(s.policy_slot) + 1);
   const size_t prm_backbone = s.prm_slots.empty() ? 0 : BackboneOf(*s.prepared.reward_model);
-  for (const int slot : s.prm_slots) needed[prm_backbone] += s.prm_cache->BlocksNeeded(slot, s.prm_cache->length(slot) + 1);
+  for (const int slot : s.prm_slots)
+    needed[prm_backbone] += s.prm_cache->BlocksNeeded(slot, s.prm_cache->length(slot) + 1);
   for (size_t b = 0; b < caches_.size(); ++b) {
     if (needed[b] > caches_[b].second->blocks_available()) return false;
   }

@@ -240,7 +240,7 @@ class Engine::Impl {
         stats_.last_batch_size = running_.empty() ? 0 : batch;  // an idle server reports 0
         stats_.kv = decoder_->kv_stats();
         stats_.cuda_graph_replays = decoder_->graph_replays();
-    stats_.cuda_graphs = decoder_->graphs_recorded();
+        stats_.cuda_graphs = decoder_->graphs_recorded();
         stats = StatsLocked();
         done = draining_ && running_.empty() && waiting_.empty();
       }

@@ -578,11 +578,11 @@ inline void PrefetchBlock(const PagedHead<T>& head, int64_t b, int64_t length) {
 }
 
 // for (t in [0, length)) with `pointer` at position t of `head`.
-#define PAGED_FOR(head, length, t, pointer)                                                        \
-  for (int64_t t = 0, block_ = 0, end_ = 0; t < (length); ++block_)                                \
-    for (const T* pointer = (end_ = std::min((length), t + (head).block_size),                     \
-                            PrefetchBlock((head), block_, (length)),                               \
-                            (head).data + (head).blocks[block_] * (head).block_stride);            \
+#define PAGED_FOR(head, length, t, pointer)                                                              \
+  for (int64_t t = 0, block_ = 0, end_ = 0; t < (length); ++block_)                                      \
+    for (const T* pointer =                                                                              \
+             (end_ = std::min((length), t + (head).block_size), PrefetchBlock((head), block_, (length)), \
+             (head).data + (head).blocks[block_] * (head).block_stride);                                 \
          t < end_; ++t, pointer += (head).token_stride)
 
 // ---- AVX-512 versions of the decode step's attention and SiLU, where a scalar loop would cost more than

@@ -172,12 +172,14 @@ TEST(CpuDecodeOps, PagedAttentionMatchesScaledDotProductAttention) {
         const at::Tensor cache_k = at::randn({pool, kv_heads, block, d}).to(dtype);  // [blocks, kv, B, d]
         const at::Tensor cache_v = at::randn({pool, kv_heads, block, d}).to(dtype);
         at::Tensor out = at::full({tokens, heads * d}, std::nanf("")).to(dtype);  // [tokens, heads * d]
-        CpuPagedAttention(isa, format, {5, heads, kv_heads, d, block, width, query_starts, key_lengths,
-                                        &tables[0][0], max_blocks},
-                          qkv.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
+        CpuPagedAttention(
+            isa, format,
+            {5, heads, kv_heads, d, block, width, query_starts, key_lengths, &tables[0][0], max_blocks},
+            qkv.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
         for (int64_t r = 0; r < 5; ++r) {
           const int64_t n = query_starts[r + 1] - query_starts[r], length = key_lengths[r];
-          std::vector<int64_t> key_rows;  // [kv, L]: each key's row in the cache viewed as [blocks * kv * B, d]
+          std::vector<int64_t>
+              key_rows;  // [kv, L]: each key's row in the cache viewed as [blocks * kv * B, d]
           for (int64_t h = 0; h < kv_heads; ++h) {
             for (int64_t t = 0; t < length; ++t)
               key_rows.push_back((tables[r][t / block] * kv_heads + h) * block + t % block);
@@ -191,8 +193,8 @@ TEST(CpuDecodeOps, PagedAttentionMatchesScaledDotProductAttention) {
                                    .transpose(0, 1)
                                    .unsqueeze(0);  // [1, heads, n, d]
           // Query i sees keys [0, length - n + i].
-          const at::Tensor mask = at::arange(length).view({1, length}) <=
-                                  (at::arange(n) + (length - n)).view({n, 1});  // [n, L]
+          const at::Tensor mask =
+              at::arange(length).view({1, length}) <= (at::arange(n) + (length - n)).view({n, 1});  // [n, L]
           const at::Tensor expected =
               at::scaled_dot_product_attention(q.to(at::kFloat), k.to(at::kFloat), v.to(at::kFloat), mask,
                                                0.0, false, std::nullopt, /*enable_gqa=*/true)

@@ -62,8 +62,8 @@ absl::StatusOr<std::unique_ptr<DecodeGraphs>> DecodeGraphs::Create(const LlamaMo
       try {
         PAD_RETURN_IF_ERROR(graphs->Capture(graphs->StepFor(bucket), graph.get()).status());
       } catch (const c10::Error& e) {
-        return absl::InternalError(absl::StrCat("decode graphs: recording ", bucket, " rows: ",
-                                                e.what_without_backtrace()));
+        return absl::InternalError(
+            absl::StrCat("decode graphs: recording ", bucket, " rows: ", e.what_without_backtrace()));
       }
       graphs->graphs_[bucket] = std::move(graph);
     }
@@ -86,7 +86,8 @@ FixedDecodeStep DecodeGraphs::StepFor(int64_t bucket) {
   if (!inputs.defined()) {
     // Padding rows: token 0 at position 0, written to the padding block, seeing that one key.
     const int64_t padding_row = cache_->BlockRow(cache_->padding_block());
-    inputs = at::zeros({5 + max_blocks_, bucket}, at::TensorOptions().dtype(at::kLong).device(model_->options().device));
+    inputs = at::zeros({5 + max_blocks_, bucket},
+                       at::TensorOptions().dtype(at::kLong).device(model_->options().device));
     inputs[2].fill_(padding_row);
     inputs[3].fill_(1);
     inputs[4].fill_(-1);

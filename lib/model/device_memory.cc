@@ -62,7 +62,7 @@ absl::StatusOr<DeviceMemory> QueryDeviceMemory(const c10::Device& device) {
 }
 
 KvPlan PlanKvBlocks(const DeviceMemory& memory, double fraction, int64_t reserve_bytes, int64_t block_bytes,
-                   int64_t max_blocks) {
+                    int64_t max_blocks) {
   KvPlan plan;
   plan.memory = memory;
   plan.fraction = fraction;

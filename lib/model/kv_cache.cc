@@ -9,7 +9,8 @@
 
 namespace pad {
 
-int64_t KvCache::BlockBytes(const LlamaConfig& config, int64_t block_size, const ModelOptions& model_options) {
+int64_t KvCache::BlockBytes(const LlamaConfig& config, int64_t block_size,
+                            const ModelOptions& model_options) {
   return 2 * config.num_hidden_layers * config.num_key_value_heads * block_size * config.head_dim *
          static_cast<int64_t>(c10::elementSize(model_options.dtype));
 }
@@ -44,8 +45,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const LlamaConfig& conf
     }
   } catch (const c10::Error& e) {
     return absl::ResourceExhaustedError(absl::StrCat("kv cache of ", options.num_blocks, " blocks of ",
-                                                     options.block_size, " tokens does not fit: ",
-                                                     e.what_without_backtrace()));
+                                                     options.block_size,
+                                                     " tokens does not fit: ", e.what_without_backtrace()));
   }
   return cache;
 }

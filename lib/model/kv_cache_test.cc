@@ -17,7 +17,8 @@ LlamaConfig TinyConfig() {
   return config;
 }
 
-std::unique_ptr<KvCache> Make(int64_t slots, int64_t blocks, int64_t block_size = 4, bool prefix_cache = true) {
+std::unique_ptr<KvCache> Make(int64_t slots, int64_t blocks, int64_t block_size = 4,
+                              bool prefix_cache = true) {
   KvCacheOptions options;
   options.max_slots = slots;
   options.max_seq_len = 64;

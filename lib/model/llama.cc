@@ -36,7 +36,6 @@ struct LlamaLayer {
 
 namespace {
 
-
 // As transformers' LlamaRMSNorm: normalise in float32, scale in the model dtype.
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   at::Tensor x32 = x.to(at::kFloat);
@@ -401,8 +400,10 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& cache_k,
     const at::Tensor uploaded = at::from_blob(host.data(), {static_cast<int64_t>(host.size())}, at::kInt)
                                     .pin_memory()
                                     .to(options_.device, /*non_blocking=*/true);
-    const at::Tensor cu_q = uploaded.narrow(0, 0, p.rows + 1), cu_k = uploaded.narrow(0, p.rows + 1, p.rows + 1);
-    const at::Tensor tables = uploaded.narrow(0, 2 * (p.rows + 1), p.rows * p.max_blocks).view({p.rows, p.max_blocks});
+    const at::Tensor cu_q = uploaded.narrow(0, 0, p.rows + 1),
+                     cu_k = uploaded.narrow(0, p.rows + 1, p.rows + 1);
+    const at::Tensor tables =
+        uploaded.narrow(0, 2 * (p.rows + 1), p.rows * p.max_blocks).view({p.rows, p.max_blocks});
     const at::Tensor out = std::get<0>(at::_flash_attention_forward(
         q.contiguous(), cache_k.transpose(1, 2), cache_v.transpose(1, 2), cu_q, cu_k, p.max_query, p.max_keys,
         0.0, /*is_causal=*/true,
@@ -434,9 +435,10 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& cache_k,
                                     p.key_lengths.data() + r,
                                     p.block_tables.data() + r * p.max_blocks,
                                     p.max_blocks};
-      CpuPagedAttention(kernel_isa_,
-                        options_.dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16,
-                        shape, q.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
+      CpuPagedAttention(
+          kernel_isa_,
+          options_.dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16, shape,
+          q.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr(), out.data_ptr());
       r = end;
       continue;
     }
@@ -449,9 +451,11 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& cache_k,
         rows.push_back(cache.BlockRow(p.block_tables[r * p.max_blocks + t / block]) + h * block + t % block);
       }
     }
-    const at::Tensor index = at::tensor(rows, long_options);                                        // [kv * L]
-    const at::Tensor k = keys_flat.index_select(0, index).view({1, kv_heads, length, head_dim});    // [1, kv, L, d]
-    const at::Tensor v = values_flat.index_select(0, index).view({1, kv_heads, length, head_dim});  // [1, kv, L, d]
+    const at::Tensor index = at::tensor(rows, long_options);  // [kv * L]
+    const at::Tensor k =
+        keys_flat.index_select(0, index).view({1, kv_heads, length, head_dim});  // [1, kv, L, d]
+    const at::Tensor v =
+        values_flat.index_select(0, index).view({1, kv_heads, length, head_dim});          // [1, kv, L, d]
     const at::Tensor qr = q.narrow(0, p.query_starts[r], n).transpose(0, 1).unsqueeze(0);  // [1, heads, n, d]
     const at::Tensor mask = at::arange(length, long_options).view({1, length}) <=
                             (at::arange(n, long_options) + (length - n)).view({n, 1});  // [n, L]
@@ -520,10 +524,10 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   } else {
     uploaded = uploaded.clone();  // `host` dies with this call; the CPU tensors must not alias it
   }
-  const at::Tensor ids_t = uploaded.narrow(0, 0, p.tokens);                // [N]
-  const at::Tensor positions_t = uploaded.narrow(0, p.tokens, p.tokens);   // [N]
-  p.cache_rows = uploaded.narrow(0, 2 * p.tokens, p.tokens);               // [N]
-  const at::Tensor last_t = uploaded.narrow(0, last_at, p.rows);           // [rows]
+  const at::Tensor ids_t = uploaded.narrow(0, 0, p.tokens);               // [N]
+  const at::Tensor positions_t = uploaded.narrow(0, p.tokens, p.tokens);  // [N]
+  p.cache_rows = uploaded.narrow(0, 2 * p.tokens, p.tokens);              // [N]
+  const at::Tensor last_t = uploaded.narrow(0, last_at, p.rows);          // [rows]
   std::vector<AdapterRows> adapter_groups;
   for (size_t g = 0; g < adapter_tokens.size(); ++g) {
     const int64_t n = static_cast<int64_t>(adapter_tokens[g].second.size());
@@ -556,26 +560,27 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     const LlamaLayer& layer = layers_[l];
     at::Tensor h = norm(x, layer.input_norm);
     at::Tensor qkv = Project(kernel_isa_, h, layer.qkv, layer.qkv_bias, adapter_groups, l, &LoraLayer::qkv)
-                         .contiguous();  // [N, (heads + 2 kv_heads) * head_dim]
+                         .contiguous();      // [N, (heads + 2 kv_heads) * head_dim]
     at::Tensor& cache_k = cache->keys(l);    // [blocks, B, kv_heads, head_dim]
     at::Tensor& cache_v = cache->values(l);  // [blocks, B, kv_heads, head_dim]
     at::Tensor q;                            // [N, heads, head_dim]
     if (fused) {
       // Rotates q and k inside qkv and writes k and v into the cache, every token at its cache row.
-      CpuRopeAndCache(format, {p.tokens, heads, kv_heads, head_dim, cache->block_size(), cache_rows_host.data()},
-                      qkv.data_ptr(),
-                      cos.data_ptr(), sin.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr());
+      CpuRopeAndCache(format,
+                      {p.tokens, heads, kv_heads, head_dim, cache->block_size(), cache_rows_host.data()},
+                      qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), cache_k.data_ptr(), cache_v.data_ptr());
       q = qkv.narrow(-1, 0, heads * head_dim).view({p.tokens, heads, head_dim});
     } else {
-      const at::Tensor k = qkv.narrow(-1, heads * head_dim, kv_heads * head_dim).view({p.tokens, kv_heads, head_dim});
-      const at::Tensor v =
-          qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim).view({p.tokens, kv_heads, head_dim});
+      const at::Tensor k =
+          qkv.narrow(-1, heads * head_dim, kv_heads * head_dim).view({p.tokens, kv_heads, head_dim});
+      const at::Tensor v = qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
+                               .view({p.tokens, kv_heads, head_dim});
       q = ApplyRope(qkv.narrow(-1, 0, heads * head_dim).view({p.tokens, heads, head_dim}), cos.unsqueeze(1),
                     sin.unsqueeze(1));
       // Head h of a token at its head-0 row plus h * B.
-      const at::Tensor rows = (p.cache_rows.unsqueeze(1) +
-                               at::arange(kv_heads, p.cache_rows.options()) * cache->block_size())
-                                  .reshape({-1});  // [N * kv_heads]
+      const at::Tensor rows =
+          (p.cache_rows.unsqueeze(1) + at::arange(kv_heads, p.cache_rows.options()) * cache->block_size())
+              .reshape({-1});  // [N * kv_heads]
       cache_k.view({-1, head_dim})
           .index_copy_(0, rows, ApplyRope(k, cos.unsqueeze(1), sin.unsqueeze(1)).reshape({-1, head_dim}));
       cache_v.view({-1, head_dim}).index_copy_(0, rows, v.reshape({-1, head_dim}));
@@ -606,7 +611,8 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
   const int64_t rows = step.rows, blocks = step.blocks, block = cache->block_size();
   if (cache->padding_block() < 0)
     return absl::InvalidArgumentError("fixed decode: the cache has no padding block");
-  if (rows < 1 || rows > cache->max_slots() || blocks < 1 || blocks * block > cache->max_seq_len() + block - 1) {
+  if (rows < 1 || rows > cache->max_slots() || blocks < 1 ||
+      blocks * block > cache->max_seq_len() + block - 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("fixed decode: ", rows, " rows of ", blocks, " blocks do not fit the cache"));
   }
@@ -615,7 +621,7 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
     const int64_t heads = config_.num_attention_heads, kv_heads = config_.num_key_value_heads;
     const int64_t groups = heads / kv_heads, inter = config_.intermediate_size, keys = blocks * block;
     const double eps = config_.rms_norm_eps;
-    const at::Tensor ids = step.inputs[0], positions = step.inputs[1];       // [S] each
+    const at::Tensor ids = step.inputs[0], positions = step.inputs[1];        // [S] each
     const at::Tensor cache_rows = step.inputs[2], key_ends = step.inputs[3];  // [S] each
     const at::Tensor adapter_index = step.inputs[4];                          // [S]
     const at::Tensor tables = step.inputs.narrow(0, 5, blocks).t();           // [S, M]
@@ -625,17 +631,18 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
     }
     // Where each row's keys are: [S, kv_heads, M * B] rows of the cache viewed as [blocks * kv_heads * B, d].
     const at::Tensor head_offsets = at::arange(kv_heads, positions.options()) * block;  // [kv_heads]
-    const at::Tensor key_rows = (tables.view({rows, 1, blocks, 1}) * (kv_heads * block) +
-                                 head_offsets.view({1, kv_heads, 1, 1}) +
-                                 at::arange(block, positions.options()).view({1, 1, 1, block}))
-                                    .reshape({-1});  // [S * kv_heads * M * B]
+    const at::Tensor key_rows =
+        (tables.view({rows, 1, blocks, 1}) * (kv_heads * block) + head_offsets.view({1, kv_heads, 1, 1}) +
+         at::arange(block, positions.options()).view({1, 1, 1, block}))
+            .reshape({-1});  // [S * kv_heads * M * B]
     // Where each row writes: [S * kv_heads], head h at its head-0 row plus h * B.
-    const at::Tensor write_rows = (cache_rows.view({rows, 1}) + head_offsets.view({1, kv_heads})).reshape({-1});
-    at::Tensor x = embed_tokens_.index_select(0, ids);                                // [S, hidden]
+    const at::Tensor write_rows =
+        (cache_rows.view({rows, 1}) + head_offsets.view({1, kv_heads})).reshape({-1});
+    at::Tensor x = embed_tokens_.index_select(0, ids);                               // [S, hidden]
     const at::Tensor angles = positions.to(at::kFloat).view({rows, 1}) * inv_freq_;  // [S, head_dim / 2]
-    const at::Tensor emb = at::cat({angles, angles}, -1);                             // [S, head_dim]
-    const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);                 // [S, 1, head_dim]
-    const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);                 // [S, 1, head_dim]
+    const at::Tensor emb = at::cat({angles, angles}, -1);                            // [S, head_dim]
+    const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);                // [S, 1, head_dim]
+    const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);                // [S, 1, head_dim]
     const at::Tensor key_positions = at::arange(keys, positions.options());          // [M * B]
     const at::Tensor mask =
         (key_positions.view({1, keys}) < key_ends.view({rows, 1})).view({rows, 1, 1, keys});  // [S, 1, 1, L]
@@ -646,12 +653,13 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
       const at::Tensor qkv =
           ProjectMasked(kernel_isa_, h, layer.qkv, layer.qkv_bias, step.adapters, masks, l, &LoraLayer::qkv);
       // qkv: [S, (heads + 2 kv_heads) * head_dim]
-      const at::Tensor q = ApplyRope(qkv.narrow(-1, 0, heads * head_dim).view({rows, heads, head_dim}), cos, sin);
-      const at::Tensor k =
-          ApplyRope(qkv.narrow(-1, heads * head_dim, kv_heads * head_dim).view({rows, kv_heads, head_dim}), cos, sin);
+      const at::Tensor q =
+          ApplyRope(qkv.narrow(-1, 0, heads * head_dim).view({rows, heads, head_dim}), cos, sin);
+      const at::Tensor k = ApplyRope(
+          qkv.narrow(-1, heads * head_dim, kv_heads * head_dim).view({rows, kv_heads, head_dim}), cos, sin);
       const at::Tensor v =
           qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim).view({rows, kv_heads, head_dim});
-      const at::Tensor keys_flat = cache->keys(l).view({-1, head_dim});    // [blocks * kv * B, d]
+      const at::Tensor keys_flat = cache->keys(l).view({-1, head_dim});      // [blocks * kv * B, d]
       const at::Tensor values_flat = cache->values(l).view({-1, head_dim});  // [blocks * kv * B, d]
       keys_flat.index_copy_(0, write_rows, k.reshape({-1, head_dim}));
       values_flat.index_copy_(0, write_rows, v.reshape({-1, head_dim}));
@@ -659,20 +667,20 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
       // as that kv head's queries (one query position each), so no backend needs grouped-query support.
       const at::Tensor row_keys =
           keys_flat.index_select(0, key_rows).view({rows, kv_heads, keys, head_dim});  // [S, kv_heads, L, d]
-      const at::Tensor row_values =
-          values_flat.index_select(0, key_rows).view({rows, kv_heads, keys, head_dim});  // [S, kv_heads, L, d]
+      const at::Tensor row_values = values_flat.index_select(0, key_rows)
+                                        .view({rows, kv_heads, keys, head_dim});  // [S, kv_heads, L, d]
       const at::Tensor attn = at::scaled_dot_product_attention(q.reshape({rows, kv_heads, groups, head_dim}),
                                                                row_keys, row_values,
                                                                mask);  // [S, kv_heads, groups, head_dim]
-      x = ProjectMasked(kernel_isa_, attn.reshape({rows, heads * head_dim}), layer.o, layer.o_bias, step.adapters,
-                        masks, l, &LoraLayer::o, x);
+      x = ProjectMasked(kernel_isa_, attn.reshape({rows, heads * head_dim}), layer.o, layer.o_bias,
+                        step.adapters, masks, l, &LoraLayer::o, x);
       h = RmsNorm(x, layer.post_norm, eps);
       const at::Tensor gate_up =
           ProjectMasked(kernel_isa_, h, layer.gate_up, layer.gate_up_bias, step.adapters, masks, l,
                         &LoraLayer::gate_up);  // [S, 2 * inter]
       const at::Tensor act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
-      x = ProjectMasked(kernel_isa_, act, layer.down, layer.down_bias, step.adapters, masks, l, &LoraLayer::down,
-                        x);
+      x = ProjectMasked(kernel_isa_, act, layer.down, layer.down_bias, step.adapters, masks, l,
+                        &LoraLayer::down, x);
     }
     return RmsNorm(x, final_norm_, eps);
   } catch (const c10::Error& e) {

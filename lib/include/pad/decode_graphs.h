@@ -62,8 +62,8 @@ class DecodeGraphs {
   bool capture_ = false;
   int64_t steps_ = 0;
   int64_t replays_ = 0;
-  std::map<int64_t, at::Tensor> inputs_;                 // per row bucket S: [5 + M, S] int64, on the device
-  std::map<int64_t, std::unique_ptr<Graph>> graphs_;     // per row bucket S
+  std::map<int64_t, at::Tensor> inputs_;              // per row bucket S: [5 + M, S] int64, on the device
+  std::map<int64_t, std::unique_ptr<Graph>> graphs_;  // per row bucket S
 };
 
 }  // namespace pad

@@ -34,7 +34,7 @@ struct KvPlan {
   std::string ToString() const;
 };
 KvPlan PlanKvBlocks(const DeviceMemory& memory, double fraction, int64_t reserve_bytes, int64_t block_bytes,
-                   int64_t max_blocks);
+                    int64_t max_blocks);
 
 }  // namespace pad
 

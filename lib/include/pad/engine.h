@@ -70,9 +70,9 @@ struct EngineStats {
 // Submit, Cancel, Stats and Shutdown may be called from any thread. Models load on the engine thread
 // after Start; until they are ready Submit answers UNAVAILABLE. Requests that fit the batch are admitted
 // each iteration (prefill), then every running request advances one token in one batched step. A
-// cancelled request leaves the batch within one step and frees its KV slots and blocks; its sink gets a last event
-// with FinishReason::kCancelled. Shutdown stops admitting (UNAVAILABLE), lets running and waiting requests
-// finish up to `grace`, cancels the rest and joins the thread.
+// cancelled request leaves the batch within one step and frees its KV slots and blocks; its sink gets a last
+// event with FinishReason::kCancelled. Shutdown stops admitting (UNAVAILABLE), lets running and waiting
+// requests finish up to `grace`, cancels the rest and joins the thread.
 class Engine {
  public:
   // Loads options.policy_dir and options.reward_models on the engine thread.

@@ -24,9 +24,10 @@ struct KvCacheOptions {
   int64_t max_slots = 8;       // sequences resident at once: a limit, not memory
   int64_t max_seq_len = 4096;  // tokens per sequence, prompt and generated
   int64_t block_size = 16;     // tokens per block
-  int64_t num_blocks = 0;      // the pool; 0: max_slots * max_seq_len tokens' worth (every sequence at its longest)
-  // Full blocks are kept, keyed by their tokens, after their sequences end, and reused by later sequences that
-  // begin with the same tokens, until the pool needs them back (least recently used first).
+  int64_t num_blocks =
+      0;  // the pool; 0: max_slots * max_seq_len tokens' worth (every sequence at its longest)
+  // Full blocks are kept, keyed by their tokens, after their sequences end, and reused by later sequences
+  // that begin with the same tokens, until the pool needs them back (least recently used first).
   bool prefix_cache = true;
   // One more block, index num_blocks, never allocated: fixed-shape decode steps (DecodeGraphs) write the keys
   // and values of their padding rows there.
@@ -90,7 +91,9 @@ class KvCache {
   int64_t padding_block() const { return options_.padding_block ? options_.num_blocks : -1; }
   // Blocks a sequence can take now: free ones and cached ones no sequence holds.
   int64_t blocks_available() const;
-  int64_t blocks_used() const { return options_.num_blocks - static_cast<int64_t>(free_.size()) - evictable(); }
+  int64_t blocks_used() const {
+    return options_.num_blocks - static_cast<int64_t>(free_.size()) - evictable();
+  }
   // Blocks holding a cached prefix, held by a sequence or not.
   int64_t blocks_cached() const { return static_cast<int64_t>(by_hash_.size()); }
   int64_t slots_in_use() const;
@@ -115,7 +118,7 @@ class KvCache {
   };
   struct Block {
     int32_t references = 0;
-    uint64_t hash = 0;  // of its tokens and every token before them; 0: not cached
+    uint64_t hash = 0;                 // of its tokens and every token before them; 0: not cached
     std::vector<int32_t> tokens;       // while cached: checked on a match, so a hash collision cannot hit
     std::list<int32_t>::iterator lru;  // in evictable_, while cached and unreferenced
   };
