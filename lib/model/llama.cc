@@ -647,6 +647,16 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
     const at::Tensor mask =
         (key_positions.view({1, keys}) < key_ends.view({rows, 1})).view({rows, 1, 1, keys});  // [S, 1, 1, L]
 
+    // On a GPU in bfloat16 or float16 with blocks FlashAttention takes, its paged kernel reads the rows' keys
+    // in place; elsewhere (the CPU twin) they are gathered, every row's M blocks.
+    const bool flash = options_.device.is_cuda() &&
+                       (options_.dtype == at::kBFloat16 || options_.dtype == at::kHalf) && block % 256 == 0;
+    at::Tensor cu_q, cu_k, tables_int;  // [S + 1], [S + 1] int32; [S, M] int32
+    if (flash) {
+      cu_q = at::arange(rows + 1, positions.options().dtype(at::kInt));
+      cu_k = at::cat({at::zeros({1}, key_ends.options()), key_ends.cumsum(0)}).to(at::kInt);
+      tables_int = tables.to(at::kInt).contiguous();
+    }
     for (size_t l = 0; l < layers_.size(); ++l) {
       const LlamaLayer& layer = layers_[l];
       at::Tensor h = RmsNorm(x, layer.input_norm, eps);
@@ -663,17 +673,27 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
       const at::Tensor values_flat = cache->values(l).view({-1, head_dim});  // [blocks * kv * B, d]
       keys_flat.index_copy_(0, write_rows, k.reshape({-1, head_dim}));
       values_flat.index_copy_(0, write_rows, v.reshape({-1, head_dim}));
-      // The rows' keys gathered through their block tables. A query head's group of kv_heads' heads goes in
-      // as that kv head's queries (one query position each), so no backend needs grouped-query support.
-      const at::Tensor row_keys =
-          keys_flat.index_select(0, key_rows).view({rows, kv_heads, keys, head_dim});  // [S, kv_heads, L, d]
-      const at::Tensor row_values = values_flat.index_select(0, key_rows)
+      at::Tensor attn;  // [S, heads * head_dim]
+      if (flash) {
+        // FlashAttention's paged kernel reads the blocks in place; every size is fixed, so it records.
+        attn =
+            std::get<0>(at::_flash_attention_forward(
+                            q.contiguous(), cache->keys(l).transpose(1, 2), cache->values(l).transpose(1, 2),
+                            cu_q, cu_k, 1, keys, 0.0, /*is_causal=*/false, /*return_debug_mask=*/false,
+                            std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, tables_int))
+                .reshape({rows, heads * head_dim});
+      } else {
+        // The rows' keys gathered through their block tables. A query head's group of kv_heads' heads goes in
+        // as that kv head's queries (one query position each), so no backend needs grouped-query support.
+        const at::Tensor row_keys = keys_flat.index_select(0, key_rows)
                                         .view({rows, kv_heads, keys, head_dim});  // [S, kv_heads, L, d]
-      const at::Tensor attn = at::scaled_dot_product_attention(q.reshape({rows, kv_heads, groups, head_dim}),
-                                                               row_keys, row_values,
-                                                               mask);  // [S, kv_heads, groups, head_dim]
-      x = ProjectMasked(kernel_isa_, attn.reshape({rows, heads * head_dim}), layer.o, layer.o_bias,
-                        step.adapters, masks, l, &LoraLayer::o, x);
+        const at::Tensor row_values = values_flat.index_select(0, key_rows)
+                                          .view({rows, kv_heads, keys, head_dim});  // [S, kv_heads, L, d]
+        attn = at::scaled_dot_product_attention(q.reshape({rows, kv_heads, groups, head_dim}), row_keys,
+                                                row_values, mask)  // [S, kv_heads, groups, head_dim]
+                   .reshape({rows, heads * head_dim});
+      }
+      x = ProjectMasked(kernel_isa_, attn, layer.o, layer.o_bias, step.adapters, masks, l, &LoraLayer::o, x);
       h = RmsNorm(x, layer.post_norm, eps);
       const at::Tensor gate_up =
           ProjectMasked(kernel_isa_, h, layer.gate_up, layer.gate_up_bias, step.adapters, masks, l,
