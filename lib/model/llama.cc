@@ -629,12 +629,7 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
     for (size_t a = 0; a < step.adapters.size(); ++a) {
       masks.push_back(adapter_index.eq(static_cast<int64_t>(a)).to(options_.dtype).view({rows, 1}));
     }
-    // Where each row's keys are: [S, kv_heads, M * B] rows of the cache viewed as [blocks * kv_heads * B, d].
     const at::Tensor head_offsets = at::arange(kv_heads, positions.options()) * block;  // [kv_heads]
-    const at::Tensor key_rows =
-        (tables.view({rows, 1, blocks, 1}) * (kv_heads * block) + head_offsets.view({1, kv_heads, 1, 1}) +
-         at::arange(block, positions.options()).view({1, 1, 1, block}))
-            .reshape({-1});  // [S * kv_heads * M * B]
     // Where each row writes: [S * kv_heads], head h at its head-0 row plus h * B.
     const at::Tensor write_rows =
         (cache_rows.view({rows, 1}) + head_offsets.view({1, kv_heads})).reshape({-1});
@@ -643,19 +638,25 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
     const at::Tensor emb = at::cat({angles, angles}, -1);                            // [S, head_dim]
     const at::Tensor cos = emb.cos().to(options_.dtype).unsqueeze(1);                // [S, 1, head_dim]
     const at::Tensor sin = emb.sin().to(options_.dtype).unsqueeze(1);                // [S, 1, head_dim]
-    const at::Tensor key_positions = at::arange(keys, positions.options());          // [M * B]
-    const at::Tensor mask =
-        (key_positions.view({1, keys}) < key_ends.view({rows, 1})).view({rows, 1, 1, keys});  // [S, 1, 1, L]
 
     // On a GPU in bfloat16 or float16 with blocks FlashAttention takes, its paged kernel reads the rows' keys
     // in place; elsewhere (the CPU twin) they are gathered, every row's M blocks.
     const bool flash = options_.device.is_cuda() &&
                        (options_.dtype == at::kBFloat16 || options_.dtype == at::kHalf) && block % 256 == 0;
-    at::Tensor cu_q, cu_k, tables_int;  // [S + 1], [S + 1] int32; [S, M] int32
+    at::Tensor cu_q, cu_k, tables_int;  // flash: [S + 1], [S + 1] int32; [S, M] int32
+    at::Tensor key_rows, mask;          // else: [S * kv_heads * M * B] int64; [S, 1, 1, M * B] bool
     if (flash) {
       cu_q = at::arange(rows + 1, positions.options().dtype(at::kInt));
       cu_k = at::cat({at::zeros({1}, key_ends.options()), key_ends.cumsum(0)}).to(at::kInt);
       tables_int = tables.to(at::kInt).contiguous();
+    } else {
+      // Where each row's keys are: rows of the cache viewed as [blocks * kv_heads * B, d].
+      key_rows =
+          (tables.view({rows, 1, blocks, 1}) * (kv_heads * block) + head_offsets.view({1, kv_heads, 1, 1}) +
+           at::arange(block, positions.options()).view({1, 1, 1, block}))
+              .reshape({-1});
+      const at::Tensor key_positions = at::arange(keys, positions.options());  // [M * B]
+      mask = (key_positions.view({1, keys}) < key_ends.view({rows, 1})).view({rows, 1, 1, keys});
     }
     for (size_t l = 0; l < layers_.size(); ++l) {
       const LlamaLayer& layer = layers_[l];
