@@ -452,7 +452,6 @@ absl::StatusOr<uint64_t> PadDecoder::Add(PreparedRequest prepared) {
   sequence->text = std::make_unique<IncrementalDecoder>(tokenizer_, /*skip_special_tokens=*/true);
   sequence->prepared = std::move(prepared);
   Admit(*sequence);
-  for (const PrefillRow& row : PrefillRows(*sequence)) prefix_hit_tokens_ += row.cached;
   const uint64_t id = sequence->id;
   sequences_.emplace(id, std::move(sequence));
   return id;
@@ -510,10 +509,10 @@ KvStats PadDecoder::kv_stats() const {
     stats.blocks_cached += cache->blocks_cached();
     stats.tokens_in_use += cache->tokens_in_use();
     stats.bytes += cache->bytes();
+    stats.prefix_hit_tokens += cache->prefix_hit_tokens();
   }
   stats.block_size = options_.kv_block_size;
   stats.preemptions = preemptions_;
-  stats.prefix_hit_tokens = prefix_hit_tokens_;
   stats.prefill_tokens = prefill_tokens_;
   stats.plan = kv_plan_;
   return stats;
@@ -543,7 +542,6 @@ absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
     if (!s->preempted) continue;
     if (!Fits(s->prepared)) break;
     Admit(*s);
-    for (const PrefillRow& row : PrefillRows(*s)) prefix_hit_tokens_ += row.cached;
   }
   // Every decoding sequence gets room for its next token, oldest first; when the pool runs out, the youngest
   // sequence holding blocks is preempted, until the older ones fit (vLLM's recomputation). Prepare made sure

@@ -97,7 +97,6 @@ class PadDecoder final : public BatchDecoder {
   uint64_t next_id_ = 1;
   std::string kv_plan_;
   int64_t preemptions_ = 0;
-  int64_t prefix_hit_tokens_ = 0;
   int64_t prefill_tokens_ = 0;
 };
 
