@@ -5,14 +5,14 @@
    20 to 400 tokens, answers of 16 to 256, end-of-sequence ignored), all submitted at once:
    - "dense slots": blocks of --max_seq_len tokens, so each sequence holds a whole slot, as the cache did
      before it was paged;
-   - "paged": blocks of 64 tokens (the CPU default), taken as sequences grow.
+   - "paged": blocks of 16 tokens (the CPU default), taken as sequences grow.
    The most requests running at once (pad_requests_running, polled), preemptions, and aggregate tokens/s.
    Then both at equal concurrency (--kv_slots of what the dense cache holds), where tokens/s should be equal.
 2. Prefix cache. An 8-turn chat, each turn resending the history: time to first token of the last turn, with
    and without --prefix_cache. Then 32 PAD requests with one principle, one after another: prompt tokens
    computed (pad_prefill_tokens_total) and read from the cache.
 
-    ~/.cache/pad/venv/bin/python bench/bench_capacity.py [--requests 48] [--kv_cache_mib 720]
+    ~/.cache/pad/venv/bin/python bench/bench_capacity.py [--requests 48] [--kv_cache_mib 720] [--only prefix]
 """
 import argparse
 import pathlib
@@ -142,6 +142,7 @@ def main():
                              "four 4,096-token slots)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--prm", default=str(ROOT / "prm" / "SmolLM2-135M-PAD-demo"))
+    parser.add_argument("--only", choices=["capacity", "prefix"], help="run one of the two parts")
     args = parser.parse_args()
     print(f"host: {cpu_name()}, {isa()}, 2 threads; SmolLM2-135M-Instruct float32, demo PRM (shared backbone)\n")
 
@@ -149,7 +150,14 @@ def main():
     common = [f"--reward_models=demo=:{args.prm}", "--max_seq_len=4096", "--max_prompt_tokens=1024",
               f"--kv_cache_mib={args.kv_cache_mib}", "--max_batch_tokens=512"]
     dense = common + ["--kv_block_size=4096", "--kv_slots=128"]
-    paged = common + ["--kv_block_size=64", "--kv_slots=128"]
+    paged = common + ["--kv_slots=128"]
+    if args.only != "prefix":
+        capacity(args, mix, dense, paged)
+    if args.only != "capacity":
+        prefix(args)
+
+
+def capacity(args, mix, dense, paged):
     rows = []
     for name, flags in (("dense slots", dense), ("paged", paged)):
         most, preemptions, tokens, seconds = run_mix(flags, mix)
@@ -165,6 +173,8 @@ def main():
     for name, most, preemptions, rate in rows:
         print(f"| {name} | {most} | {preemptions} | {rate:.1f} |")
 
+
+def prefix(args):
     print("\nPrefix cache\n")
     print("| measurement | --prefix_cache | --noprefix_cache |")
     print("|---|---:|---:|")

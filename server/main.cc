@@ -84,7 +84,7 @@ ABSL_FLAG(int64_t, kv_cache_mib, 0,
           "--kv_slots sequences at --max_seq_len");
 ABSL_FLAG(
     int64_t, kv_block_size, 0,
-    "tokens per KV cache block; 0: 256 on a GPU (FlashAttention's paged kernel's least), 64 on the CPU");
+    "tokens per KV cache block; 0: 256 on a GPU (FlashAttention's paged kernel's least), 16 on the CPU");
 ABSL_FLAG(bool, prefix_cache, true,
           "keep full KV blocks of prompts and answers, keyed by their tokens, for later requests that begin "
           "with them; --noprefix_cache to compare");

@@ -88,10 +88,10 @@ absl::StatusOr<std::unique_ptr<PadDecoder>> PadDecoder::Create(const LlamaModel*
       backbones.push_back(&prm->backbone());
     }
   }
-  // Blocks of 256 tokens on a GPU, the least FlashAttention's paged kernel takes; 64 on the CPU, where
-  // smaller blocks made long-context decode attention slower (bench/RESULTS.md).
+  // Blocks of 256 tokens on a GPU, the least FlashAttention's paged kernel takes; 16 on the CPU (vLLM's
+  // default), as fast as larger ones there and small enough to share a short system prompt or guideline.
   int64_t block_size = options.kv_block_size;
-  if (block_size == 0) block_size = policy->options().device.is_cuda() ? 256 : 64;
+  if (block_size == 0) block_size = policy->options().device.is_cuda() ? 256 : 16;
   decoder->options_.kv_block_size = block_size;
   const int64_t blocks_per_sequence = (options.max_seq_len + block_size - 1) / block_size;
   int64_t block_bytes = 0;  // one block in every cache

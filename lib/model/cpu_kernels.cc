@@ -556,9 +556,9 @@ void RopeAndCacheRows(const RopeAndCache& shape, T* qkv, const T* cos, const T* 
   }
 }
 
-// The keys (or values) one query head reads: position t at data + blocks[t / block_size] * block_stride +
-// (t % block_size) * token_stride. The kernels walk it block by block (PAGED_FOR: a loop, since a lambda
-// would not inherit their target attributes).
+// The keys (or values) a group of query heads reads: position t at data + blocks[t / block_size] *
+// block_stride + (t % block_size) * token_stride. The kernels walk it block by block (PAGED_FOR: a loop,
+// since a lambda would not inherit their target attributes).
 template <typename T>
 struct PagedHead {
   const T* data;  // the cache, offset to the head
@@ -566,59 +566,122 @@ struct PagedHead {
   int64_t block_size, block_stride, token_stride;
 };
 
-// The next block of `head` after block `b`, up to `length` positions, asked into the cache: a block is a few
-// KiB, and the hardware prefetcher stops at each jump between blocks.
+// Where `head`'s block after block `b` starts, or block b's `start` when b is the last before `length`: the
+// block to prefetch while reading block b (the hardware prefetcher stops at each jump between blocks).
 template <typename T>
-inline void PrefetchBlock(const PagedHead<T>& head, int64_t b, int64_t length) {
-  if ((b + 1) * head.block_size >= length) return;
-  const char* next = reinterpret_cast<const char*>(head.data + head.blocks[b + 1] * head.block_stride);
-  const int64_t bytes = std::min(head.block_size, length - (b + 1) * head.block_size) * head.token_stride *
-                        static_cast<int64_t>(sizeof(T));
-  for (int64_t at = 0; at < bytes; at += 64) __builtin_prefetch(next + at);
+inline const T* NextBlock(const PagedHead<T>& head, int64_t b, int64_t length, const T* start) {
+  if ((b + 1) * head.block_size >= length) return start;
+  return head.data + head.blocks[b + 1] * head.block_stride;
 }
 
-// for (t in [0, length)) with `pointer` at position t of `head`.
-#define PAGED_FOR(head, length, t, pointer)                                                              \
-  for (int64_t t = 0, block_ = 0, end_ = 0; t < (length); ++block_)                                      \
-    for (const T* pointer =                                                                              \
-             (end_ = std::min((length), t + (head).block_size), PrefetchBlock((head), block_, (length)), \
-             (head).data + (head).blocks[block_] * (head).block_stride);                                 \
-         t < end_; ++t, pointer += (head).token_stride)
+// Asks one position's row into the cache; true, to sit in a loop's condition.
+template <typename T>
+inline bool PrefetchRow(const T* row, int64_t token_stride) {
+  const char* at = reinterpret_cast<const char*>(row);
+  for (int64_t byte = 0; byte < token_stride * static_cast<int64_t>(sizeof(T)); byte += 64)
+    __builtin_prefetch(at + byte);
+  return true;
+}
+
+// for (t in [0, length)) with `pointer` at position t of `head`. Each step also asks for the same position
+// of the next block (ahead_), one block ahead.
+#define PAGED_FOR(head, length, t, pointer)                                             \
+  for (int64_t t = 0, block_ = 0, end_ = 0; t < (length); ++block_)                     \
+    for (const T *pointer = (end_ = std::min((length), t + (head).block_size),          \
+                            (head).data + (head).blocks[block_] * (head).block_stride), \
+                 *ahead_ = NextBlock((head), block_, (length), pointer);                \
+         t < end_ && PrefetchRow(ahead_, (head).token_stride);                          \
+         ++t, pointer += (head).token_stride, ahead_ += (head).token_stride)
 
 // ---- AVX-512 versions of the decode step's attention and SiLU, where a scalar loop would cost more than
 // the products around it.
 
-// One query head against `length` keys and values of 16 * V each, all in registers but the scores.
-template <int V, typename T>
-PAD_AVX512 void AttendHead(const T* q, const PagedHead<T>& keys, const PagedHead<T>& values, int64_t length,
-                           float* scores, T* out) {
+// The value pass's accumulators: G query heads by C vectors, with G broadcast weights and the value vector
+// beside them, in `registers`. C is the largest divisor of V that fits; a wide head runs in chunks of C.
+constexpr int ValueChunk(int v, int g, int registers) {
+  for (int c = v; c > 1; --c) {
+    if (v % c == 0 && g * c + g + 1 <= registers) return c;
+  }
+  return 1;
+}
+
+// G query heads (q [G, 16 * V], consecutive) against the `length` keys and values of 16 * V each they share:
+// each key and value is read, and widened, once for the group. scores [G, length] is scratch.
+template <int V, int G, typename T>
+PAD_AVX512 void AttendGroup(const T* q, const PagedHead<T>& keys, const PagedHead<T>& values, int64_t length,
+                            float* scores, T* out) {
   constexpr int64_t kDim = 16 * V;
+  constexpr int kKeyChunk = V < 8 ? V : 8, kValueChunk = ValueChunk(V, G, 32);
   const float scale = 1.0f / std::sqrt(static_cast<float>(kDim));
-  __m512 qv[V];
-  for (int v = 0; v < V; ++v) qv[v] = LoadAct16(q + 16 * v);
-  float max_score = -INFINITY;
+  alignas(64) float qf[G][kDim];
+  for (int g = 0; g < G; ++g) {
+    for (int v = 0; v < V; ++v) _mm512_store_ps(qf[g] + 16 * v, LoadAct16(q + g * kDim + 16 * v));
+  }
+  float max_score[G];
+  std::fill(max_score, max_score + G, -INFINITY);
   PAGED_FOR(keys, length, t, key) {
-    __m512 dot = _mm512_mul_ps(qv[0], LoadAct16(key));
-    for (int v = 1; v < V; ++v) dot = _mm512_fmadd_ps(qv[v], LoadAct16(key + 16 * v), dot);
-    scores[t] = _mm512_reduce_add_ps(dot) * scale;
-    max_score = std::max(max_score, scores[t]);
+    __m512 dot[G];
+    for (int v0 = 0; v0 < V; v0 += kKeyChunk) {
+      __m512 k[kKeyChunk];
+      for (int j = 0; j < kKeyChunk; ++j) k[j] = LoadAct16(key + 16 * (v0 + j));
+      for (int g = 0; g < G; ++g) {
+        for (int j = 0; j < kKeyChunk; ++j) {
+          const __m512 qv = _mm512_load_ps(qf[g] + 16 * (v0 + j));
+          dot[g] = v0 + j == 0 ? _mm512_mul_ps(qv, k[j]) : _mm512_fmadd_ps(qv, k[j], dot[g]);
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const float score = _mm512_reduce_add_ps(dot[g]) * scale;
+      scores[g * length + t] = score;
+      max_score[g] = std::max(max_score[g], score);
+    }
   }
-  const __m512 max_v = _mm512_set1_ps(max_score);
-  __m512 sum = _mm512_setzero_ps();
-  for (int64_t t = 0; t < length; t += 16) {
-    const __mmask16 mask = length - t >= 16 ? 0xffff : static_cast<__mmask16>((1u << (length - t)) - 1);
-    const __m512 e = Exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, scores + t), max_v));
-    _mm512_mask_storeu_ps(scores + t, mask, e);
-    sum = _mm512_mask_add_ps(sum, mask, sum, e);
+  float inverse[G];
+  for (int g = 0; g < G; ++g) {
+    float* row = scores + g * length;
+    const __m512 max_v = _mm512_set1_ps(max_score[g]);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t t = 0; t < length; t += 16) {
+      const __mmask16 mask = length - t >= 16 ? 0xffff : static_cast<__mmask16>((1u << (length - t)) - 1);
+      const __m512 e = Exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, row + t), max_v));
+      _mm512_mask_storeu_ps(row + t, mask, e);
+      sum = _mm512_mask_add_ps(sum, mask, sum, e);
+    }
+    inverse[g] = 1.0f / _mm512_reduce_add_ps(sum);
   }
-  __m512 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
-  PAGED_FOR(values, length, t, value) {
-    const __m512 p = _mm512_set1_ps(scores[t]);
-    for (int v = 0; v < V; ++v) acc[v] = _mm512_fmadd_ps(p, LoadAct16(value + 16 * v), acc[v]);
+  // Block by block, the accumulators of kValueChunk vectors at a time in registers, all of them in acc
+  // between blocks: one block's values stay in the cache for the next chunk.
+  alignas(64) float acc[G][kDim] = {};
+  for (int64_t t0 = 0, b = 0; t0 < length; t0 += values.block_size, ++b) {
+    const T* block = values.data + values.blocks[b] * values.block_stride;
+    const T* next = NextBlock(values, b, length, block);
+    const int64_t n = std::min(values.block_size, length - t0);
+    for (int v0 = 0; v0 < V; v0 += kValueChunk) {
+      __m512 a[G][kValueChunk];
+      for (int g = 0; g < G; ++g) {
+        for (int j = 0; j < kValueChunk; ++j) a[g][j] = _mm512_load_ps(acc[g] + 16 * (v0 + j));
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        if (v0 == 0) PrefetchRow(next + i * values.token_stride, values.token_stride);
+        const T* value = block + i * values.token_stride;
+        __m512 p[G];
+        for (int g = 0; g < G; ++g) p[g] = _mm512_set1_ps(scores[g * length + t0 + i]);
+        for (int j = 0; j < kValueChunk; ++j) {
+          const __m512 x = LoadAct16(value + 16 * (v0 + j));
+          for (int g = 0; g < G; ++g) a[g][j] = _mm512_fmadd_ps(p[g], x, a[g][j]);
+        }
+      }
+      for (int g = 0; g < G; ++g) {
+        for (int j = 0; j < kValueChunk; ++j) _mm512_store_ps(acc[g] + 16 * (v0 + j), a[g][j]);
+      }
+    }
   }
-  const __m512 inverse = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
-  for (int v = 0; v < V; ++v) StoreAct16(out + 16 * v, _mm512_mul_ps(acc[v], inverse));
+  for (int g = 0; g < G; ++g) {
+    for (int v = 0; v < V; ++v)
+      StoreAct16(out + g * kDim + 16 * v,
+                 _mm512_mul_ps(_mm512_load_ps(acc[g] + 16 * v), _mm512_set1_ps(inverse[g])));
+  }
 }
 
 // ---- The same with AVX2: 8 floats a vector.
@@ -662,47 +725,93 @@ PAD_AVX2 inline __m256 Exp8(__m256 x) {
   return _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(half)), _mm256_set1_ps(2.0f));
 }
 
-// AttendHead with AVX2: one query head against `length` keys and values of 8 * V each.
-template <int V, typename T>
-PAD_AVX2 void AttendHead8(const T* q, const PagedHead<T>& keys, const PagedHead<T>& values, int64_t length,
-                          float* scores, T* out) {
+// AttendGroup with AVX2: G query heads against keys and values of 8 * V each.
+template <int V, int G, typename T>
+PAD_AVX2 void AttendGroup8(const T* q, const PagedHead<T>& keys, const PagedHead<T>& values, int64_t length,
+                           float* scores, T* out) {
   constexpr int64_t kDim = 8 * V;
+  constexpr int kKeyChunk = 8, kValueChunk = ValueChunk(V, G, 16);
   const float scale = 1.0f / std::sqrt(static_cast<float>(kDim));
-  __m256 qv[V];
-  for (int v = 0; v < V; ++v) qv[v] = LoadAct8(q + 8 * v);
-  float max_score = -INFINITY;
+  alignas(32) float qf[G][kDim];
+  for (int g = 0; g < G; ++g) {
+    for (int v = 0; v < V; ++v) _mm256_store_ps(qf[g] + 8 * v, LoadAct8(q + g * kDim + 8 * v));
+  }
+  float max_score[G];
+  std::fill(max_score, max_score + G, -INFINITY);
   PAGED_FOR(keys, length, t, key) {
-    __m256 dot = _mm256_mul_ps(qv[0], LoadAct8(key));
-    for (int v = 1; v < V; ++v) dot = _mm256_fmadd_ps(qv[v], LoadAct8(key + 8 * v), dot);
-    scores[t] = Sum8(dot) * scale;
-    max_score = std::max(max_score, scores[t]);
+    __m256 dot[G];
+    for (int v0 = 0; v0 < V; v0 += kKeyChunk) {
+      const int n = std::min(kKeyChunk, V - v0);  // 8, or V's remainder (12 = 8 + 4)
+      __m256 k[kKeyChunk];
+      for (int j = 0; j < n; ++j) k[j] = LoadAct8(key + 8 * (v0 + j));
+      for (int g = 0; g < G; ++g) {
+        for (int j = 0; j < n; ++j) {
+          const __m256 qv = _mm256_load_ps(qf[g] + 8 * (v0 + j));
+          dot[g] = v0 + j == 0 ? _mm256_mul_ps(qv, k[j]) : _mm256_fmadd_ps(qv, k[j], dot[g]);
+        }
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      const float score = Sum8(dot[g]) * scale;
+      scores[g * length + t] = score;
+      max_score[g] = std::max(max_score[g], score);
+    }
   }
-  const __m256 max_v = _mm256_set1_ps(max_score);
-  __m256 sum = _mm256_setzero_ps();
-  float tail_sum = 0.0f;
-  int64_t t = 0;
-  for (; t + 8 <= length; t += 8) {
-    const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + t), max_v));
-    _mm256_storeu_ps(scores + t, e);
-    sum = _mm256_add_ps(sum, e);
+  float inverse[G];
+  for (int g = 0; g < G; ++g) {
+    float* row = scores + g * length;
+    const __m256 max_v = _mm256_set1_ps(max_score[g]);
+    __m256 sum = _mm256_setzero_ps();
+    float tail_sum = 0.0f;
+    int64_t t = 0;
+    for (; t + 8 <= length; t += 8) {
+      const __m256 e = Exp8(_mm256_sub_ps(_mm256_loadu_ps(row + t), max_v));
+      _mm256_storeu_ps(row + t, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    if (t < length) {  // the tail through a padded vector; its padding lanes are neither stored nor summed
+      alignas(32) float tail[8];
+      std::fill(tail, tail + 8, max_score[g]);
+      std::copy(row + t, row + length, tail);
+      const __m256 e = Exp8(_mm256_sub_ps(_mm256_load_ps(tail), max_v));
+      _mm256_store_ps(tail, e);
+      std::copy(tail, tail + (length - t), row + t);
+      for (int64_t i = 0; i < length - t; ++i) tail_sum += tail[i];
+    }
+    inverse[g] = 1.0f / (Sum8(sum) + tail_sum);
   }
-  if (t < length) {  // the tail through a padded vector; its padding lanes are neither stored nor summed
-    alignas(32) float tail[8];
-    std::fill(tail, tail + 8, max_score);
-    std::copy(scores + t, scores + length, tail);
-    const __m256 e = Exp8(_mm256_sub_ps(_mm256_load_ps(tail), max_v));
-    _mm256_store_ps(tail, e);
-    std::copy(tail, tail + (length - t), scores + t);
-    for (int64_t i = 0; i < length - t; ++i) tail_sum += tail[i];
+  // Block by block, the accumulators of kValueChunk vectors at a time in registers, all of them in acc
+  // between blocks: one block's values stay in the cache for the next chunk.
+  alignas(64) float acc[G][kDim] = {};
+  for (int64_t t0 = 0, b = 0; t0 < length; t0 += values.block_size, ++b) {
+    const T* block = values.data + values.blocks[b] * values.block_stride;
+    const T* next = NextBlock(values, b, length, block);
+    const int64_t n = std::min(values.block_size, length - t0);
+    for (int v0 = 0; v0 < V; v0 += kValueChunk) {
+      __m256 a[G][kValueChunk];
+      for (int g = 0; g < G; ++g) {
+        for (int j = 0; j < kValueChunk; ++j) a[g][j] = _mm256_load_ps(acc[g] + 8 * (v0 + j));
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        if (v0 == 0) PrefetchRow(next + i * values.token_stride, values.token_stride);
+        const T* value = block + i * values.token_stride;
+        __m256 p[G];
+        for (int g = 0; g < G; ++g) p[g] = _mm256_set1_ps(scores[g * length + t0 + i]);
+        for (int j = 0; j < kValueChunk; ++j) {
+          const __m256 x = LoadAct8(value + 8 * (v0 + j));
+          for (int g = 0; g < G; ++g) a[g][j] = _mm256_fmadd_ps(p[g], x, a[g][j]);
+        }
+      }
+      for (int g = 0; g < G; ++g) {
+        for (int j = 0; j < kValueChunk; ++j) _mm256_store_ps(acc[g] + 8 * (v0 + j), a[g][j]);
+      }
+    }
   }
-  __m256 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
-  PAGED_FOR(values, length, u, value) {
-    const __m256 p = _mm256_set1_ps(scores[u]);
-    for (int v = 0; v < V; ++v) acc[v] = _mm256_fmadd_ps(p, LoadAct8(value + 8 * v), acc[v]);
+  for (int g = 0; g < G; ++g) {
+    for (int v = 0; v < V; ++v)
+      StoreAct8(out + g * kDim + 8 * v,
+                _mm256_mul_ps(_mm256_load_ps(acc[g] + 8 * v), _mm256_set1_ps(inverse[g])));
   }
-  const __m256 inverse = _mm256_set1_ps(1.0f / (Sum8(sum) + tail_sum));
-  for (int v = 0; v < V; ++v) StoreAct8(out + 8 * v, _mm256_mul_ps(acc[v], inverse));
 }
 
 template <typename T>
@@ -725,28 +834,40 @@ PAD_AVX2 void SiluMulRows8(const T* gate_up, int64_t rows, int64_t inter, T* out
   }
 }
 
-// One query head's attention (AttendHead, AttendHead8).
+// The attention of a group of query heads sharing a key and value head (AttendGroup, AttendGroup8).
 template <typename T>
 using AttendFn = void (*)(const T* q, const PagedHead<T>& keys, const PagedHead<T>& values, int64_t length,
                           float* scores, T* out);
 
+// How many query heads one AttendFn call takes: the largest of 4, 3, 2, 1 dividing the group (3 for
+// SmolLM2, 4 for Llama-3-8B, 4 + 4 for a group of 8), as many as keep the value pass in registers.
+inline int64_t GroupChunk(int64_t group) {
+  for (int64_t chunk = 4; chunk > 1; --chunk) {
+    if (group % chunk == 0) return chunk;
+  }
+  return 1;
+}
+
 template <typename T>
 void PagedAttentionRows(const PagedAttention& s, AttendFn<T> attend, const T* q, const T* cache_k,
                         const T* cache_v, T* out) {
-  const int64_t group = s.heads / s.kv_heads, d = s.head_dim;
+  const int64_t group = s.heads / s.kv_heads, chunk = GroupChunk(group), chunks = s.heads / chunk;
+  const int64_t d = s.head_dim;
   const int64_t first_token = s.query_starts[0], tokens = s.query_starts[s.sequences] - first_token;
   std::vector<int64_t> sequence_of(tokens);  // [tokens]
   for (int64_t r = 0; r < s.sequences; ++r) {
     std::fill(sequence_of.begin() + (s.query_starts[r] - first_token),
               sequence_of.begin() + (s.query_starts[r + 1] - first_token), r);
   }
-  at::parallel_for(0, tokens * s.heads, /*grain_size=*/1, [&](int64_t first, int64_t last) {
+  // One item: a token's `chunk` query heads from h, all reading key and value head h / group.
+  at::parallel_for(0, tokens * chunks, /*grain_size=*/1, [&](int64_t first, int64_t last) {
     thread_local std::vector<float> scores;
     for (int64_t item = first; item < last; ++item) {
-      const int64_t h = item % s.heads, r = sequence_of[item / s.heads], t = first_token + item / s.heads;
+      const int64_t h = item % chunks * chunk, r = sequence_of[item / chunks],
+                    t = first_token + item / chunks;
       // Causal: the last query of the sequence sees every key, each earlier one a key fewer.
       const int64_t length = s.key_lengths[r] - (s.query_starts[r + 1] - 1 - t);
-      scores.resize(std::max<size_t>(scores.size(), length));
+      scores.resize(std::max<size_t>(scores.size(), chunk * length));
       const int32_t* blocks = s.block_tables + r * s.max_blocks;
       const int64_t block_stride = s.kv_heads * s.block_size * d, head = (h / group) * s.block_size * d;
       const PagedHead<T> keys = {cache_k + head, blocks, s.block_size, block_stride, d};
@@ -756,28 +877,42 @@ void PagedAttentionRows(const PagedAttention& s, AttendFn<T> attend, const T* q,
   });
 }
 
-// The head kernel for an ISA and head size; null for a size PagedAttentionSupported refuses.
-template <typename T>
-AttendFn<T> AttendFor(CpuIsa isa, int64_t head_dim) {
-  const bool avx512 = isa >= CpuIsa::kAvx512;
+template <int G, typename T>
+AttendFn<T> AttendForGroup(bool avx512, int64_t head_dim) {
   switch (head_dim) {
     case 64:
-      return avx512 ? AttendHead<4, T> : AttendHead8<8, T>;
+      return avx512 ? AttendGroup<4, G, T> : AttendGroup8<8, G, T>;
     case 96:
-      return avx512 ? AttendHead<6, T> : AttendHead8<12, T>;
+      return avx512 ? AttendGroup<6, G, T> : AttendGroup8<12, G, T>;
     case 128:
-      return avx512 ? AttendHead<8, T> : AttendHead8<16, T>;
+      return avx512 ? AttendGroup<8, G, T> : AttendGroup8<16, G, T>;
     case 256:
-      return avx512 ? AttendHead<16, T> : AttendHead8<32, T>;
+      return avx512 ? AttendGroup<16, G, T> : AttendGroup8<32, G, T>;
   }
   return nullptr;
+}
+
+// The group kernel for an ISA, head size and group chunk; null for a size PagedAttentionSupported refuses.
+template <typename T>
+AttendFn<T> AttendFor(CpuIsa isa, int64_t head_dim, int64_t chunk) {
+  const bool avx512 = isa >= CpuIsa::kAvx512;
+  switch (chunk) {
+    case 1:
+      return AttendForGroup<1, T>(avx512, head_dim);
+    case 2:
+      return AttendForGroup<2, T>(avx512, head_dim);
+    case 3:
+      return AttendForGroup<3, T>(avx512, head_dim);
+  }
+  return AttendForGroup<4, T>(avx512, head_dim);
 }
 
 template <typename T>
 void PagedAttentionOf(CpuIsa isa, const PagedAttention& s, const void* q, const void* cache_k,
                       const void* cache_v, void* out) {
-  PagedAttentionRows(s, AttendFor<T>(isa, s.head_dim), static_cast<const T*>(q),
-                     static_cast<const T*>(cache_k), static_cast<const T*>(cache_v), static_cast<T*>(out));
+  PagedAttentionRows(s, AttendFor<T>(isa, s.head_dim, GroupChunk(s.heads / s.kv_heads)),
+                     static_cast<const T*>(q), static_cast<const T*>(cache_k), static_cast<const T*>(cache_v),
+                     static_cast<T*>(out));
 }
 
 template <typename T>

@@ -87,7 +87,8 @@ void CpuRopeAndCache(ActivationFormat format, const RopeAndCache& shape, void* q
 // key_lengths[r] keys (already written), so its query i sees keys [0, key_lengths[r] - n + i + 1). Key p of
 // sequence r, head h, is at [block_tables[r * max_blocks + p / block_size], h, p % block_size] of the
 // cache. softmax(q·kᵀ / sqrt(head_dim)) · v per query head, query head h reading key and value head
-// h / (heads / kv_heads), so grouped-query attention reads each key once per query head and never copies it.
+// h / (heads / kv_heads): grouped-query attention reads each key and value once for up to 4 query heads of
+// its group (all 3 of SmolLM2's, all 4 of Llama-3-8B's) and never copies it.
 // Scores, softmax and sums in float32; each output rounded once. q [tokens, q_stride] (the first
 // heads * head_dim of each token); cache_k, cache_v [blocks, kv_heads, block_size, head_dim], contiguous;
 // out [tokens, heads * head_dim]. Split over tokens and heads on LibTorch's threads.

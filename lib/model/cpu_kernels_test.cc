@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <vector>
 
 namespace pad {
@@ -150,9 +151,10 @@ TEST(CpuDecodeOps, RmsNormAndRopeMatchLibTorch) {
 // Paged attention against LibTorch's scaled_dot_product_attention on each sequence's keys gathered through
 // its block table: packed queries (a prefill of 19 crossing blocks, decode rows of 1 key, a vector tail,
 // several vectors, and a chunk of 3 after cached keys), blocks scattered and out of order in the pool,
-// grouped heads, every supported head size; float32 to float rounding, bfloat16 within its rounding of the
-// output (SDPA's CPU kernel also rounds the probabilities to bfloat16 before the product with v; ours keeps
-// them in float32). A kernel that ignored the block tables would read other sequences' keys.
+// groups of query heads split into calls or not, every supported head size; float32 to float rounding,
+// bfloat16 within its rounding of the output (SDPA's CPU kernel also rounds the probabilities to bfloat16
+// before the product with v; ours keeps them in float32). A kernel that ignored the block tables would read
+// other sequences' keys.
 TEST(CpuDecodeOps, PagedAttentionMatchesScaledDotProductAttention) {
   if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
   at::manual_seed(4);
@@ -166,8 +168,15 @@ TEST(CpuDecodeOps, PagedAttentionMatchesScaledDotProductAttention) {
     ASSERT_TRUE(PagedAttentionSupported(isa, 64));
     for (const auto dtype : {at::kFloat, at::kBFloat16}) {
       const auto format = dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
-      for (const int64_t d : {64, 96, 128, 256}) {
-        const int64_t heads = 6, kv_heads = 2, width = (heads + 2 * kv_heads) * d, tokens = 25;
+      // Groups of 3 (one call per group), 8 (two calls of 4) and 1.
+      for (const auto [d, heads, kv_heads] : {std::array<int64_t, 3>{64, 6, 2},
+                                              {64, 8, 1},
+                                              {64, 2, 2},
+                                              {96, 6, 2},
+                                              {128, 6, 2},
+                                              {128, 8, 1},
+                                              {256, 6, 2}}) {
+        const int64_t width = (heads + 2 * kv_heads) * d, tokens = 25;
         const at::Tensor qkv = at::randn({tokens, width}).to(dtype);                 // [tokens, width]
         const at::Tensor cache_k = at::randn({pool, kv_heads, block, d}).to(dtype);  // [blocks, kv, B, d]
         const at::Tensor cache_v = at::randn({pool, kv_heads, block, d}).to(dtype);
@@ -204,8 +213,8 @@ TEST(CpuDecodeOps, PagedAttentionMatchesScaledDotProductAttention) {
           const at::Tensor got = out.narrow(0, query_starts[r], n).to(at::kFloat);
           const double tolerance = dtype == at::kFloat ? 1e-5 : 1e-2;
           EXPECT_TRUE(at::allclose(got, expected, tolerance, tolerance))
-              << CpuIsaName(isa) << " " << dtype << " d=" << d << " sequence " << r << ": largest error "
-              << (got - expected).abs().max().item<float>();
+              << CpuIsaName(isa) << " " << dtype << " d=" << d << " heads " << heads << "/" << kv_heads
+              << " sequence " << r << ": largest error " << (got - expected).abs().max().item<float>();
         }
       }
     }

@@ -118,14 +118,14 @@ def smollm2_slot_bytes(model_dir, max_seq_len):
 
 def test_memory_fraction_sizes_the_kv_cache_up_to_kv_slots(model_dir):
     # All of this machine's memory has room for far more than 3 sequences of 512 tokens: the pool is capped
-    # at --kv_slots sequences at --max_seq_len, 3 x 512 / 64 blocks of 64 tokens.
+    # at --kv_slots sequences at --max_seq_len, 3 x 512 / 16 blocks of 16 tokens.
     server = Server(model_dir, "--gpu_memory_fraction=1", "--kv_slots=3", "--max_seq_len=512")
     try:
         assert server.metric("pad_kv_cache_slots") == 3  # the default PRM shares the policy's cache
-        assert server.metric("pad_kv_cache_blocks") == 24
+        assert server.metric("pad_kv_cache_blocks") == 96
         assert server.metric("pad_kv_cache_bytes") == 3 * smollm2_slot_bytes(model_dir, 512)
         ready = [line for line in server.logs().splitlines() if "pad_server: ready" in line]
-        assert len(ready) == 1 and "24 blocks of 64 tokens" in ready[0] and "3 sequences of 512 tokens" in ready[0] \
+        assert len(ready) == 1 and "96 blocks of 16 tokens" in ready[0] and "3 sequences of 512 tokens" in ready[0] \
             and "left for the KV caches" in ready[0], server.logs()
     finally:
         server.stop_and_check()
@@ -135,17 +135,17 @@ def test_kv_slots_without_memory_fraction(model_dir):
     server = Server(model_dir, "--kv_slots=2", "--max_seq_len=256")
     try:
         assert server.metric("pad_kv_cache_bytes") == 2 * smollm2_slot_bytes(model_dir, 256)
-        assert "8 blocks of 64 tokens" in server.logs() and "(--kv_slots x --max_seq_len)" in server.logs()
+        assert "32 blocks of 16 tokens" in server.logs() and "(--kv_slots x --max_seq_len)" in server.logs()
     finally:
         server.stop_and_check()
 
 
 def test_kv_cache_mib_sizes_the_pool_apart_from_kv_slots(model_dir):
     # 8 MiB of SmolLM2 float32 blocks (30 layers x 3 KV heads x 64 x 2 x 4 bytes = 45 KiB a token): 182
-    # tokens' worth of 64-token blocks is 2 blocks; a pool smaller than one sequence at --max_seq_len fails.
+    # tokens' worth of 16-token blocks is 11 blocks; a pool smaller than one sequence at --max_seq_len fails.
     assert_fails_naming(model_dir, ["--kv_cache_mib=8", "--max_seq_len=256"],
-                        "the KV cache holds 2 blocks of 64 tokens, less than one sequence of 256 tokens")
-    block = smollm2_slot_bytes(model_dir, 64)
+                        "the KV cache holds 11 blocks of 16 tokens, less than one sequence of 256 tokens")
+    block = smollm2_slot_bytes(model_dir, 16)
     server = Server(model_dir, "--kv_cache_mib=64", "--kv_slots=40", "--max_seq_len=256")
     try:
         assert server.metric("pad_kv_cache_blocks") == (64 << 20) // block
@@ -159,16 +159,16 @@ def test_cuda_graphs_give_each_cache_a_padding_block(model_dir):
     server = Server(model_dir, "--cuda_graphs", "--gpu_memory_fraction=1", "--kv_slots=2", "--max_seq_len=256")
     try:
         assert server.metric("pad_kv_cache_slots") == 2
-        assert server.metric("pad_kv_cache_blocks") == 8
+        assert server.metric("pad_kv_cache_blocks") == 32
         assert server.metric("pad_kv_cache_bytes") == 2 * smollm2_slot_bytes(model_dir, 256) + \
-            smollm2_slot_bytes(model_dir, 64)
+            smollm2_slot_bytes(model_dir, 16)
     finally:
         server.stop_and_check()
 
 
 def test_memory_fraction_with_no_room_fails_naming_the_numbers(model_dir):
     line = assert_fails_naming(model_dir, ["--gpu_memory_fraction=0.001"],
-                               "the KV cache holds 0 blocks of 64 tokens, less than one sequence of 4096 tokens")
+                               "the KV cache holds 0 blocks of 16 tokens, less than one sequence of 4096 tokens")
     assert "left for the KV caches 0.00 GiB: 0 blocks" in line, line
 
 

@@ -19,7 +19,7 @@ class RewardModel;
 struct DecoderOptions {
   // Sequences resident per backbone's cache, a limit, not memory: a request takes 1 + its PRM rows.
   int64_t kv_slots = 16;
-  // Tokens per KV cache block; 0: 256 on a GPU (FlashAttention's paged kernel takes no fewer), 64 on the CPU.
+  // Tokens per KV cache block; 0: 256 on a GPU (FlashAttention's paged kernel takes no fewer), 16 on the CPU.
   int64_t kv_block_size = 0;
   // The KV cache pool, in blocks taken as sequences grow. memory_fraction > 0: as many blocks as fit in
   // this share of the device's memory beside what is in use once the models are loaded and
