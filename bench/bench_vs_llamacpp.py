@@ -2,7 +2,9 @@
 
 Both servers are driven by the same client over OpenAI's streaming `POST /v1/chat/completions`: 16 fixed
 prompts of 48-59 tokens, --new_tokens greedy tokens each, end of sequence ignored, each prompt once at
-every concurrency level (N streams at a time). A cell is aggregate tokens/s: generated tokens over the wall
+every concurrency level (N streams at a time). Level "Na" is N streams with arrivals: 3 x 16 requests, N at a
+time, answers of 32-95 tokens (for --new_tokens 64), so that new prompts keep arriving while the other streams
+decode, the case where a prefill can stall them. A cell is aggregate tokens/s: generated tokens over the wall
 time from the first request sent to the last one finished; beside it, time to first token and the gaps
 between a stream's tokens (inter-token latency) at p50 and p99 over every request and gap of the cell. Each
 configuration gets its own server, alone;
@@ -122,7 +124,7 @@ class Config:
                     "--reward_models=identity",  # the policy's own backbone, no adapter: nothing extra loaded
                     f"--http_listen=127.0.0.1:{port}", f"--listen=127.0.0.1:{free_port()}",
                     f"--kv_slots={slots}", f"--max_waiting={len(PROMPTS)}",
-                    f"--max_seq_len={CONTEXT_PER_STREAM}"]
+                    f"--max_seq_len={CONTEXT_PER_STREAM}", "--noprefix_cache", *self.args.ours_flags.split()]
         gguf = self.args.llama_home / "models" / f"{MODEL_NAME}-{self.dtype}.gguf"
         if not gguf.exists():
             raise SystemExit(f"{gguf} is missing: run bench/llamacpp/build.sh")
@@ -140,7 +142,7 @@ class Config:
         if self.kind == "ours":
             body["pad"] = {"mode": "vanilla", "ignore_eos": True}
         else:
-            # ours has no prefix cache: llama.cpp must prefill every prompt too, not reuse a slot's.
+            # Neither reuses a cached prompt (ours runs with --noprefix_cache): both prefill every prompt.
             body.update(ignore_eos=True, cache_prompt=False)
         return body
 
@@ -219,14 +221,32 @@ def complete(port, body):
     return usage["completion_tokens"], usage["prompt_tokens"], first or time.monotonic() - start, gaps
 
 
-def measure(config, port, streams, new_tokens):
-    """Every prompt once, `streams` at a time: (generated tokens, wall seconds, per-request results)."""
-    bodies = [config.body(p, new_tokens) for p in PROMPTS]
+def answer_lengths(level, new_tokens):
+    """Tokens of each request at a level: every prompt once at new_tokens, or with arrivals ("16a") every
+    prompt three times at lengths spread over [new_tokens / 2, 3 * new_tokens / 2)."""
+    if not level.endswith("a"):
+        return [new_tokens] * len(PROMPTS)
+    return [new_tokens // 2 + (i * 37) % new_tokens for i in range(3 * len(PROMPTS))]
+
+
+def measure(config, port, level, new_tokens):
+    """The level's requests, its number of streams at a time: (generated tokens, wall seconds, per-request
+    results)."""
+    lengths = answer_lengths(level, new_tokens)
+    bodies = [config.body(PROMPTS[i % len(PROMPTS)], n) for i, n in enumerate(lengths)]
     start = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(streams) as pool:
+    with concurrent.futures.ThreadPoolExecutor(int(level.rstrip("a"))) as pool:
         results = list(pool.map(lambda body: complete(port, body), bodies))
     wall = time.monotonic() - start
+    short = [(r[0], n) for r, n in zip(results, lengths) if r[0] != n]
+    if short:
+        raise RuntimeError(f"answers of (tokens, asked) {short}: end of sequence was not ignored")
     return sum(r[0] for r in results), wall, results
+
+
+def level_name(level):
+    streams = int(level.rstrip("a"))
+    return f"{streams} stream{'s' if streams > 1 else ''}" + (" + arrivals" if level.endswith("a") else "")
 
 
 def wait_for_idle(max_load):
@@ -275,7 +295,8 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default=DEFAULT_CONFIGS,
                         help="in order; ours:DTYPE (pad_server --dtype) or llama:GGUF_TYPE (f32, bf16, q8_0)")
-    parser.add_argument("--levels", default="1,4,16", help="concurrent streams, comma-separated")
+    parser.add_argument("--levels", default="1,4,16,16a",
+                        help="concurrent streams, comma-separated; Na: N streams with arrivals")
     parser.add_argument("--new_tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2,
@@ -287,12 +308,13 @@ def main():
     parser.add_argument("--pad_server", type=pathlib.Path, default=ROOT / "build" / "server" / "pad_server")
     parser.add_argument("--model_dir", type=pathlib.Path, default=ROOT / "models" / MODEL_NAME)
     parser.add_argument("--llama_home", type=pathlib.Path, default=LLAMA_HOME)
+    parser.add_argument("--ours_flags", default="", help="more pad_server flags, space-separated")
     parser.add_argument("--isa", choices=("native", "avx2"), default="native",
                         help="avx2: run what an AVX2 CPU runs (ours capped, llama.cpp's AVX2 build)")
     args = parser.parse_args()
     if args.quick:
-        args.levels, args.new_tokens, args.repeats, args.max_load = "1,2", 8, 1, float("inf")
-    args.levels = [int(n) for n in args.levels.split(",")]
+        args.levels, args.new_tokens, args.repeats, args.max_load = "1,2a", 8, 1, float("inf")
+    args.levels = args.levels.split(",")
     configs = [Config(spec, args) for spec in args.configs.split(",")]
     log_dir = pathlib.Path(tempfile.mkdtemp(prefix="bench_vs_llamacpp."))
     print(f"server logs: {log_dir}", flush=True)
@@ -308,10 +330,6 @@ def main():
                 complete(server.port, config.body(PROMPTS[0], args.new_tokens))  # warm-up
                 for streams in args.levels:
                     tokens, wall, results = measure(config, server.port, streams, args.new_tokens)
-                    short = [r[0] for r in results if r[0] != args.new_tokens]
-                    if short:
-                        raise RuntimeError(f"answers of {short} tokens, not {args.new_tokens}: end of "
-                                           "sequence was not ignored")
                     tokens_per_s[config.spec][streams].append(tokens / wall)
                     ttfts, gaps = latencies[config.spec][streams]
                     ttfts += [r[2] for r in results]
@@ -319,7 +337,7 @@ def main():
                     prompt = sum(r[1] for r in results) / len(results)
                     ttft = percentile([r[2] for r in results], 50)
                     itl = [g for r in results for g in r[3]]
-                    print(f"  {streams:2d} stream{'s' if streams > 1 else ' '}: {tokens} tokens in {wall:6.1f} s "
+                    print(f"  {level_name(streams):>17}: {tokens} tokens in {wall:6.1f} s "
                           f"= {tokens / wall:6.1f} tokens/s; prompt {prompt:.0f} tokens, TTFT p50 {ttft:.2f} s, "
                           f"ITL p50 {percentile(itl, 50) * 1e3:.0f} ms p99 {percentile(itl, 99) * 1e3:.0f} ms",
                           flush=True)
@@ -331,9 +349,10 @@ def main():
     print(f"\nMachine: {machine()}; Linux {platform.release()}. pad_server: LibTorch {torch} (the torch "
           f"wheel). llama.cpp: {llama_version(args)}.{capped}")
     print(f"Workload: {len(PROMPTS)} prompts of 48-59 tokens (+ the chat template), {args.new_tokens} greedy "
-          f"tokens each, end of sequence ignored, streamed; aggregate tokens/s at each number of concurrent "
-          f"streams, run {' / run '.join(str(r + 1) for r in range(args.repeats))}.\n")
-    headers = [f"{n} stream{'s' if n > 1 else ''}" for n in args.levels]
+          f"tokens each (with arrivals: each prompt 3 times, {args.new_tokens // 2}-"
+          f"{args.new_tokens // 2 + args.new_tokens - 1} tokens), end of sequence ignored, streamed; aggregate "
+          f"tokens/s at each number of concurrent streams, run {' / run '.join(str(r + 1) for r in range(args.repeats))}.\n")
+    headers = [level_name(n) for n in args.levels]
     print("| configuration | " + " | ".join(headers) + " |")
     print("|---" * (len(headers) + 1) + "|")
     for config in configs:

@@ -91,6 +91,10 @@ ABSL_FLAG(bool, prefix_cache, true,
 ABSL_FLAG(int64_t, max_batch_tokens, 512,
           "most tokens one engine step feeds the models: decode rows first, then prompts in chunks, so "
           "long prompts arriving cannot stall running streams; 0: prompts are prefilled whole");
+ABSL_FLAG(double, prefill_stall_ratio, 1.0,
+          "while streams decode, a step prefills only as many prompt tokens as recent steps' measured costs "
+          "say take about this many times the decode's own time (at least 16), so that a step with a "
+          "prefill costs about 1 + this many decode steps; 0: --max_batch_tokens alone");
 ABSL_FLAG(bool, cuda_graphs, false,
           "decode steps in fixed shapes, recorded as CUDA graphs on a GPU (one per batch-size bucket, at "
           "start-up) and replayed; on the CPU the same steps run directly");
@@ -186,6 +190,9 @@ pad::EngineOptions EngineOptionsFromFlags() {
   options.decoder.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
   if (absl::GetFlag(FLAGS_max_batch_tokens) < 0) Die("--max_batch_tokens: must be at least 0");
   options.decoder.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  const double stall_ratio = absl::GetFlag(FLAGS_prefill_stall_ratio);
+  if (!(stall_ratio >= 0)) Die("--prefill_stall_ratio: must be at least 0");
+  options.decoder.prefill_stall_ratio = stall_ratio;
   options.decoder.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   options.decoder.memory_reserve_bytes = absl::GetFlag(FLAGS_memory_reserve_mib) << 20;
   options.decoder.max_seq_len = max_seq_len;

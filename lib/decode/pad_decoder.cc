@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -567,6 +568,11 @@ absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
   for (const Sequence* s : decode) decode_rows += 1 + static_cast<int64_t>(s->prm_slots.size());
   int64_t budget = options_.max_batch_tokens > 0 ? options_.max_batch_tokens - decode_rows
                                                  : std::numeric_limits<int64_t>::max();
+  if (options_.prefill_stall_ratio > 0 && !decode.empty() && decode_seconds_ > 0 &&
+      prefill_seconds_per_token_ > 0) {
+    const double affordable = options_.prefill_stall_ratio * decode_seconds_ / prefill_seconds_per_token_;
+    budget = std::min(budget, std::max(kMinPrefillChunk, static_cast<int64_t>(affordable)));
+  }
   std::vector<Sequence*> complete;
   std::vector<std::vector<ForwardRow>> chunks(caches_.size());  // per backbone
   for (Sequence* s : prefill) {
@@ -591,10 +597,24 @@ absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
   std::vector<TokenEvent> events;
   // Prefill and decode run as separate forwards so that one-token rows are not padded to prompt length.
   absl::Status status = absl::OkStatus();
-  if (!decode.empty()) status = RunPass(decode, /*prefill=*/false, {}, &events);
+  using Clock = std::chrono::steady_clock;
+  auto average = [](double& mean, double sample) { mean = mean == 0.0 ? sample : 0.8 * mean + 0.2 * sample; };
+  if (!decode.empty()) {
+    const Clock::time_point start = Clock::now();
+    status = RunPass(decode, /*prefill=*/false, {}, &events);
+    average(decode_seconds_, std::chrono::duration<double>(Clock::now() - start).count());
+  }
   const bool any_chunk = std::any_of(chunks.begin(), chunks.end(), [](const auto& c) { return !c.empty(); });
   if (status.ok() && (!complete.empty() || any_chunk)) {
+    const Clock::time_point start = Clock::now();
+    const int64_t tokens_before = prefill_tokens_;
     status = RunPass(complete, /*prefill=*/true, chunks, &events);
+    // A pass that scores nothing returns before a GPU finishes it; only one that copies results back (or
+    // any on the CPU) has taken its time.
+    if (!complete.empty() || !policy_->options().device.is_cuda()) {
+      average(prefill_seconds_per_token_, std::chrono::duration<double>(Clock::now() - start).count() /
+                                              std::max<int64_t>(1, prefill_tokens_ - tokens_before));
+    }
   }
   if (!status.ok()) {
     for (auto& [id, sequence] : sequences_) Release(*sequence);

@@ -2,7 +2,7 @@
 //
 //   {"command": "generate", "policy": DIR, "dtype": "float32", "device": "cpu", "quantization": "none",
 //    "reward_models": [{"name", "backbone", "adapter", "value_head"}], "requests": [REQUEST...],
-//    "batched": true, "kv_slots": 24, "max_seq_len": 2560, "max_batch_tokens": 0, "cuda_graphs": false,
+//    "batched": true, "kv_slots": 24, "max_seq_len": 2560, "max_batch_tokens": 0, "prefill_stall_ratio": 0, "cuda_graphs": false,
 //    "kv_cache_bytes": 0, "kv_block_size": 0, "prefix_cache": true}
 //     REQUEST holds AlignmentRequest's fields by name ("mode": "pad" | "vanilla" | "preference_prompt" |
 //     "genarm", "composition": "prompt" | "weighted"; beta and temperature may be "nan", "inf" or "-inf").
@@ -229,6 +229,7 @@ int main() {
   decoder_options.kv_slots = request.value("kv_slots", 24);
   decoder_options.max_seq_len = request.value("max_seq_len", 2560);
   decoder_options.max_batch_tokens = request.value("max_batch_tokens", int64_t{0});
+  decoder_options.prefill_stall_ratio = request.value("prefill_stall_ratio", 0.0);
   decoder_options.cuda_graphs = request.value("cuda_graphs", false);
   decoder_options.kv_cache_bytes = request.value("kv_cache_bytes", int64_t{0});
   decoder_options.kv_block_size = request.value("kv_block_size", int64_t{0});

@@ -472,6 +472,21 @@ def test_chunked_prefill_equals_whole_prefill(tiny_model, budget):
     assert max(r["first_token_step"] for r in chunked) >= 3
 
 
+def test_prefill_beside_decoding_rows_is_limited_by_the_stall_ratio(tiny_model):
+    # A ratio far below what any prompt token costs: while rows decode, every step prefills the least chunk,
+    # 16 tokens, so the prompts that were not prefilled whole in the first step wait more steps than under
+    # max_batch_tokens alone; the tokens are the same. A ratio far above changes nothing.
+    budget = {"max_batch_tokens": 160}
+    plain = generate(*tiny_model, BATCH_REQUESTS, batched=True, **budget)
+    limited = generate(*tiny_model, BATCH_REQUESTS, batched=True, prefill_stall_ratio=1e-9, **budget)
+    unlimited = generate(*tiny_model, BATCH_REQUESTS, batched=True, prefill_stall_ratio=1e9, **budget)
+    for request, a, b, c in zip(BATCH_REQUESTS, plain, limited, unlimited):
+        assert tokens_of(a) == tokens_of(b) == tokens_of(c), request
+    steps = [[r["first_token_step"] for r in results] for results in (plain, limited, unlimited)]
+    assert steps[2] == steps[0], steps
+    assert max(steps[1]) > max(steps[0]) + 3, steps
+
+
 def test_max_batch_tokens_below_the_slots_is_refused(tiny_model):
     # Else decode rows could take the whole budget while a prompt waits.
     request = {"command": "generate", "policy": str(tiny_model[0]), "kv_slots": 24, "max_batch_tokens": 23,

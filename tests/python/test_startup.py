@@ -177,6 +177,11 @@ def test_memory_fraction_out_of_range(model_dir, value):
     assert_fails_naming(model_dir, [f"--gpu_memory_fraction={value}"], "--gpu_memory_fraction")
 
 
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_prefill_stall_ratio_below_zero(model_dir, value):
+    assert_fails_naming(model_dir, [f"--prefill_stall_ratio={value}"], "--prefill_stall_ratio: must be at least 0")
+
+
 # --- Mutual TLS -----------------------------------------------------------------------------------------------
 
 def openssl(*args):

@@ -16,6 +16,10 @@ namespace pad {
 
 class RewardModel;
 
+// The fewest prompt tokens a step prefills beside decoding rows under DecoderOptions::prefill_stall_ratio, so
+// that prompts always progress.
+inline constexpr int64_t kMinPrefillChunk = 16;
+
 struct DecoderOptions {
   // Sequences resident per backbone's cache, a limit, not memory: a request takes 1 + its PRM rows.
   int64_t kv_slots = 16;
@@ -35,6 +39,13 @@ struct DecoderOptions {
   // prefilled with what is left, in chunks across steps, so that a burst of long prompts cannot stall the
   // running streams for one long step. 0: every admitted prompt is prefilled whole in its first step.
   int64_t max_batch_tokens = 0;
+  // > 0: while sequences decode, a step prefills no more prompt tokens than the measured costs of recent
+  // steps say take about this many times the decode's own time (but at least kMinPrefillChunk), so that a
+  // step with a prefill costs about 1 + ratio decode steps: the running streams' token gaps stay within that
+  // of their median while prompts arrive, on any device, at the price of longer prefills. With nothing
+  // decoding, only max_batch_tokens limits a step. 0: max_batch_tokens alone, and chunks that depend on
+  // nothing but the requests.
+  double prefill_stall_ratio = 0.0;
   // Decode steps in fixed shapes (DecodeGraphs), recorded as CUDA graphs on a GPU; on the CPU the same
   // arithmetic runs directly (the tests' twin of the GPU path). Each cache gets one padding block more.
   bool cuda_graphs = false;

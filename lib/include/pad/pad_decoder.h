@@ -98,6 +98,10 @@ class PadDecoder final : public BatchDecoder {
   std::string kv_plan_;
   int64_t preemptions_ = 0;
   int64_t prefill_tokens_ = 0;
+  // Moving averages of recent steps' costs, for options.prefill_stall_ratio: a decode pass, and a prefill
+  // pass per token it fed (its fixed cost included, so the budget converges on passes that take the ratio).
+  double decode_seconds_ = 0.0;
+  double prefill_seconds_per_token_ = 0.0;
 };
 
 }  // namespace pad
