@@ -88,13 +88,14 @@ ABSL_FLAG(
 ABSL_FLAG(bool, prefix_cache, true,
           "keep full KV blocks of prompts and answers, keyed by their tokens, for later requests that begin "
           "with them; --noprefix_cache to compare");
-ABSL_FLAG(int64_t, max_batch_tokens, 512,
+ABSL_FLAG(int64_t, max_batch_tokens, 2048,
           "most tokens one engine step feeds the models: decode rows first, then prompts in chunks, so "
           "long prompts arriving cannot stall running streams; 0: prompts are prefilled whole");
-ABSL_FLAG(double, prefill_stall_ratio, 1.0,
+ABSL_FLAG(double, prefill_stall_ratio, 0.0,
           "while streams decode, a step prefills only as many prompt tokens as recent steps' measured costs "
           "say take about this many times the decode's own time (at least 16), so that a step with a "
-          "prefill costs about 1 + this many decode steps; 0: --max_batch_tokens alone");
+          "prefill costs about 1 + this many decode steps (bench/RESULTS.md: smoother token gaps while "
+          "prompts arrive, for less throughput and later first tokens); 0: --max_batch_tokens alone");
 ABSL_FLAG(bool, cuda_graphs, false,
           "decode steps in fixed shapes, recorded as CUDA graphs on a GPU (one per batch-size bucket, at "
           "start-up) and replayed; on the CPU the same steps run directly");

@@ -564,13 +564,18 @@ absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
   // Decode rows first, one token each; prefill takes what is left of max_batch_tokens, oldest first: whole
   // prompts (the pass that scores their first token), then a chunk of the next one, which waits for later
   // steps to finish. A chunk leaves every row its last token, for the pass that scores it.
-  int64_t decode_rows = 0;
+  int64_t decode_rows = 0, waiting_rows = 0;
   for (const Sequence* s : decode) decode_rows += 1 + static_cast<int64_t>(s->prm_slots.size());
+  for (const Sequence* s : prefill) waiting_rows += 1 + static_cast<int64_t>(s->prm_slots.size());
   int64_t budget = options_.max_batch_tokens > 0 ? options_.max_batch_tokens - decode_rows
                                                  : std::numeric_limits<int64_t>::max();
   if (options_.prefill_stall_ratio > 0 && !decode.empty() && decode_seconds_ > 0 &&
       prefill_seconds_per_token_ > 0) {
-    const double affordable = options_.prefill_stall_ratio * decode_seconds_ / prefill_seconds_per_token_;
+    // The stall is shared out by rows: prompts outnumbering the decoding rows (a burst onto a lightly
+    // loaded server) may take proportionally longer, so that they join the batch soon.
+    const double share = std::max(1.0, static_cast<double>(waiting_rows) / static_cast<double>(decode_rows));
+    const double affordable =
+        options_.prefill_stall_ratio * share * decode_seconds_ / prefill_seconds_per_token_;
     budget = std::min(budget, std::max(kMinPrefillChunk, static_cast<int64_t>(affordable)));
   }
   std::vector<Sequence*> complete;
