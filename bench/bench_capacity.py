@@ -21,27 +21,18 @@ import re
 import sys
 import threading
 import time
-import urllib.request
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "eval"))
 sys.path.insert(0, str(ROOT / "client" / "python"))
-import pad_rpc  # noqa: E402  (eval/pad_rpc.py: the server process)
-from pad_client import PadClient, build_request  # noqa: E402
-from pad_client.client import Delta, Final  # noqa: E402
+from pad_client import Delta, Final, PadClient  # noqa: E402
+from pad_server_process import PadServerProcess  # noqa: E402
 
 WORDS = ("river mountain lantern harvest engine library window orchard signal garden bridge compass "
          "thunder meadow circuit journal anchor canvas pepper saddle").split()
 QUESTIONS = ["Summarise the notes above.", "What should I do next?", "Explain the main idea simply.",
              "List the key points.", "Write a short reply to this."]
-
-
-def metric(server, name):
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=10).read().decode()
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 def cpu_name():
@@ -71,7 +62,7 @@ def request_mix(n, seed):
 
 def run_mix(flags, mix):
     """Submits every request of `mix` at once; returns (most running, preemptions, tokens, seconds)."""
-    with pad_rpc.Server(*flags, "--max_waiting=256", env={"OMP_NUM_THREADS": "2"}) as server:
+    with PadServerProcess(*flags, "--max_waiting=256", env={"OMP_NUM_THREADS": "2"}) as server:
         client = PadClient(server.address)
         tokens = [0] * len(mix)
         errors = []
@@ -90,10 +81,10 @@ def run_mix(flags, mix):
             t.start()
         most = 0
         while any(t.is_alive() for t in threads):
-            most = max(most, int(metric(server, "pad_requests_running")))
+            most = max(most, int(server.metric("pad_requests_running")))
             time.sleep(0.2)
         seconds = time.monotonic() - start
-        preemptions = int(metric(server, "pad_preemptions_total"))
+        preemptions = int(server.metric("pad_preemptions_total"))
         client.close()
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed: {errors[:3]}")
@@ -102,7 +93,7 @@ def run_mix(flags, mix):
 
 def chat_turns(flags, turns):
     """TTFT of each turn of a chat whose history grows; answers are fixed text so both runs see the same."""
-    with pad_rpc.Server(*flags, env={"OMP_NUM_THREADS": "2"}) as server:
+    with PadServerProcess(*flags, env={"OMP_NUM_THREADS": "2"}) as server:
         client = PadClient(server.address)
         messages, times = [], []
         for turn in range(turns):
@@ -121,15 +112,15 @@ def chat_turns(flags, turns):
 
 
 def principle_requests(flags, n):
-    with pad_rpc.Server(*flags, env={"OMP_NUM_THREADS": "2"}) as server:
+    with PadServerProcess(*flags, env={"OMP_NUM_THREADS": "2"}) as server:
         client = PadClient(server.address)
         for i in range(n):
             for _ in client.generate_aligned([{"role": "user", "content": f"Question {i}: {QUESTIONS[i % 5]}"}],
                                              principles=["Be helpful, harmless and humorous; answer briefly."],
                                              max_new_tokens=4, ignore_eos=True, timeout=600):
                 pass
-        computed = metric(server, "pad_prefill_tokens_total")
-        cached = metric(server, "pad_prefix_cache_hit_tokens_total")
+        computed = server.metric("pad_prefill_tokens_total")
+        cached = server.metric("pad_prefix_cache_hit_tokens_total")
         client.close()
         return int(computed), int(cached)
 
@@ -178,7 +169,7 @@ def prefix(args):
     print("\nPrefix cache\n")
     print("| measurement | --prefix_cache | --noprefix_cache |")
     print("|---|---:|---:|")
-    small = ["--reward_models=demo=:" + args.prm, "--max_seq_len=4096", "--max_prompt_tokens=2048"]
+    small = ["--reward_models=demo=:" + args.prm, "--kv_slots=32", "--max_seq_len=4096", "--max_prompt_tokens=2048"]
     on = chat_turns(small, 8)
     off = chat_turns(small + ["--noprefix_cache"], 8)
     print(f"| 8-turn chat: TTFT of the last turn | {on[-1] * 1000:.0f} ms | {off[-1] * 1000:.0f} ms |")

@@ -16,8 +16,9 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "eval"))
-import pad_rpc  # noqa: E402  (eval/pad_rpc.py: the server process and the stubs)
+sys.path.insert(0, str(ROOT / "client" / "python"))
+from pad_client import Delta, Final  # noqa: E402
+from pad_server_process import PadServerProcess  # noqa: E402
 
 STREAM_PROMPTS = ["Tell me about owls.", "How do plants make food?", "Write a short poem about the sea.",
                   "Explain what a database index is.", "Define serendipity.", "Describe a thunderstorm.",
@@ -25,31 +26,30 @@ STREAM_PROMPTS = ["Tell me about owls.", "How do plants make food?", "Write a sh
 LONG_SENTENCE = "The committee reviewed every section of the annual report on coastal erosion and its causes. "
 
 
-def stream(stub, request, times, usage):
-    """Consumes one GenerateAligned stream, appending the arrival time of each token (return_token_ids)."""
-    for response in stub.GenerateAligned(request, timeout=600):
+def stream(client, request, times, usage):
+    """Consumes one answer's stream (`request`: generate_aligned's arguments), appending the arrival time of
+    each token."""
+    for event in client.generate_aligned(timeout=600, ignore_eos=True, return_tokens=True, **request):
         now = time.monotonic()
-        times.extend([now] * len(response.tokens))
-        if response.HasField("final"):
-            usage.append(response.final.usage)
+        if isinstance(event, Delta):
+            times.extend([now] * len(event.tokens))
+        elif isinstance(event, Final):
+            usage.append(event.usage)
 
 
 def run(setting, args):
     flags = [f"--kv_slots={args.kv_slots}", f"--max_batch_tokens={setting}", "--max_waiting=64",
              f"--reward_models=demo=:{args.prm}", "--max_seq_len=2048"]
-    with pad_rpc.Server(*flags, env={"OMP_NUM_THREADS": "2"}) as server:
+    with PadServerProcess(*flags, env={"OMP_NUM_THREADS": "2"}) as server:
         long_prompt = LONG_SENTENCE * (args.long_tokens // 17)
-        streams = [pad_rpc.make_request(p, principles=["humorous"], max_new_tokens=args.stream_tokens)
-                   for p in STREAM_PROMPTS]
-        arrivals = [pad_rpc.make_request(f"{i}. {long_prompt} Summarise it.", principles=["concise"],
-                                         max_new_tokens=8) for i in range(8)]
-        for r in streams + arrivals:
-            r.decoding.ignore_eos = True
-            r.return_token_ids = True
+        streams = [dict(messages=[{"role": "user", "content": p}], principles=["humorous"],
+                        max_new_tokens=args.stream_tokens) for p in STREAM_PROMPTS]
+        arrivals = [dict(messages=[{"role": "user", "content": f"{i}. {long_prompt} Summarise it."}],
+                         principles=["concise"], max_new_tokens=8) for i in range(8)]
         stream_times = [[] for _ in streams]
         threads, usage = [], []
         for request, times in zip(streams, stream_times):
-            thread = threading.Thread(target=stream, args=(server.stub, request, times, []))
+            thread = threading.Thread(target=stream, args=(server.client, request, times, []))
             thread.start()
             threads.append(thread)
         while min(len(t) for t in stream_times) < 5:  # every stream decoding
@@ -57,7 +57,7 @@ def run(setting, args):
         burst_start = time.monotonic()
         arrival_times = [[] for _ in arrivals]
         for request, times in zip(arrivals, arrival_times):
-            thread = threading.Thread(target=stream, args=(server.stub, request, times, usage))
+            thread = threading.Thread(target=stream, args=(server.client, request, times, usage))
             thread.start()
             threads.append(thread)
         for thread in threads:

@@ -19,13 +19,15 @@ import random
 import sys
 import threading
 import time
-import urllib.request
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "eval"))
-import pad_rpc  # noqa: E402  (eval/pad_rpc.py: the server process and the stubs)
+sys.path.insert(0, str(ROOT / "client" / "python"))
+from pad_client import Delta, build_request  # noqa: E402
+from pad_client.v1 import pad_pb2_grpc  # noqa: E402
+from pad_server_process import PadServerProcess  # noqa: E402
 
 PROMPTS = ["What is a good way to spend a rainy afternoon?", "Tell me about owls.", "How do plants make food?",
            "Write a short poem about the sea.", "Explain what a database index is.", "Define serendipity."]
@@ -41,19 +43,9 @@ def rss_kib(pid):
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
-def metric(server, name):
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return None
-
-
 def serving(server):
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
     try:
-        status = health_pb2_grpc.HealthStub(server.channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
-        return status == health_pb2.HealthCheckResponse.SERVING
+        return server.health() == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:
         return False
 
@@ -61,27 +53,29 @@ def serving(server):
 def idle(server, timeout=15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if metric(server, "pad_requests_running") == 0 and metric(server, "pad_kv_cache_slots_used") == 0:
+        if server.metric("pad_requests_running") == 0 and server.metric("pad_kv_cache_slots_used") == 0:
             return True
         time.sleep(0.2)
     return False
 
 
 def fresh_answer(server):
-    return pad_rpc.generate(server.stub, PROMPTS[0], **FRESH)["text"]
+    events = server.client.generate_aligned([{"role": "user", "content": PROMPTS[0]}], timeout=600, **FRESH)
+    return "".join(event.text for event in events if isinstance(event, Delta))
 
 
 def one_request(server, rng):
-    """Runs one soak request; returns (kind, behaviour, status name, expected)."""
+    """Runs one soak request; returns (kind, behaviour, status name, expected). On the raw stub, not
+    PadClient: a cancelled call must end in its CANCELLED status, which leaving PadClient's loop hides."""
     name, fields = rng.choice(KINDS)
     behaviour = rng.choices(["complete", "cancel", "deadline"], weights=[70, 20, 10])[0]
     stop = ["."] if rng.random() < 0.2 else []
-    request = pad_rpc.make_request(rng.choice(PROMPTS), temperature=0.7, seed=rng.randrange(1 << 30),
-                                   max_new_tokens=rng.randint(8, 64) if behaviour == "complete" else 400,
-                                   **{k: v for k, v in fields.items()})
-    request.decoding.stop.extend(stop)
+    request = build_request([{"role": "user", "content": rng.choice(PROMPTS)}], temperature=0.7,
+                            seed=rng.randrange(1 << 30),
+                            max_new_tokens=rng.randint(8, 64) if behaviour == "complete" else 400, stop=stop,
+                            **fields)
     timeout = rng.uniform(0.3, 1.5) if behaviour == "deadline" else 120
-    call = server.stub.GenerateAligned(request, timeout=timeout)
+    call = pad_pb2_grpc.PadServiceStub(server.channel).GenerateAligned(request, timeout=timeout)
     cancel_after = rng.randint(1, 20)
     status = "OK"
     try:
@@ -144,7 +138,9 @@ def soak(server, args, report):
 
 
 def burst(server, args, report):
-    request = pad_rpc.make_request(PROMPTS[1], mode="vanilla", max_new_tokens=4)
+    """Every call sent before any is read, on the raw stub (PadClient starts a call only when read)."""
+    request = build_request([{"role": "user", "content": PROMPTS[1]}], mode="vanilla", max_new_tokens=4)
+    stub = pad_pb2_grpc.PadServiceStub(server.channel)
     before = rss_kib(server.process.pid)
     peak = [before]
     stop = threading.Event()
@@ -160,7 +156,7 @@ def burst(server, args, report):
     ended = [None] * args.burst  # when each call's status arrived, whoever reads its messages later
     calls = []
     for i in range(args.burst):
-        calls.append(server.stub.GenerateAligned(request, timeout=120))
+        calls.append(stub.GenerateAligned(request, timeout=120))
         calls[-1].add_done_callback(lambda _, i=i: ended.__setitem__(i, time.monotonic() - began))
 
     def finish(call):
@@ -204,8 +200,9 @@ def main():
     args = parser.parse_args()
 
     report = {"args": vars(args)}
-    flags = (f"--kv_slots={args.kv_slots}", f"--max_waiting={args.max_waiting}", f"--reward_models=demo=:{args.prm}")
-    with pad_rpc.Server(*flags, env={"OMP_NUM_THREADS": "2"}) as server:
+    flags = (f"--kv_slots={args.kv_slots}", "--max_seq_len=1024", f"--max_waiting={args.max_waiting}",
+             f"--reward_models=demo=:{args.prm}")
+    with PadServerProcess(*flags, env={"OMP_NUM_THREADS": "2"}) as server:
         first = fresh_answer(server)
         checks = soak(server, args, report)
         checks.append(("soak: a fresh request answers as before", fresh_answer(server) == first))

@@ -29,10 +29,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import pad_rpc  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "client" / "python"))
+import generation  # noqa: E402
 import scorers  # noqa: E402
+from pad_server_process import ROOT, SERVER_BINARY, PadServerProcess, exit_on_sigterm  # noqa: E402
 
-ROOT = pad_rpc.ROOT
 POLICY = ROOT / "models" / "SmolLM2-135M-Instruct"
 HARMFUL_SETS = ("harmful_advbench", "harmful_harmbench", "harmful_donotanswer")
 HARMLESS_SETS = HARMFUL_SETS + ("benign",)
@@ -157,15 +158,15 @@ def generate_all(cells, args, context, cache_path):
           f"cached or shared); {done_cells}/{len(cells)} cells already done", flush=True)
     if not todo:
         return cache, {"generated_tokens": 0, "seconds": 0.0}
-    flags = [f"--dtype={args.dtype}", f"--kv_slots={args.kv_slots}"]
+    flags = ["--max_seq_len=1024", f"--dtype={args.dtype}", f"--kv_slots={args.kv_slots}"]
     flags.append(f"--reward_models=demo=:{pathlib.Path(args.prm).resolve()}" if args.prm
                  else "--reward_models=default")
     start, tokens = time.monotonic(), 0
-    with pad_rpc.Server(*flags) as server, cache_path.open("a") as cache_file, \
+    with PadServerProcess(*flags, policy=POLICY) as server, cache_path.open("a") as cache_file, \
             concurrent.futures.ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         print(f"pad_server SERVING after {time.monotonic() - start:.0f} s: {' '.join(flags)}", flush=True)
         start = time.monotonic()
-        futures = {pool.submit(pad_rpc.generate_retrying, server.stub, r): key for key, r in todo.items()}
+        futures = {pool.submit(generation.answer, server.client, r): key for key, r in todo.items()}
         for future in concurrent.futures.as_completed(futures):
             key = futures[future]
             answer = future.result()
@@ -494,7 +495,7 @@ def main():
     sets = load_prompt_sets(args.prompts, args.n)
     cells = build_cells(sets, n_sweep)
     prm_sha, prm_files = prm_identity(args.prm)
-    server_sha = sha256_file(pad_rpc.SERVER_BINARY)
+    server_sha = sha256_file(SERVER_BINARY)
     context = {"server": server_sha, "prm": prm_sha, "dtype": args.dtype, "policy": str(POLICY)}
     raw_dir = pathlib.Path(args.raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -671,5 +672,5 @@ def main():
 
 
 if __name__ == "__main__":
-    pad_rpc.exit_on_sigterm()
+    exit_on_sigterm()
     main()

@@ -62,7 +62,6 @@ import shlex
 import sys
 import time
 
-import grpc
 import numpy as np
 
 EVAL_DIR = pathlib.Path(__file__).resolve().parent
@@ -76,6 +75,7 @@ try:
 except ImportError:  # not pip-installed into this environment: use the repository's copy
     sys.path.insert(0, str(ROOT / "client" / "python"))
     import pad_client  # noqa: E402
+import generation  # noqa: E402  (after pad_client, which it imports)
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
@@ -386,31 +386,6 @@ def request_key(fields, server_identity):
     return json.dumps([server_identity, fields], sort_keys=True)
 
 
-def generate(client, fields, timeout, retries):
-    """{"text", "finish_reason", "generated_tokens"} for one request; RESOURCE_EXHAUSTED and UNAVAILABLE are
-    retried with backoff, other gRPC errors raised."""
-    fields = dict(fields)
-    prompt = fields.pop("prompt")
-    for attempt in range(retries + 1):
-        pieces, final = [], None
-        try:
-            for event in client.generate_aligned([{"role": "user", "content": prompt}], timeout=timeout, **fields):
-                if isinstance(event, pad_client.Final):
-                    final = event
-                else:
-                    pieces.append(event.text)
-        except grpc.RpcError as e:
-            transient = e.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
-            if not transient or attempt == retries:
-                raise
-            time.sleep(0.5 * 2 ** attempt)
-            continue
-        if final is None:
-            raise RuntimeError("stream ended without a final message")
-        return {"text": "".join(pieces), "finish_reason": final.finish_reason,
-                "generated_tokens": final.usage.generated_tokens}
-
-
 def generate_all(client, requests, cache_path, fresh, concurrency, timeout, retries):
     """{key: answer} for every (key, fields) in `requests`, reading and appending to the JSONL cache."""
     cache = {}
@@ -428,7 +403,7 @@ def generate_all(client, requests, cache_path, fresh, concurrency, timeout, retr
     start, tokens, done = time.monotonic(), 0, 0
     with cache_path.open("a", encoding="utf-8") as cache_file, \
             concurrent.futures.ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = {pool.submit(generate, client, fields, timeout, retries): key for key, fields in todo.items()}
+        futures = {pool.submit(generation.answer, client, fields, timeout, retries): key for key, fields in todo.items()}
         for future in concurrent.futures.as_completed(futures):
             key, answer = futures[future], future.result()
             cache[key] = answer

@@ -1,12 +1,12 @@
 """Shared fixtures: where the build, the small model and the probe programs are."""
-import os
 import pathlib
+import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BUILD = pathlib.Path(os.environ.get("PAD_BUILD", ROOT / "build"))
-MODEL = pathlib.Path(os.environ.get("PAD_MODEL", ROOT / "models" / "SmolLM2-135M-Instruct"))
+# The Python client (pad_client) and the server launcher (pad_server_process) of every test.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "client" / "python"))
+from pad_server_process import BUILD, MODEL, ROOT  # noqa: E402,F401  (re-exported to the tests)
 
 
 def pytest_configure(config):

@@ -1,27 +1,14 @@
-"""Runs the real pad_server binary over loopback for the black-box tests: ports, start, readiness, stop."""
-import os
-import re
-import signal
-import socket
+"""The real pad_server binary over loopback for the black-box tests: client/python/pad_server_process.py's
+launcher with what only the tests need (a bearer token to send, counting generated tokens, asserting idleness
+and a clean exit), and grpcio stubs of pad.v1 generated here from the proto, so that the tests check the wire
+with protoc's own output rather than with the client package's copy."""
 import subprocess
 import sys
 import threading
-import tempfile
 import time
-import urllib.request
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from conftest import BUILD, ROOT
-
-SERVER = BUILD / "server" / "pad_server"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import ROOT
+from pad_server_process import SERVER_BINARY as SERVER, PadServerProcess, free_port  # noqa: F401  (re-exported)
 
 
 def load_stubs(out_dir):
@@ -81,84 +68,14 @@ def collect(responses):
     return text, final, count
 
 
-
-class Server:
-    """One pad_server process: gRPC on `port`, HTTP (/metrics, /healthz, /readyz) on `http_port`."""
+class Server(PadServerProcess):
+    """pad_server on `model_dir` for one test: the test's own environment and working directory, 60 s to be
+    SERVING. `metadata`: what gRPC calls must send (a bearer token), kept for the tests as `self.metadata`."""
 
     def __init__(self, model_dir, *flags, credentials=None, ready_timeout=60, output=None, metadata=None, env=None):
-        """`output`: where stdout and stderr go (a file descriptor); by default a temporary file, logs().
-        `metadata`: what gRPC calls must send (a bearer token), kept for the tests as `self.metadata`.
-        `env`: the process's environment (default: this one's)."""
-        if not SERVER.exists():
-            raise RuntimeError(f"{SERVER} is not built; run ./scripts/test.sh")
-        self.port = free_port()
-        self.http_port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [str(SERVER), f"--policy={model_dir}", f"--listen={self.address}",
-             f"--http_listen=127.0.0.1:{self.http_port}", *flags],
-            stdout=self.log if output is None else output, stderr=subprocess.STDOUT, env=env)
-        self.credentials = credentials
         self.metadata = metadata
-        self.channel = self.new_channel()
-        self.wait_serving(ready_timeout)
-
-    def new_channel(self):
-        if self.credentials is not None:
-            return grpc.secure_channel(self.address, self.credentials)
-        return grpc.insecure_channel(self.address)
-
-    def logs(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def health(self, service="", metadata=None, timeout=2.0):
-        stub = health_pb2_grpc.HealthStub(self.channel)
-        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout,
-                          metadata=metadata).status
-
-    def wait_serving(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"pad_server exited with {self.process.returncode}:\n{self.logs()}")
-            try:
-                if self.health() == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"pad_server not SERVING after {timeout} s:\n{self.logs()}")
-
-    def http(self, path):
-        """(status, body) of GET path on the metrics port."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    def metrics_text(self):
-        status, body = self.http("/metrics")
-        assert status == 200, body
-        return body
-
-    def metric(self, name, **labels):
-        """The sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
-        total, found = 0.0, False
-        for line in self.metrics_text().splitlines():
-            if line.startswith("#"):
-                continue
-            m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
-            if not m or m.group(1) != name:
-                continue
-            have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
-            if all(have.get(k) == v for k, v in labels.items()):
-                total += float(m.group(3))
-                found = True
-        return total if found else 0.0
+        super().__init__(*flags, policy=model_dir, env=env, cwd=None, output=output, credentials=credentials,
+                         ready_timeout=ready_timeout)
 
     def generated_tokens(self):
         """Tokens the server has generated, over every request so far."""
@@ -177,22 +94,6 @@ class Server:
                                           f"blocks_used={self.metric('pad_kv_cache_blocks_used')}")
         after = self.generated_tokens() - tokens_before
         assert after <= most_tokens, f"{after} tokens generated after the cancel (at most {most_tokens})"
-
-    def terminate(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-
-    def stop(self, timeout=30):
-        """SIGTERM, then the exit code (killing the process if it does not exit within `timeout`)."""
-        self.terminate()
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            code = None
-        self.channel.close()
-        return code
 
     def stop_and_check(self):
         code = self.stop()
@@ -214,9 +115,6 @@ def wait_for(predicate, timeout=PATIENCE, interval=0.1):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
-
-
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def run_concurrently(functions):

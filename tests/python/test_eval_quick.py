@@ -23,7 +23,7 @@ from server_fixture import Server
 
 sys.path.insert(0, str(ROOT / "eval"))
 import evaluate  # noqa: E402
-import pad_rpc  # noqa: E402
+import generation  # noqa: E402
 import scorers  # noqa: E402
 
 DEMO_PRM = ROOT / "prm" / "SmolLM2-135M-PAD-demo"
@@ -110,8 +110,8 @@ def demo_server(model_dir):
 
 
 def answers(server, prompts=QUESTIONS, **fields):
-    stub = pad_rpc.load_stubs()[1].PadServiceStub(server.channel)
-    return pad_rpc.generate_many(stub, [dict(fields, prompt=q, max_new_tokens=MAX_NEW_TOKENS) for q in prompts])
+    return generation.answer_all(server.client,
+                                 [dict(fields, prompt=q, max_new_tokens=MAX_NEW_TOKENS) for q in prompts])
 
 
 @needs_demo_prm
@@ -143,8 +143,9 @@ def test_pad_harmless_refuses_what_prompting_answers(demo_server):
 
 def test_a_terminated_script_stops_its_server():
     """evaluate.py and build_data.py call exit_on_sigterm(): killing them must not leave pad_server running."""
-    script = ("import sys, time; sys.path.insert(0, 'eval'); import pad_rpc; pad_rpc.exit_on_sigterm()\n"
-              "with pad_rpc.Server() as server:\n"
+    script = ("import sys, time; sys.path.insert(0, 'client/python'); import pad_server_process as p\n"
+              "p.exit_on_sigterm()\n"
+              "with p.PadServerProcess('--kv_slots=32', '--max_seq_len=1024') as server:\n"
               "    print(server.process.pid, flush=True); time.sleep(600)\n")
     child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     server_pid = int(child.stdout.readline())

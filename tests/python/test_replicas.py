@@ -13,15 +13,14 @@
 Each replica's share is read from its own /metrics."""
 import json
 import http.client
-import sys
 import threading
 import time
 
 import grpc
 import pytest
 
-from conftest import ROOT
 from haproxy_fixture import HAPROXY, Haproxy, Replicas, l7_config, tcp_config
+from pad_client import Final, PadClient
 from server_fixture import PATIENCE, collect, free_port, run_concurrently, stub_of, to_proto, wait_for
 
 # HAProxy comes with the project's setup (scripts/common.sh), like kubectl and promtool: missing, the tests fail.
@@ -207,11 +206,6 @@ def test_the_python_client_balances_and_retries_over_replicas(pb, model_dir):
     """pad_client's channel over every replica's address (what a headless Service's DNS name resolves to):
     calls go round robin, and one refused UNAVAILABLE before its first token (a replica draining, or killed)
     is retried on another, so no call fails."""
-    sys.path.insert(0, str(ROOT / "client" / "python"))
-    try:
-        from pad_client import Final, PadClient
-    finally:
-        sys.path.remove(str(ROOT / "client" / "python"))
     replicas = Replicas(model_dir, 3, "--shutdown_grace_s=120")
     question = [{"role": "user", "content": QUESTIONS[0]}]
     try:

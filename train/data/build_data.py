@@ -48,7 +48,9 @@ SERVER = ROOT / "build" / "server" / "pad_server"
 POLICY = "models/SmolLM2-135M-Instruct"
 SERVER_FLAGS = ["--kv_slots=16", "--max_seq_len=1024", "--reward_models=default"]
 sys.path.insert(0, str(ROOT / "eval"))
-import pad_rpc  # noqa: E402  (the project's one Python client of pad_server)
+sys.path.insert(0, str(ROOT / "client" / "python"))
+import generation  # noqa: E402  (whole answers through pad_client)
+from pad_server_process import PadServerProcess, exit_on_sigterm  # noqa: E402
 PAIR_KEYS = ("principle", "prompt", "chosen", "rejected", "source")
 # Written only when false (--open_cut_answers): the answer is the start of a longer one, cut by a limit.
 FINISHED_KEYS = ("chosen_finished", "rejected_finished")
@@ -960,15 +962,15 @@ def sample_policy(requests, params, samples, cache_path, args, label):
     if todo:
         print(f"{label}: sampling {len(todo)} answers from the policy ({len(cache)} cached)", file=sys.stderr)
         started = time.monotonic()
-        flags = [f"--policy={POLICY}", f"--dtype={params['dtype']}", *SERVER_FLAGS]
-        with pad_rpc.Server(*flags, env={"OMP_NUM_THREADS": str(args.server_threads)}) as server, \
+        with PadServerProcess(f"--dtype={params['dtype']}", *SERVER_FLAGS, policy=POLICY,
+                              env={"OMP_NUM_THREADS": str(args.server_threads)}) as server, \
                 open(cache_path, "a", encoding="utf-8") as out:
             rpc = [dict(prompt=prompt, mode="preference_prompt" if principle else "vanilla",
                         principles=[principle] if principle else [], top_k=params["top_k"],
                         temperature=params["temperature"], seed=seed, max_new_tokens=params["max_new_tokens"])
                    for prompt, principle, seed in todo]
-            for (prompt, principle, seed), answer in zip(todo, pad_rpc.generate_many(server.stub, rpc,
-                                                                                      args.concurrency)):
+            for (prompt, principle, seed), answer in zip(todo, generation.answer_all(server.client, rpc,
+                                                                                     args.concurrency)):
                 record = dict(params, prompt=prompt, seed=seed, text=answer["text"],
                               finish_reason=answer["finish_reason"])
                 if principle:
@@ -1559,5 +1561,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    pad_rpc.exit_on_sigterm()
+    exit_on_sigterm()
     main()

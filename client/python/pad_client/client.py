@@ -69,8 +69,8 @@ def build_request(messages=None, *, prompt: str = "", principles: Sequence[str] 
                   weights: Optional[Sequence[float]] = None, composition: str = "prompt", mode: str = "pad",
                   reward_model: str = "", beta: Optional[float] = None, top_k: Optional[int] = None,
                   temperature: float = 0.0, seed: int = 0, max_new_tokens: Optional[int] = None,
-                  stop: Sequence[str] = (), ignore_eos: bool = False,
-                  return_tokens: bool = False) -> pad_pb2.GenerateAlignedRequest:
+                  stop: Sequence[str] = (), ignore_eos: bool = False, presence_penalty: float = 0.0,
+                  frequency_penalty: float = 0.0, return_tokens: bool = False) -> pad_pb2.GenerateAlignedRequest:
     """The pad.v1 request for these arguments. `messages` are {"role", "content"} dicts; give them or `prompt`."""
     if weights is not None and len(weights) != len(principles):
         raise ValueError(f"weights: {len(weights)} for {len(principles)} principles")
@@ -93,6 +93,8 @@ def build_request(messages=None, *, prompt: str = "", principles: Sequence[str] 
     decoding.seed = seed
     decoding.stop.extend(stop)
     decoding.ignore_eos = ignore_eos
+    decoding.presence_penalty = presence_penalty
+    decoding.frequency_penalty = frequency_penalty
     if beta is not None:
         decoding.beta = beta
     if top_k is not None:
