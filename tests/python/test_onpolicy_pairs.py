@@ -1,4 +1,4 @@
-"""The rules that turn the policy's own samples into preference pairs (train/data/build_data.py)."""
+"""The rules that turn the policy's own samples into preference pairs (train/data/, build_data.py's sources)."""
 import pathlib
 import random
 import sys
@@ -7,7 +7,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "train" / "data"))
 sys.path.insert(0, str(ROOT / "train"))
 
+import benign  # noqa: E402
 import build_data  # noqa: E402
+import definitions  # noqa: E402
+import loops  # noqa: E402
+import onpolicy  # noqa: E402
+import pair_format  # noqa: E402
+import policy_samples  # noqa: E402
+import positive  # noqa: E402
+import refusals  # noqa: E402
 import train_prm  # noqa: E402
 
 
@@ -19,8 +27,8 @@ def test_headword_of_every_define_template():
     rng = random.Random(0)
     for pos in ("noun", "verb", "adj", "adv"):
         for _ in range(40):
-            assert build_data.headword(build_data.define_prompt("lantern", pos, rng)) == "lantern"
-    assert build_data.headword("How do I kill a Python process?") is None
+            assert onpolicy.headword(definitions.define_prompt("lantern", pos, rng)) == "lantern"
+    assert onpolicy.headword("How do I kill a Python process?") is None
 
 
 def test_concise_pair_is_the_shortest_finished_answer_over_the_longest():
@@ -29,7 +37,7 @@ def test_concise_pair_is_the_shortest_finished_answer_over_the_longest():
                sample("A lantern is a portable lamp. " * 8, "length"),
                sample("A lantern is a lamp in a case."),
                sample("Lanterns.", "length")]  # shortest, but cut by the token limit: not chosen
-    chosen, rejected = build_data.length_pair(records, prompt, 0.6, 120)
+    chosen, rejected = onpolicy.length_pair(records, prompt, 0.6, 120)
     assert chosen == ("A lantern is a lamp in a case.", True)
     # The longest was cut by the token limit: the start of an answer, not a whole one.
     assert rejected.text.startswith("A lantern is a portable lamp. A lantern") and not rejected.finished
@@ -38,9 +46,9 @@ def test_concise_pair_is_the_shortest_finished_answer_over_the_longest():
 def test_concise_pair_needs_a_clear_gap_and_an_answer():
     prompt = "Define lantern."
     close = [sample("A lantern is a lamp in a case."), sample("A lantern is a lamp inside a glass case.")]
-    assert build_data.length_pair(close, prompt, 0.6, 120) is None
+    assert onpolicy.length_pair(close, prompt, 0.6, 120) is None
     off_topic = [sample("Your guidelines say to be brief."), sample("word " * 40, "length")]
-    assert build_data.length_pair(off_topic, prompt, 0.6, 120) is None
+    assert onpolicy.length_pair(off_topic, prompt, 0.6, 120) is None
 
 
 def test_harmful_pair_prefers_the_policys_own_refusal():
@@ -48,13 +56,13 @@ def test_harmful_pair_prefers_the_policys_own_refusal():
     prompt = "Write a tutorial on how to make a bomb"
     records = [sample("Sure! First, gather the materials you need."),
                sample("I'm sorry, but I can't help with that. Making explosives is dangerous.")]
-    chosen, rejected, source = build_data.refusal_pair(records, prompt, True, rng, 120)
+    chosen, rejected, source = onpolicy.refusal_pair(records, prompt, True, rng, 120)
     assert chosen.text.startswith("I'm sorry") and rejected.text.startswith("Sure!") and source == "smollm2-refusal"
     # With no refusal among the samples the refusal is generated; the compliant side stays the policy's.
-    chosen, rejected, source = build_data.refusal_pair(records[:1], prompt, True, rng, 120)
-    assert build_data.policy_refuses(chosen.text) and chosen.finished
+    chosen, rejected, source = onpolicy.refusal_pair(records[:1], prompt, True, rng, 120)
+    assert onpolicy.policy_refuses(chosen.text) and chosen.finished
     assert rejected.text.startswith("Sure!") and source == "refusal-smollm2"
-    assert build_data.refusal_pair(records[1:], prompt, True, rng, 120) is None
+    assert onpolicy.refusal_pair(records[1:], prompt, True, rng, 120) is None
 
 
 def test_benign_pair_prefers_an_answer_that_names_the_word():
@@ -62,7 +70,7 @@ def test_benign_pair_prefers_an_answer_that_names_the_word():
     prompt = "What does \"kill\" mean?"
     records = [sample("I can't help with that request."), sample("A guideline says to be harmless."),
                sample("To kill is to cause the death of a living thing.")]
-    chosen, rejected, source = build_data.refusal_pair(records, prompt, False, rng, 120)
+    chosen, rejected, source = onpolicy.refusal_pair(records, prompt, False, rng, 120)
     assert chosen.text.startswith("To kill") and rejected.text.startswith("I can't") and source == "smollm2-refusal"
 
 
@@ -72,16 +80,16 @@ def test_answers_cut_by_a_limit_are_marked_unfinished():
     from afinn import Afinn
     records = [sample("What a wonderful, lovely, happy question. I love it. And more", "length"),
                sample("That is a bad, sad and terrible thing to ask about.")]
-    chosen, rejected = build_data.afinn_pair(records, Afinn(emoticons=False), 0.04, 120)
+    chosen, rejected = positive.afinn_pair(records, Afinn(emoticons=False), 0.04, 120)
     assert chosen == ("What a wonderful, lovely, happy question. I love it.", False)  # cut back to a sentence
     assert rejected.finished
-    assert not build_data.sample_answer(sample("one two three four"), 3).finished
-    assert build_data.sample_answer(sample("one two three"), 3).finished
-    made = build_data.pair("positive", "Hi", chosen, rejected, "test")
+    assert not policy_samples.sample_answer(sample("one two three four"), 3).finished
+    assert policy_samples.sample_answer(sample("one two three"), 3).finished
+    made = pair_format.pair("positive", "Hi", chosen, rejected, "test")
     assert made == {"principle": "positive", "prompt": "Hi", "chosen": chosen.text, "rejected": rejected.text,
                     "source": "test", "chosen_finished": False}
-    build_data.check_pair(made, "made")
-    assert list(build_data.pair("concise", "Hi", "a", "b", "test")) == list(build_data.PAIR_KEYS)
+    pair_format.check_pair(made, "made")
+    assert list(pair_format.pair("concise", "Hi", "a", "b", "test")) == list(pair_format.PAIR_KEYS)
 
 
 def test_training_selects_by_source():
@@ -93,11 +101,11 @@ def test_training_selects_by_source():
 
 def test_benign_onpolicy_requests_are_not_evaluation_prompts():
     def key(prompt):
-        return " ".join(build_data.words(prompt.lower()))
+        return " ".join(pair_format.words(prompt.lower()))
 
-    evaluation = {key(p) for p in build_data.BENIGN_EVAL}
-    written = {key(p) for p, _ in build_data.BENIGN_TRAIN}
-    requests = [key(p) for p in build_data.BENIGN_ONPOLICY]
+    evaluation = {key(p) for p in benign.BENIGN_EVAL}
+    written = {key(p) for p, _ in benign.BENIGN_TRAIN}
+    requests = [key(p) for p in benign.BENIGN_ONPOLICY]
     assert len(set(requests)) == len(requests)
     assert not evaluation & set(requests) and not written & set(requests)
 
@@ -106,7 +114,7 @@ def test_capability_refusals_count_as_refusals():
     """The benign pairs' rejected "as a chatbot I'm not equipped" answers are refusals by the training rule."""
     rng = random.Random(0)
     for _ in range(50):
-        assert build_data.policy_refuses(build_data.capability_refusal(rng))
+        assert onpolicy.policy_refuses(refusals.capability_refusal(rng))
 
 
 def repeated_4grams(tokens):
@@ -120,34 +128,34 @@ def test_loop_is_the_answer_repeating_itself_at_its_length():
     rng = random.Random(0)
     text = ("The rose is a beautiful flower with a sweet scent. It grows in gardens all over the world.\n"
             "People give roses to show love, and poets have praised them for centuries.")
-    tokens = build_data.words(text)
+    tokens = pair_format.words(text)
     assert repeated_4grams(tokens) == 0
     kinds = set()
     for _ in range(40):
-        looped = build_data.words(build_data.looped(text, rng))
+        looped = pair_format.words(loops.looped(text, rng))
         assert len(looped) == len(tokens) and looped != tokens
         parted = next(i for i, (a, b) in enumerate(zip(looped, tokens)) if a != b)
         assert parted >= 3 and repeated_4grams(looped) > 0
         kinds.add(looped[parted - 1].endswith("."))
     assert kinds == {True, False}  # sentences and phrases both loop
-    assert build_data.looped("Too short to loop.", rng) is None
+    assert loops.looped("Too short to loop.", rng) is None
 
 
 def test_loop_pairs_come_from_the_policys_answers_in_their_split():
     args = build_data.parse_args(["--loop_pairs", "10"])
     answer = "A lantern is a lamp in a case. It keeps the flame from the wind, and it lights the way home."
-    train = [build_data.pair(principle, f"{principle} {i}", answer, "No.", source)
+    train = [pair_format.pair(principle, f"{principle} {i}", answer, "No.", source)
              for principle, source in (("positive", "smollm2-afinn"), ("concise", "wordnet-gcide"),
                                        ("humorous", "devil-wordnet"))
              for i in range(12)]
-    heldout = [build_data.pair("harmless", f"held {i}", answer, "Sure.", "refusal-smollm2") for i in range(20)]
-    loop_train, loop_heldout = build_data.build_loops(args, train, heldout)
+    heldout = [pair_format.pair("harmless", f"held {i}", answer, "Sure.", "refusal-smollm2") for i in range(20)]
+    loop_train, loop_heldout = loops.build_loops(args, train, heldout)
     # At most --loop_pairs per principle; none from the off-policy GCIDE source; a tenth as many held out.
     assert sorted(p["principle"] for p in loop_train) == ["humorous"] * 10 + ["positive"] * 10
     assert [p["principle"] for p in loop_heldout] == ["harmless"] and loop_heldout[0]["prompt"].startswith("held")
     for p in loop_train + loop_heldout:
-        build_data.check_pair(p, "loop")
-        assert p["chosen"] == " ".join(build_data.words(answer)) and p["source"] == "loop"
+        pair_format.check_pair(p, "loop")
+        assert p["chosen"] == " ".join(pair_format.words(answer)) and p["source"] == "loop"
         # Neither answer ends: the pair says nothing about where answers stop.
         assert p["chosen_finished"] is False and p["rejected_finished"] is False
 
