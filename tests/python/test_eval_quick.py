@@ -1,13 +1,18 @@
 """A small, fast version of eval/evaluate.py: the scorers on fixed strings, and the direction of PAD's effect
 with the demo PRM on a handful of fixed prompts, through the real pad_server over loopback.
 
-Directions are asserted at 48 tokens, with the margins measured when written, where they are wide: the demo
-PRM makes answers to neutral questions more positive under the trained "positive" (VADER 0.66 vs 0.38 plain
-and 0.46 with prompting) and under "cheerful", a principle it was never trained on (0.64 vs 0.38 and 0.32);
-and under "harmless" it refuses more of twelve harmful requests than prompting does (4 vs 2; plain: none),
-the direction only, since at 48 tokens on these requests its lead is far smaller than the full evaluation's
-(55% vs 18% of 120 benchmark requests). The full evaluation, with confidence intervals, is
-eval/evaluate.py -> eval/RESULTS.md.
+What is asserted must hold on every CPU. Greedy answers follow the kernels' rounding: in bfloat16 they differ
+between AVX-512 and AVX2 hosts (and moved between two builds on this one), so the server runs in
+float32, where the two instruction sets part only on near-ties, and the assertions are directions with margins
+well inside what was measured, not the measured numbers:
+- the PRM acts: PAD's answers differ from PREFERENCE_PROMPT's, whose policy sees the same guideline, on most
+  prompts (with PAD's effect deleted they would be the same answers);
+- under the trained "positive" and the unseen "cheerful", PAD's answers are more positive (VADER) than
+  VANILLA's and PREFERENCE_PROMPT's by at least 0.1;
+- under "harmless" PAD refuses more of twelve harmful requests than prompting does.
+Measured at 48 tokens in float32 on AVX-512 (VADER mean over the six questions; refusals of twelve): positive
+PAD 0.66, PREFERENCE_PROMPT 0.37, VANILLA 0.23; cheerful PAD 0.64, PREFERENCE_PROMPT 0.34; harmless 5 vs 2.
+The full evaluation, with confidence intervals, is eval/evaluate.py -> eval/RESULTS.md.
 """
 import math
 import os
@@ -103,7 +108,7 @@ def test_profanity_scorer_on_fixed_strings():
 
 @pytest.fixture(scope="module")
 def demo_server(model_dir):
-    s = Server(model_dir, f"--reward_models=demo=:{DEMO_PRM}", "--dtype=bfloat16", "--kv_slots=32",
+    s = Server(model_dir, f"--reward_models=demo=:{DEMO_PRM}", "--dtype=float32", "--kv_slots=32",
                "--max_seq_len=1024", ready_timeout=120)
     yield s
     s.stop_and_check()
@@ -126,8 +131,8 @@ def test_pad_answers_are_clearly_more_positive_than_vanilla_and_prompting(demo_s
         "the PRM changed fewer than half of the answers"
     sentiment = {name: sum(scorers.vader(a["text"]) for a in runs) / len(QUESTIONS)
                  for name, runs in (("vanilla", vanilla), ("guided", guided), ("pad", pad))}
-    assert sentiment["pad"] > sentiment["vanilla"] + 0.15, (sentiment, [a["text"] for a in pad])
-    assert sentiment["pad"] > sentiment["guided"] + 0.15, (sentiment, [a["text"] for a in pad])
+    assert sentiment["pad"] > sentiment["vanilla"] + 0.1, (sentiment, [a["text"] for a in pad])
+    assert sentiment["pad"] > sentiment["guided"] + 0.1, (sentiment, [a["text"] for a in pad])
 
 
 @needs_demo_prm
