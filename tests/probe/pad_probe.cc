@@ -2,8 +2,8 @@
 //
 //   {"command": "generate", "policy": DIR, "dtype": "float32", "device": "cpu", "quantization": "none",
 //    "reward_models": [{"name", "backbone", "adapter", "value_head"}], "requests": [REQUEST...],
-//    "batched": true, "kv_slots": 24, "max_seq_len": 2560, "max_batch_tokens": 0, "prefill_stall_ratio": 0, "cuda_graphs": false,
-//    "kv_cache_bytes": 0, "kv_block_size": 0, "prefix_cache": true}
+//    "batched": true, "kv_slots": 24, "max_seq_len": 2560, "max_batch_tokens": 0, "prefill_stall_ratio": 0,
+//    "cuda_graphs": false, "kv_cache_bytes": 0, "kv_block_size": 0, "prefix_cache": true}
 //     REQUEST holds AlignmentRequest's fields by name ("mode": "pad" | "vanilla" | "preference_prompt" |
 //     "genarm", "composition": "prompt" | "weighted"; beta and temperature may be "nan", "inf" or "-inf").
 //     Answers {"results": [{"tokens", "text", "finish_reason", "prompt_tokens", "first_token_step",
