@@ -600,7 +600,8 @@ absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
     break;
   }
   std::vector<TokenEvent> events;
-  // Prefill and decode run as separate forwards so that one-token rows are not padded to prompt length.
+  // Decode and prefill run as separate forwards: on the CPU, where a prefill chunk is compute-bound, one
+  // would save about a fifth of a mixed step (docs/design.md); each pass's time feeds prefill_stall_ratio.
   absl::Status status = absl::OkStatus();
   using Clock = std::chrono::steady_clock;
   auto average = [](double& mean, double sample) { mean = mean == 0.0 ? sample : 0.8 * mean + 0.2 * sample; };
