@@ -41,7 +41,9 @@ def free_port():
 
 def exit_on_sigterm():
     """Makes SIGTERM exit this process through Python's cleanup (SystemExit), so that a `with
-    PadServerProcess(...)` block stops its pad_server rather than leaving it running when the script is killed."""
+    PadServerProcess(...)` block stops its pad_server rather than leaving it running when the script is killed.
+    Python runs the handler when the main thread next runs an instruction: a main thread blocked for minutes
+    in one C call (time.sleep(600)) exits only after it, since the signal may have gone to another thread."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 

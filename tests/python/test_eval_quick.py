@@ -147,11 +147,16 @@ def test_pad_harmless_refuses_what_prompting_answers(demo_server):
 
 
 def test_a_terminated_script_stops_its_server():
-    """evaluate.py and build_data.py call exit_on_sigterm(): killing them must not leave pad_server running."""
+    """evaluate.py and build_data.py call exit_on_sigterm(): killing them must not leave pad_server running.
+
+    The script waits in short sleeps, as a script waiting on its requests does (grpc's waits wake every 0.1 s).
+    One long sleep would not wake: the kernel may hand the signal to one of grpc's threads, and Python runs
+    the handler only when its main thread next runs an instruction (seen here, 1 run in 4)."""
     script = ("import sys, time; sys.path.insert(0, 'client/python'); import pad_server_process as p\n"
               "p.exit_on_sigterm()\n"
               "with p.PadServerProcess('--kv_slots=32', '--max_seq_len=1024') as server:\n"
-              "    print(server.process.pid, flush=True); time.sleep(600)\n")
+              "    print(server.process.pid, flush=True)\n"
+              "    while True: time.sleep(0.1)\n")
     child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     server_pid = int(child.stdout.readline())
     try:
