@@ -18,8 +18,10 @@ humorous on general, harmless on harmful (does it refuse, does it give actionabl
 Generation: greedy, --max_new_tokens 128, PAD with --beta 1 --top_k 10 and the server's default PRM (or
 --reward_model; --guided genarm puts the GENARM mode, the same reward over the whole vocabulary, in PAD's
 place), --concurrency streams at once through client/python/pad_client. Answers are cached in a
-JSONL (--cache) keyed by the request and the server's ListModels answer, so a rerun resumes; a PRM retrained
-into the same directory looks the same from outside, so rerun with --fresh (or another --cache) then.
+JSONL (--cache) keyed by the request and the server's ListModels answer (PAD's by policy and PRM, the others by
+policy alone, so PRMs compared on one server share the prompting rows), and a rerun resumes. A PRM retrained
+into the same directory, another --dtype or a rebuilt server (kernels change greedy bfloat16 answers) look
+the same from outside: rerun with --fresh or another --cache then.
 
 Which scorers labelled the PRM's training data (train/data/build_data.py, train/README.md):
   positive  AFINN (the policy's best vs worst sample by AFINN per word and in total).
@@ -383,6 +385,10 @@ def request_fields(mode, wording_text, prompt, args, reward_model):
 
 
 def request_key(fields, server_identity):
+    """The cache key: the request and what answers it. Only PAD's answers depend on the PRM, so VANILLA's and
+    PREFERENCE_PROMPT's are keyed by the policy alone and serve every PRM compared on the same server."""
+    if "reward_model" not in fields:
+        server_identity = {"policy": server_identity["policy"]}
     return json.dumps([server_identity, fields], sort_keys=True)
 
 

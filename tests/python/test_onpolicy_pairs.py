@@ -166,3 +166,52 @@ def test_eos_principles_leave_other_principles_answers_unfinished():
     assert kept[0] == pairs[0]
     assert kept[1] == {"principle": "positive", "chosen": "b", "chosen_finished": False, "rejected_finished": False}
     assert train_prm.unfinished_unless(pairs, None) is pairs
+
+
+def test_broad_best_of_n_needs_every_label_to_agree():
+    import build_broad  # noqa: PLC0415
+    answers = [pair_format.Answer(t, True) for t in ("a b c", "d e f", "g h i")]
+    first_letter = {"a b c": 1.0, "d e f": 3.0, "g h i": 2.0}
+    length = {"a b c": 5.0, "d e f": 9.0, "g h i": 7.0}
+    agree = build_broad.best_worst(answers, [first_letter.get, length.get])
+    assert [a.text for a in agree] == ["d e f", "a b c"]
+    against = {"a b c": 9.0, "d e f": 1.0, "g h i": 5.0}
+    assert build_broad.best_worst(answers, [first_letter.get, against.get]) is None
+    assert build_broad.best_worst(answers, [lambda t: 0.0]) is None  # a tie says nothing
+
+
+def test_broad_pairs_never_choose_a_loop_or_a_refusal():
+    import build_broad  # noqa: PLC0415
+    from afinn import Afinn  # noqa: PLC0415
+    args = build_broad.parse_args([])
+    happy = "What a wonderful, lovely day it is for a picnic in the sunny park with friends!"
+    records = [sample(happy + " " + " ".join(["so happy so happy"] * 4)),  # most positive, but it loops
+               sample("I'm sorry, I can't help with that, but it is wonderful and great to ask."),
+               sample("It is a good and pleasant day for a picnic in the park."),
+               sample("It is a terrible, awful day, and the park is flooded and ruined.")]
+    chosen, rejected, source = build_broad.make_pair("positive", "Tell me about picnics.", records, args,
+                                                     random.Random(0), Afinn())
+    assert chosen.text.startswith("It is a good") and rejected.text.startswith("It is a terrible")
+    assert source == "broad-afinn-textblob"
+
+
+def test_broad_heldout_subjects_and_evaluation_prompts_never_train():
+    import json  # noqa: PLC0415
+    import build_broad  # noqa: PLC0415
+    import broad_prompts  # noqa: PLC0415
+    args = build_broad.parse_args(["--open_prompts", "2000"])
+    plan = build_broad.plan_prompts(args, [f"Harmful request {i}" for i in range(300)])
+    train = {p for _, split, p, _ in plan if split == "train"}
+    held = {p for _, split, p, _ in plan if split == "heldout"}
+    assert train and held and not train & held
+    held_subjects = {s for group in broad_prompts.SUBJECTS.values() for s in group
+                     if any(s in p for p in held)}
+    assert not any(s in p for s in held_subjects for p in train)
+    evaluation = {json.loads(line)["prompt"].strip().lower()
+                  for name in ("general", "harmful", "benign_edgy")
+                  for line in open(ROOT / "eval" / "prompts" / f"{name}.jsonl", encoding="utf-8")}
+    assert not {p.strip().lower() for p in train | held} & evaluation
+    wordings = {json.loads(line)["wording"].lower()
+                for line in open(ROOT / "eval" / "prompts" / "principles.jsonl", encoding="utf-8")}
+    trained = {w.lower() for ws in broad_prompts.WORDINGS.values() for w in ws}
+    assert trained & wordings == {"positive", "concise", "humorous", "harmless"}  # the canonical words only

@@ -78,3 +78,15 @@ def test_a_run_against_the_server_prints_the_tables(model_dir, tmp_path):
         assert "VADER compound" in table and "Verdict" in table
     finally:
         server.stop_and_check()
+
+
+def test_only_pads_answers_are_keyed_by_the_prm():
+    """Prompting rows serve every PRM compared on one server; PAD's never serve another PRM's."""
+    args = userbench.parse_args([])
+    server = {"policy": "p", "reward_model": "a", "backbone": "p", "adapter": "prm/a"}
+    other = dict(server, reward_model="b", adapter="prm/b")
+    for mode in ("VANILLA", "PREFERENCE_PROMPT"):
+        fields = userbench.request_fields(mode, "concise", "Hi", args, "a")
+        assert userbench.request_key(fields, server) == userbench.request_key(fields, other)
+    assert userbench.request_key(userbench.request_fields("PAD", "concise", "Hi", args, "a"), server) != \
+        userbench.request_key(userbench.request_fields("PAD", "concise", "Hi", args, "a"), other)
