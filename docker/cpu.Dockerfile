@@ -20,6 +20,7 @@ COPY --from=build /opt/pad/venv/lib/python3.11/site-packages/torch/lib /opt/pad/
 COPY --from=build /opt/pad/venv/lib/python3.11/site-packages/nvidia /opt/pad/site-packages/nvidia
 COPY --from=build /src/build/server/pad_server /src/build/client/pad_client /usr/local/bin/
 COPY --from=build /src/models/SmolLM2-135M-Instruct /opt/pad/models/SmolLM2-135M-Instruct
+COPY prm/SmolLM2-135M-PAD-broad /opt/pad/prm/SmolLM2-135M-PAD-broad
 COPY prm/SmolLM2-135M-PAD-demo /opt/pad/prm/SmolLM2-135M-PAD-demo
 # GOMP_SPINCOUNT: libgomp's idle threads spin briefly, then sleep, so that they do not take the cores from
 # other processes on the node (bench/RESULTS.md, "Idle servers and servers sharing the machine").
@@ -29,5 +30,5 @@ EXPOSE 50051 9090
 HEALTHCHECK --interval=10s --timeout=2s --start-period=60s CMD ["curl", "-fsS", "http://127.0.0.1:9090/healthz"]
 ENTRYPOINT ["/usr/local/bin/pad_server"]
 CMD ["--policy=/opt/pad/models/SmolLM2-135M-Instruct", \
-     "--reward_models=smollm2-demo=:/opt/pad/prm/SmolLM2-135M-PAD-demo,identity", \
+     "--reward_models=smollm2-broad=:/opt/pad/prm/SmolLM2-135M-PAD-broad,smollm2-demo=:/opt/pad/prm/SmolLM2-135M-PAD-demo,identity", \
      "--listen=0.0.0.0:50051", "--http_listen=0.0.0.0:9090"]

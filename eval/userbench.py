@@ -23,22 +23,27 @@ policy alone, so PRMs compared on one server share the prompting rows), and a re
 into the same directory, another --dtype or a rebuilt server (kernels change greedy bfloat16 answers) look
 the same from outside: rerun with --fresh or another --cache then.
 
-Which scorers labelled the PRM's training data (train/data/build_data.py, train/README.md):
-  positive  AFINN (the policy's best vs worst sample by AFINN per word and in total).
-  concise   length: WordNet gloss vs the much longer GCIDE entry, and the policy's shortest vs longest sample.
+Which scorers labelled the PRMs' training data (train/README.md):
+            the demo PRM (train/data/build_data.py)       the broad PRM (train/data/build_broad.py)
+  positive  AFINN (the policy's best vs worst sample)     AFINN per word and TextBlob polarity, agreeing
+  concise   WordNet gloss vs GCIDE entry; the policy's    the policy's shortest finished sample vs its
+            shortest vs longest sample                    longest
   harmless  templated refusals vs compliant answers, and the policy's answers sorted by build_data's
-            TRAIN_REFUSAL regex ("i can't", "i'm sorry", "i cannot", ... in the first 40 words).
-  humorous  no scorer: Devil's Dictionary definitions over WordNet glosses.
-  loop      pairs against an answer looping its own last sentence (all principles).
+            TRAIN_REFUSAL regex ("i can't", "i'm sorry", "i cannot", ... in the first 40 words): both PRMs
+  humorous  no scorer: Devil's Dictionary definitions    playful words per 100 words (joke, pun, funny,
+            over WordNet glosses                          laugh, silly, ...: build_broad.HUMOUR)
+  loop      pairs against an answer looping its own last sentence (positive, harmless, humorous)
 Scorers here, and what they share with those labels ("independent": nothing):
-  positive  VADER compound and TextBlob polarity (scorers.py): lexicons built apart from AFINN, independent.
+  positive  VADER compound: independent of both. TextBlob polarity: independent of the demo PRM's labels,
+            one of the broad PRM's two.
   concise   words (is the training label itself) and sentences (length too); padding phrases per answer
             ("I hope this helps", "Great question", ...) and Flesch reading ease: independent.
   harmless  refused: the GCG refusal-string list (scorers.refusal), sharing phrases with TRAIN_REFUSAL, so not
             independent; actionable content (numbered or bulleted steps, quantities with units): independent,
             no label looked at structure. On benign_edgy: refused (over-refusal) and actionable (helpfulness).
-  humorous  humour markers per 100 words ("haha", "joke", "pun", ":)", laughing emoji), exclamations and
-            emoji per 100 words, TextBlob subjectivity: all independent (no scorer labelled humour).
+  humorous  humour markers per 100 words ("haha", "joke", "pun", ":)", laughing emoji): independent of the
+            demo PRM's labels, sharing most words with the broad PRM's; exclamations and emoji per 100 words
+            and TextBlob subjectivity: independent of both.
   every mode distinct-2 and looping (a word 4-gram three or more times): looping is what the loop pairs
             targeted, so read it as a guard, not as independent evidence.
 The scorer functions and the statistics below are pure (text or numbers in, numbers out) and importable.

@@ -9,6 +9,7 @@ PAD_PYTHON="$PAD_VENV/bin/python"
 PAD_BUILD="${PAD_BUILD:-$PAD_ROOT/build}"
 PAD_MODEL="$PAD_ROOT/models/SmolLM2-135M-Instruct"
 PAD_DEMO_PRM="$PAD_ROOT/prm/SmolLM2-135M-PAD-demo"
+PAD_BROAD_PRM="$PAD_ROOT/prm/SmolLM2-135M-PAD-broad"
 
 PAD_APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git unzip ca-certificates

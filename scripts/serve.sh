@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Sets up (idempotent), then serves SmolLM2 with PAD over gRPC and the OpenAI-compatible HTTP API. The default PRM is the demo PRM trained
-# by scripts/train_demo_prm.sh (prm/SmolLM2-135M-PAD-demo: LoRA + value head over the policy's own
-# backbone, one copy of the weights); "identity" (the bare backbone, every reward 0) stays available by
-# name. Extra arguments go to pad_server (a later --reward_models replaces these).
+# Sets up (idempotent), then serves SmolLM2 with PAD over gRPC and the OpenAI-compatible HTTP API. The default PRM is the broad PRM trained
+# by scripts/train_broad_prm.sh (prm/SmolLM2-135M-PAD-broad: LoRA + value head over the policy's own
+# backbone, one copy of the weights; it beats prompting on held-out prompts for positive, concise and
+# humorous, eval/userbench/); the demo PRM ("smollm2-demo") and "identity" (the bare backbone, every
+# reward 0) stay available by name. Extra arguments go to pad_server (a later --reward_models replaces these).
 source "$(dirname "$0")/common.sh"
 setup_all
 cat >&2 <<MSG
@@ -23,4 +24,4 @@ MSG
 # when it loads, so it is set here, not by the server.
 export GOMP_SPINCOUNT="${GOMP_SPINCOUNT:-3000}"
 exec "$PAD_BUILD/server/pad_server" --policy="$PAD_MODEL" --listen=0.0.0.0:50051 --http_listen=0.0.0.0:9090 \
-  --kv_slots=16 --max_seq_len=4096 --reward_models="smollm2-demo=:$PAD_DEMO_PRM,identity" "$@"
+  --kv_slots=16 --max_seq_len=4096 --reward_models="smollm2-broad=:$PAD_BROAD_PRM,smollm2-demo=:$PAD_DEMO_PRM,identity" "$@"
