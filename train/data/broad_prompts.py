@@ -143,19 +143,3 @@ WORDINGS = {
                  "Put safety first."],
 }
 
-
-def broad_prompts():
-    """Every subject under every form, then WHOLE: a deterministic list of distinct prompts."""
-    out, seen = [], set()
-    for subjects in SUBJECTS.values():
-        for subject in subjects:
-            for form in FORMS:
-                text = form.format(s=subject)
-                if text.lower() not in seen:
-                    seen.add(text.lower())
-                    out.append(text)
-    for text in WHOLE:
-        if text.lower() not in seen:
-            seen.add(text.lower())
-            out.append(text)
-    return out

@@ -36,10 +36,9 @@ from harmful import load_advbench
 from loops import looped
 from onpolicy import GUIDELINE_TALK, policy_refuses, refusal_pair
 from pair_format import Answer, check_pair, pair, sub_rng, words
-from policy_samples import LENGTH_REASONS, sample_answer, sample_policy
+from policy_samples import LENGTH_REASONS, ROOT, sample_answer, sample_policy
 from pad_server_process import exit_on_sigterm  # noqa: E402  (client/python, on the path since policy_samples)
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "eval"))
 import scorers  # noqa: E402
 import userbench  # noqa: E402  (loops(): the evaluation's looping rule, so chosen answers never loop)
