@@ -10,7 +10,7 @@ setup_all
 cd "$PAD_ROOT"
 if [[ ! -s data/prm-broad/train.jsonl ]]; then
   log "building the broad PRM's pairs (the policy's samples through pad_server)"
-  "$PAD_PYTHON" train/data/build_broad.py --out data/prm-broad --samples 5
+  "$PAD_PYTHON" train/data/build_broad.py --out data/prm-broad
 fi
 log "training the broad PRM (TRL DPOTrainer + peft, CPU)"
 "$PAD_PYTHON" train/train_prm.py --backbone "$PAD_MODEL" --train data/prm-broad/train.jsonl \

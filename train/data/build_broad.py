@@ -150,7 +150,7 @@ def parse_args(argv=None):
     parser.add_argument("--harmful_prompts", type=int, default=160)
     parser.add_argument("--benign_prompts", type=int, default=100)
     parser.add_argument("--heldout_fraction", type=float, default=0.1)
-    parser.add_argument("--samples", type=int, default=4, help="policy samples per prompt")
+    parser.add_argument("--samples", type=int, default=5, help="policy samples per prompt")
     parser.add_argument("--temperature", type=float, default=0.9)
     parser.add_argument("--top_k", type=int, default=50)
     parser.add_argument("--max_new_tokens", type=int, default=96)
