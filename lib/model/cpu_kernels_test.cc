@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <tuple>
 #include <vector>
 
 namespace pad {
@@ -34,8 +35,8 @@ double RelativeError(const at::Tensor& y, const at::Tensor& x, const at::Tensor&
 }
 
 // Every tile shape and tail: m from 1 to 9 (tiles of 4 or 2 and remainders), k with and without a vector
-// tail, n with and without a 4-row tile tail, over several of the threads' 64-row chunks; checked against
-// LibTorch's matmul in float64.
+// tail, n with and without a 4-row tile tail, in one or several chunks per thread (of 64 or 256 rows, split
+// into 4 runs of rows); checked against LibTorch's matmul in float64.
 TEST(CpuLinear, MatchesLibTorchForEveryTileAndTail) {
   if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
   at::manual_seed(0);
@@ -43,7 +44,7 @@ TEST(CpuLinear, MatchesLibTorchForEveryTileAndTail) {
     for (const auto format : {WeightFormat::kFloat32, WeightFormat::kBFloat16}) {
       for (int64_t m : {1, 2, 3, 4, 5, 9}) {
         for (int64_t k : {576, 37, 8, 3}) {
-          for (int64_t n : {200, 64, 7, 1}) {
+          for (int64_t n : {1030, 200, 64, 7, 1}) {
             const at::Tensor x = at::randn({m, k});  // [m, k]
             at::Tensor w = at::randn({n, k});        // [n, k]
             if (format == WeightFormat::kBFloat16) w = w.to(at::kBFloat16);
@@ -54,6 +55,36 @@ TEST(CpuLinear, MatchesLibTorchForEveryTileAndTail) {
                 << CpuIsaName(isa) << " bf16=" << (format == WeightFormat::kBFloat16) << " m=" << m
                 << " k=" << k << " n=" << n;
           }
+        }
+      }
+    }
+  }
+}
+
+// A row's result does not depend on the rows beside it: the same bits alone as in any batch, for every
+// tile shape, weight format and the widened path, so that a stream's tokens do not change with the load.
+TEST(CpuLinear, RowsEqualTheRowAlone) {
+  if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
+  at::manual_seed(0);
+  const int64_t n = 1030, k = 576;
+  for (CpuIsa isa : IsasHere()) {
+    for (const auto format : {WeightFormat::kFloat32, WeightFormat::kBFloat16, WeightFormat::kInt8}) {
+      at::Tensor w = at::randn({n, k}), scales;  // [n, k]
+      if (format == WeightFormat::kBFloat16) w = w.to(at::kBFloat16);
+      if (format == WeightFormat::kInt8) std::tie(w, scales) = Quantize(w);
+      const CpuWeight weight = {format, w.data_ptr(), scales.defined() ? scales.data_ptr<float>() : nullptr,
+                                n, k};
+      for (int64_t m : {2, 3, 4, 5, 9, 64}) {
+        const at::Tensor x = at::randn({m, k});  // [m, k]
+        at::Tensor batched = at::empty({m, n});  // [m, n]
+        CpuLinear(isa, x.data_ptr<float>(), k, m, weight,
+                  {ActivationFormat::kFloat32, batched.data_ptr(), n});
+        for (int64_t r = 0; r < m; ++r) {
+          at::Tensor alone = at::empty({1, n});  // [1, n]
+          CpuLinear(isa, x[r].data_ptr<float>(), k, 1, weight,
+                    {ActivationFormat::kFloat32, alone.data_ptr(), n});
+          EXPECT_TRUE(at::equal(batched[r], alone[0]))
+              << CpuIsaName(isa) << " format=" << static_cast<int>(format) << " m=" << m << " row " << r;
         }
       }
     }
