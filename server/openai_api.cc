@@ -19,8 +19,8 @@ namespace {
 
 using json = nlohmann::json;
 
-// How often a worker waiting for tokens checks that its client is still connected: well under one
-// decoding step, so a disconnect cancels the request within a step.
+// How long a worker waits for tokens before it checks that its client is still connected (it also checks
+// whenever tokens came but nothing was written), so a disconnect cancels the request within about a step.
 constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
 constexpr char kJson[] = "application/json";
 
@@ -244,20 +244,18 @@ class OpenAiHandlers {
     response.set_chunked_content_provider(
         parsed->stream ? "text/event-stream" : kJson,
         [queue, writer, engine, request_id](size_t /*offset*/, httplib::DataSink& sink) {
-          std::deque<EngineEvent> events = queue->Take(kPollInterval);
-          if (events.empty()) {
-            if (sink.is_writable()) return true;
-            engine->Cancel(request_id);  // the client is gone
-            return false;
-          }
+          const std::deque<EngineEvent> events = queue->Take(kPollInterval);
           std::string out;
           bool ended = false;
           for (const EngineEvent& event : events) {
             if (!writer->Render(event, &out)) return false;
             ended = ended || event.last();
           }
-          if (!out.empty() && !sink.write(out.data(), out.size())) {
-            engine->Cancel(request_id);
+          // A client that left is found by the write that fails or, with nothing to write (no token within
+          // the poll, or a whole answer still being built), by asking its socket: tokens may come faster
+          // than the poll, so asking only when none came would let a whole answer run to its end.
+          if (out.empty() ? !ended && !sink.is_writable() : !sink.write(out.data(), out.size())) {
+            engine->Cancel(request_id);  // the client is gone
             return false;
           }
           if (ended) sink.done();
