@@ -382,7 +382,7 @@ Tiles<float, W> FloatTiles(CpuIsa isa) {
 // the other row tiles. Tile t takes rows t, t + q, t + 2q and t + 3q (q = n / 4), so that w is read as 4
 // runs of consecutive rows: long sequential streams, which the hardware prefetchers follow. A tile of 4
 // neighbouring rows would read 4 streams of one row each, restarting at every tile; one decode row ran at
-// 0.6-0.7x the tokens/s (bench_generate). A narrower w against more than one tile of x is widened to
+// 0.55-0.85x the tokens/s (bench_generate). A narrower w against more than one tile of x is widened to
 // float32 once per w tile rather than once per x tile.
 template <typename X, typename W>
 void RunRows(const Tiles<X, W>& tiles, const X* x, int64_t ldx, int64_t m, const W* w, const float* scales,
@@ -461,8 +461,8 @@ void Finish(CpuIsa isa, const CpuOutput& out, const float* sums, int64_t lds, in
 // shared counter rather than a fixed half each, so that a thread slowed by its neighbours (another process,
 // the memory) does not keep the other waiting at the end of every product. Every thread has the same number
 // of chunks, so that none is left with one more at the end. A chunk's sums stay in the thread's cache until
-// Finish writes them out: chunks of about 256 rows for up to 4 rows of x (longer streams for RunRows, 1.1x
-// the tokens/s of 64 at one row), 64 above.
+// Finish writes them out: chunks of about 256 rows for up to 4 rows of x (longer streams for
+// RunRows, 1.05-1.1x the tokens/s of 64 at one row), 64 above.
 template <typename X, typename W>
 void RunThreads(CpuIsa isa, const Tiles<X, W>& tiles, const X* x, int64_t ldx, int64_t m, const CpuWeight& w,
                 const CpuOutput& out) {
