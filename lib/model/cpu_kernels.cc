@@ -274,6 +274,27 @@ PAD_AVX2 inline float Sum8(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+// 8 activations as float32, and back.
+PAD_AVX2 inline __m256 LoadAct8(const float* p) { return _mm256_loadu_ps(p); }
+PAD_AVX2 inline __m256 LoadAct8(const uint16_t* p) {
+  return Widen8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+// As ToBf16: round to nearest even, NaN kept; the 32-bit lanes hold values below 2^16, so packing is exact.
+PAD_AVX2 inline __m128i ToBf16x8(__m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  __m256i rounded =
+      _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  rounded = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7fc0), nan);
+  return _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
+}
+PAD_AVX2 inline void StoreAct8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+PAD_AVX2 inline void StoreAct8(uint16_t* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), ToBf16x8(v));
+}
+PAD_AVX2 inline __m256 RoundAct8(const float*, __m256 v) { return v; }
+PAD_AVX2 inline __m256 RoundAct8(const uint16_t*, __m256 v) { return Widen8(ToBf16x8(v)); }
 inline float ToFloat(const float* row, const float*, int64_t i) { return row[i]; }
 inline float ToFloat(const uint16_t* row, const float*, int64_t i) {
   const uint32_t bits = static_cast<uint32_t>(row[i]) << 16;
@@ -312,6 +333,62 @@ PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const W* w, int64_t rs, cons
   }
 }
 
+// bfloat16 w on AVX2, never widened into a buffer: 16 values of a row load as one vector whose 32-bit lanes
+// each hold a pair of neighbours along k; shifted left by 16 they are the even values as float32, with their
+// low halves cleared the odd ones. x comes with each 16 values' even and odd halves apart (SplitPairs), so
+// that the two multiply their own halves: 3 instructions for 16 weights, where widening them took 4 and, for
+// more rows of x than a tile, a store and a load back for each tile of x. Both halves go into one sum.
+template <int MT, int NT>
+PAD_AVX2 void TileAvx2Bf16(const float* x, int64_t ldx, const uint16_t* w, int64_t rs, const float*,
+                           int64_t k, float* y, int64_t ldy) {
+  __m256 acc[MT][NT];
+  for (int r = 0; r < MT; ++r) {
+    for (int j = 0; j < NT; ++j) acc[r][j] = _mm256_setzero_ps();
+  }
+  const __m256i high = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  int64_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    __m256 even_x[MT], odd_x[MT];
+    for (int r = 0; r < MT; ++r) {
+      even_x[r] = _mm256_loadu_ps(x + r * ldx + i);
+      odd_x[r] = _mm256_loadu_ps(x + r * ldx + i + 8);
+    }
+    for (int j = 0; j < NT; ++j) {
+      const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * rs * k + i));
+      const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+      const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(pairs, high));
+      for (int r = 0; r < MT; ++r) {
+        acc[r][j] = _mm256_fmadd_ps(even_x[r], even, acc[r][j]);
+        acc[r][j] = _mm256_fmadd_ps(odd_x[r], odd, acc[r][j]);
+      }
+    }
+  }
+  for (int r = 0; r < MT; ++r) {
+    for (int j = 0; j < NT; ++j) {
+      float sum = Sum8(acc[r][j]);
+      for (int64_t t = i; t < k; ++t) sum += x[r * ldx + t] * ToFloat(w + j * rs * k, nullptr, t);
+      y[r * ldy + j * rs] = sum;
+    }
+  }
+}
+
+// x [m, k] (row stride ldx) into out [m, k] as TileAvx2Bf16 reads it: each 16 values as their 8 even then
+// their 8 odd ones; the last k % 16 as they are.
+void SplitPairs(const float* x, int64_t ldx, int64_t m, int64_t k, float* out) {
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = x + r * ldx;
+    float* split = out + r * k;
+    int64_t i = 0;
+    for (; i + 16 <= k; i += 16) {
+      for (int64_t t = 0; t < 8; ++t) {
+        split[i + t] = row[i + 2 * t];
+        split[i + 8 + t] = row[i + 2 * t + 1];
+      }
+    }
+    for (; i < k; ++i) split[i] = row[i];
+  }
+}
+
 // `rows` rows of w (k apart, scales k / kInt8Group apart) as float32 into `out` [rows, k].
 template <typename W>
 PAD_AVX512 void WidenAvx512(const W* w, const float* scales, int64_t k, int64_t rows, float* out) {
@@ -343,7 +420,8 @@ PAD_AVX2 void WidenAvx2(const W* w, const float* scales, int64_t k, int64_t rows
 }
 
 // The tile kernels for one kind of x and w: [rows of x in the tile - 1][rows of w: 0 for 1, 1 for 4].
-// For float32 x and narrower w, also the float32 tiles and a widening of w, for x of more than one tile.
+// For float32 x and narrower w, also the float32 tiles and a widening of w, for x of more than one tile
+// (none for bfloat16 on AVX2, whose tiles read w as it is for any x).
 template <typename X, typename W>
 struct Tiles {
   using Fn = void (*)(const X*, int64_t, const W*, int64_t, const float*, int64_t, float*, int64_t);
@@ -366,6 +444,10 @@ Tiles<float, W> Avx2Tiles() {
   return {{{TileAvx2<1, 1, W>, TileAvx2<1, 4, W>}, {TileAvx2<2, 1, W>, TileAvx2<2, 4, W>}}, 2};
 }
 
+Tiles<float, uint16_t> Avx2Bf16Tiles() {
+  return {{{TileAvx2Bf16<1, 1>, TileAvx2Bf16<1, 4>}, {TileAvx2Bf16<2, 1>, TileAvx2Bf16<2, 4>}}, 2};
+}
+
 template <typename W>
 Tiles<float, W> FloatTiles(CpuIsa isa) {
   static const Tiles<float, float> avx512 = Avx512Tiles<float>(), avx2 = Avx2Tiles<float>();
@@ -383,13 +465,13 @@ Tiles<float, W> FloatTiles(CpuIsa isa) {
 // runs of consecutive rows: long sequential streams, which the hardware prefetchers follow. A tile of 4
 // neighbouring rows would read 4 streams of one row each, restarting at every tile; one decode row ran at
 // 0.55-0.85x the tokens/s (bench_generate). A narrower w against more than one tile of x is widened to
-// float32 once per w tile rather than once per x tile.
+// float32 once per w tile rather than once per x tile, where the tiles have a widening.
 template <typename X, typename W>
 void RunRows(const Tiles<X, W>& tiles, const X* x, int64_t ldx, int64_t m, const W* w, const float* scales,
              int64_t k, int64_t n, float* y, int64_t ldy) {
   const int64_t groups = k / kInt8Group, q = n / 4;
   if constexpr (std::is_same_v<X, float> && !std::is_same_v<W, float>) {
-    if (m > tiles.max_mt) {
+    if (m > tiles.max_mt && tiles.widen != nullptr) {
       thread_local std::vector<float> buffer;
       buffer.resize(4 * k);  // [4, k]
       for (int64_t j = 0; j < n;) {
@@ -446,13 +528,31 @@ PAD_AVX512 void FinishAvx512(const CpuOutput& out, const float* sums, int64_t ld
   }
   if (vector_end < n1) FinishScalar<T>(out, sums + vector_end - n0, lds, m, vector_end, n1);
 }
+template <typename T>
+PAD_AVX2 void FinishAvx2(const CpuOutput& out, const float* sums, int64_t lds, int64_t m, int64_t n0,
+                         int64_t n1) {
+  T* y = static_cast<T*>(out.y);
+  const auto* bias = static_cast<const T*>(out.bias);
+  const auto* residual = static_cast<const T*>(out.residual);
+  const int64_t vector_end = n0 + (n1 - n0) / 8 * 8;
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = n0; j < vector_end; j += 8) {
+      __m256 v = _mm256_loadu_ps(sums + r * lds + j - n0);
+      if (bias != nullptr) v = _mm256_add_ps(v, LoadAct8(bias + j));
+      v = RoundAct8(y, v);
+      if (residual != nullptr) v = _mm256_add_ps(LoadAct8(residual + r * out.ldy + j), v);
+      StoreAct8(y + r * out.ldy + j, v);
+    }
+  }
+  if (vector_end < n1) FinishScalar<T>(out, sums + vector_end - n0, lds, m, vector_end, n1);
+}
 void Finish(CpuIsa isa, const CpuOutput& out, const float* sums, int64_t lds, int64_t m, int64_t n0,
             int64_t n1) {
   const bool f32 = out.format == ActivationFormat::kFloat32;
   if (isa >= CpuIsa::kAvx512) {
     f32 ? FinishAvx512<float>(out, sums, lds, m, n0, n1) : FinishAvx512<uint16_t>(out, sums, lds, m, n0, n1);
   } else {
-    f32 ? FinishScalar<float>(out, sums, lds, m, n0, n1) : FinishScalar<uint16_t>(out, sums, lds, m, n0, n1);
+    f32 ? FinishAvx2<float>(out, sums, lds, m, n0, n1) : FinishAvx2<uint16_t>(out, sums, lds, m, n0, n1);
   }
 }
 
@@ -485,14 +585,35 @@ void RunThreads(CpuIsa isa, const Tiles<X, W>& tiles, const X* x, int64_t ldx, i
   });
 }
 
+// `out` from its row r on.
+CpuOutput OutputRows(const CpuOutput& out, int64_t r) {
+  const int64_t offset = r * out.ldy * (out.format == ActivationFormat::kFloat32 ? 4 : 2);  // bytes
+  CpuOutput rows = out;
+  rows.y = static_cast<char*>(out.y) + offset;
+  if (out.residual != nullptr) rows.residual = static_cast<const char*>(out.residual) + offset;
+  return rows;
+}
+
 }  // namespace
 
 void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeight& w, const CpuOutput& out) {
   switch (w.format) {
     case WeightFormat::kFloat32:
       return RunThreads(isa, FloatTiles<float>(isa), x, ldx, m, w, out);
-    case WeightFormat::kBFloat16:
-      return RunThreads(isa, FloatTiles<uint16_t>(isa), x, ldx, m, w, out);
+    case WeightFormat::kBFloat16: {
+      if (isa >= CpuIsa::kAvx512) return RunThreads(isa, FloatTiles<uint16_t>(isa), x, ldx, m, w, out);
+      // Blocks of rows of x, so that a block stays in cache while the threads sweep w (from L3 after the
+      // first).
+      constexpr int64_t kBlockRows = 128;
+      thread_local std::vector<float> split;
+      split.resize(std::min(m, kBlockRows) * w.k);  // [rows of the block, k]
+      for (int64_t r = 0; r < m; r += kBlockRows) {
+        const int64_t rows = std::min(kBlockRows, m - r);
+        SplitPairs(x + r * ldx, ldx, rows, w.k, split.data());
+        RunThreads(isa, Avx2Bf16Tiles(), split.data(), w.k, rows, w, OutputRows(out, r));
+      }
+      return;
+    }
     case WeightFormat::kInt8:
       return RunThreads(isa, FloatTiles<int8_t>(isa), x, ldx, m, w, out);
   }
@@ -686,27 +807,6 @@ PAD_AVX512 void AttendGroup(const T* q, const PagedHead<T>& keys, const PagedHea
 }
 
 // ---- The same with AVX2: 8 floats a vector.
-
-PAD_AVX2 inline __m256 LoadAct8(const float* p) { return _mm256_loadu_ps(p); }
-PAD_AVX2 inline __m256 LoadAct8(const uint16_t* p) {
-  return Widen8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-// As ToBf16: round to nearest even, NaN kept; the 32-bit lanes hold values below 2^16, so packing is exact.
-PAD_AVX2 inline __m128i ToBf16x8(__m256 v) {
-  const __m256i bits = _mm256_castps_si256(v);
-  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  __m256i rounded =
-      _mm256_srli_epi32(_mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff))), 16);
-  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  rounded = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7fc0), nan);
-  return _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm256_extracti128_si256(rounded, 1));
-}
-PAD_AVX2 inline void StoreAct8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-PAD_AVX2 inline void StoreAct8(uint16_t* p, __m256 v) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), ToBf16x8(v));
-}
-PAD_AVX2 inline __m256 RoundAct8(const float*, __m256 v) { return v; }
-PAD_AVX2 inline __m256 RoundAct8(const uint16_t*, __m256 v) { return Widen8(ToBf16x8(v)); }
 
 // Exp16's polynomial on 8 floats, 2^n built in the exponent bits (n is in [-126, 128] after the clamp; at
 // -126, e^-87.3, the result flushes to 0).

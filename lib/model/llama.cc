@@ -104,21 +104,20 @@ LinearWeight Prepare(const at::Tensor& weight, Quantization quantization) {
 // Up to this many rows a product runs on the CPU kernels; more rows (a prefill) go to a GEMM, whose cache
 // blocking wins once the weights are no longer the cost (int8 weights are dequantized for it). Measured by
 // bench_linear (bench/RESULTS.md): in float32 the kernels are 1.8-2.5x faster at 1-4 rows and still 1.2-2x
-// at 64. In bfloat16, with AVX512_BF16, oneDNN's BF16 GEMM wins from 16 rows; without it LibTorch has no
-// fast bfloat16 GEMM (35 GFLOP/s on AVX2, 70 on AVX-512), and the kernels, widening to float32, are 2-3.5x
-// faster up to 256 rows; past 64 rows on AVX2 MKL's float32 GEMM on widened weights is faster still. int8
-// weights stay on the kernels up to 256 rows: dequantizing them whole for the GEMM costs more than the GEMM
-// saves below about 512 rows (a 128-token prefill 1.3x faster, bench_generate).
+// at 64. In bfloat16 with AVX512_BF16 they are 1.03-1.7x faster than oneDNN's BF16 GEMM up to 48 rows and
+// mixed at 64 (0.9-1.3x). Without AVX512_BF16 LibTorch has no fast bfloat16 GEMM (35 GFLOP/s on AVX2, 70 on
+// AVX-512); the kernels are 2-4.5x faster up to 256 rows, where on AVX2 they are as fast as MKL's float32
+// GEMM on the weights widened for the call. int8 weights stay on the kernels up to 256 rows: dequantizing
+// them whole for the GEMM costs more than the GEMM saves below about 512 rows (a 128-token prefill 1.3x
+// faster, bench_generate).
 int64_t MaxKernelRows(CpuIsa isa, at::ScalarType weight_dtype) {
   if (weight_dtype == at::kChar) return 256;
   if (weight_dtype != at::kBFloat16) return 64;
   switch (isa) {
     case CpuIsa::kAvx512Bf16:
-      return 16;
-    case CpuIsa::kAvx512:
-      return 256;
+      return 48;
     default:
-      return 64;
+      return 256;
   }
 }
 
