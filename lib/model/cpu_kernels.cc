@@ -121,9 +121,6 @@ PAD_AVX512 inline __m512 Widen16(__m256i bf16) {
   // bfloat16 is the top half of a float32: widen and shift, exactly.
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16), 16));
 }
-PAD_AVX512 inline __m512 Load16(const uint16_t* row, const float*, int64_t i) {
-  return Widen16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i)));
-}
 PAD_AVX512 inline __m512 Load16(const int8_t* row, const float* scales, int64_t i) {
   const __m512 values =
       _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i))));
@@ -131,9 +128,6 @@ PAD_AVX512 inline __m512 Load16(const int8_t* row, const float* scales, int64_t 
 }
 PAD_AVX512 inline __m512 MaskedLoad16(const float* row, const float*, int64_t i, __mmask16 mask) {
   return _mm512_maskz_loadu_ps(mask, row + i);
-}
-PAD_AVX512 inline __m512 MaskedLoad16(const uint16_t* row, const float*, int64_t i, __mmask16 mask) {
-  return Widen16(_mm256_maskz_loadu_epi16(mask, row + i));
 }
 PAD_AVX512 inline __m512 MaskedLoad16(const int8_t* row, const float* scales, int64_t i, __mmask16 mask) {
   const __m512 values = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, row + i)));
@@ -260,9 +254,6 @@ PAD_AVX2 inline __m256 Load8(const float* row, const float*, int64_t i) { return
 PAD_AVX2 inline __m256 Widen8(__m128i bf16) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bf16), 16));
 }
-PAD_AVX2 inline __m256 Load8(const uint16_t* row, const float*, int64_t i) {
-  return Widen8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i)));
-}
 PAD_AVX2 inline __m256 Load8(const int8_t* row, const float* scales, int64_t i) {
   const __m256 values =
       _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + i))));
@@ -333,14 +324,15 @@ PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const W* w, int64_t rs, cons
   }
 }
 
-// bfloat16 w on AVX2, never widened into a buffer: 16 values of a row load as one vector whose 32-bit lanes
-// each hold a pair of neighbours along k; shifted left by 16 they are the even values as float32, with their
-// low halves cleared the odd ones. x comes with each 16 values' even and odd halves apart (SplitPairs), so
-// that the two multiply their own halves: 3 instructions for 16 weights, where widening them took 4 and, for
-// more rows of x than a tile, a store and a load back for each tile of x. Both halves go into one sum.
+// bfloat16 w against float32 x, never widened into a buffer: 16 values of a row load as one vector whose
+// 32-bit lanes each hold a pair of neighbours along k; shifted left by 16 they are the even values as
+// float32, with their low halves cleared the odd ones. x comes with each 16 values' even and odd halves apart
+// (SplitPairs), so that the two multiply their own halves: 3 instructions for 16 weights, where widening
+// them took 4 and, for more rows of x than a tile, a store and a load back for each tile of x (1.3-1.6x the
+// speed at 4-16 rows, bench_linear on AVX2). Both halves go into one sum.
 template <int MT, int NT>
-PAD_AVX2 void TileAvx2Bf16(const float* x, int64_t ldx, const uint16_t* w, int64_t rs, const float*,
-                           int64_t k, float* y, int64_t ldy) {
+PAD_AVX2 void TileAvx2Pairs(const float* x, int64_t ldx, const uint16_t* w, int64_t rs, const float*,
+                            int64_t k, float* y, int64_t ldy) {
   __m256 acc[MT][NT];
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) acc[r][j] = _mm256_setzero_ps();
@@ -372,17 +364,52 @@ PAD_AVX2 void TileAvx2Bf16(const float* x, int64_t ldx, const uint16_t* w, int64
   }
 }
 
-// x [m, k] (row stride ldx) into out [m, k] as TileAvx2Bf16 reads it: each 16 values as their 8 even then
-// their 8 odd ones; the last k % 16 as they are.
-void SplitPairs(const float* x, int64_t ldx, int64_t m, int64_t k, float* out) {
+// The same with AVX-512: 32 values of a row a vector.
+template <int MT, int NT>
+PAD_AVX512 void TileAvx512Pairs(const float* x, int64_t ldx, const uint16_t* w, int64_t rs, const float*,
+                                int64_t k, float* y, int64_t ldy) {
+  __m512 acc[MT][NT];
+  for (int r = 0; r < MT; ++r) {
+    for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+  const __m512i high = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  int64_t i = 0;
+  for (; i + 32 <= k; i += 32) {
+    __m512 even_x[MT], odd_x[MT];
+    for (int r = 0; r < MT; ++r) {
+      even_x[r] = _mm512_loadu_ps(x + r * ldx + i);
+      odd_x[r] = _mm512_loadu_ps(x + r * ldx + i + 16);
+    }
+    for (int j = 0; j < NT; ++j) {
+      const __m512i pairs = _mm512_loadu_si512(w + j * rs * k + i);
+      const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+      const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(pairs, high));
+      for (int r = 0; r < MT; ++r) {
+        acc[r][j] = _mm512_fmadd_ps(even_x[r], even, acc[r][j]);
+        acc[r][j] = _mm512_fmadd_ps(odd_x[r], odd, acc[r][j]);
+      }
+    }
+  }
+  for (int r = 0; r < MT; ++r) {
+    for (int j = 0; j < NT; ++j) {
+      float sum = _mm512_reduce_add_ps(acc[r][j]);
+      for (int64_t t = i; t < k; ++t) sum += x[r * ldx + t] * ToFloat(w + j * rs * k, nullptr, t);
+      y[r * ldy + j * rs] = sum;
+    }
+  }
+}
+
+// x [m, k] (row stride ldx) into out [m, k] as the pair tiles read it: each 2 * half values as their `half`
+// even then their `half` odd ones; the last k % (2 * half) as they are.
+void SplitPairs(const float* x, int64_t ldx, int64_t m, int64_t k, int64_t half, float* out) {
   for (int64_t r = 0; r < m; ++r) {
     const float* row = x + r * ldx;
     float* split = out + r * k;
     int64_t i = 0;
-    for (; i + 16 <= k; i += 16) {
-      for (int64_t t = 0; t < 8; ++t) {
+    for (; i + 2 * half <= k; i += 2 * half) {
+      for (int64_t t = 0; t < half; ++t) {
         split[i + t] = row[i + 2 * t];
-        split[i + 8 + t] = row[i + 2 * t + 1];
+        split[i + half + t] = row[i + 2 * t + 1];
       }
     }
     for (; i < k; ++i) split[i] = row[i];
@@ -420,8 +447,7 @@ PAD_AVX2 void WidenAvx2(const W* w, const float* scales, int64_t k, int64_t rows
 }
 
 // The tile kernels for one kind of x and w: [rows of x in the tile - 1][rows of w: 0 for 1, 1 for 4].
-// For float32 x and narrower w, also the float32 tiles and a widening of w, for x of more than one tile
-// (none for bfloat16 on AVX2, whose tiles read w as it is for any x).
+// For float32 x and int8 w, also the float32 tiles and a widening of w, for x of more than one tile.
 template <typename X, typename W>
 struct Tiles {
   using Fn = void (*)(const X*, int64_t, const W*, int64_t, const float*, int64_t, float*, int64_t);
@@ -444,8 +470,15 @@ Tiles<float, W> Avx2Tiles() {
   return {{{TileAvx2<1, 1, W>, TileAvx2<1, 4, W>}, {TileAvx2<2, 1, W>, TileAvx2<2, 4, W>}}, 2};
 }
 
-Tiles<float, uint16_t> Avx2Bf16Tiles() {
-  return {{{TileAvx2Bf16<1, 1>, TileAvx2Bf16<1, 4>}, {TileAvx2Bf16<2, 1>, TileAvx2Bf16<2, 4>}}, 2};
+Tiles<float, uint16_t> Avx2PairTiles() {
+  return {{{TileAvx2Pairs<1, 1>, TileAvx2Pairs<1, 4>}, {TileAvx2Pairs<2, 1>, TileAvx2Pairs<2, 4>}}, 2};
+}
+Tiles<float, uint16_t> Avx512PairTiles() {
+  return {{{TileAvx512Pairs<1, 1>, TileAvx512Pairs<1, 4>},
+           {TileAvx512Pairs<2, 1>, TileAvx512Pairs<2, 4>},
+           {TileAvx512Pairs<3, 1>, TileAvx512Pairs<3, 4>},
+           {TileAvx512Pairs<4, 1>, TileAvx512Pairs<4, 4>}},
+          4};
 }
 
 template <typename W>
@@ -464,8 +497,8 @@ Tiles<float, W> FloatTiles(CpuIsa isa) {
 // the other row tiles. Tile t takes rows t, t + q, t + 2q and t + 3q (q = n / 4), so that w is read as 4
 // runs of consecutive rows: long sequential streams, which the hardware prefetchers follow. A tile of 4
 // neighbouring rows would read 4 streams of one row each, restarting at every tile; one decode row ran at
-// 0.55-0.85x the tokens/s (bench_generate). A narrower w against more than one tile of x is widened to
-// float32 once per w tile rather than once per x tile, where the tiles have a widening.
+// 0.55-0.85x the tokens/s (bench_generate). Int8 w against more than one tile of x is widened to float32
+// once per w tile rather than once per x tile.
 template <typename X, typename W>
 void RunRows(const Tiles<X, W>& tiles, const X* x, int64_t ldx, int64_t m, const W* w, const float* scales,
              int64_t k, int64_t n, float* y, int64_t ldy) {
@@ -601,7 +634,7 @@ void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeig
     case WeightFormat::kFloat32:
       return RunThreads(isa, FloatTiles<float>(isa), x, ldx, m, w, out);
     case WeightFormat::kBFloat16: {
-      if (isa >= CpuIsa::kAvx512) return RunThreads(isa, FloatTiles<uint16_t>(isa), x, ldx, m, w, out);
+      const bool avx512 = isa >= CpuIsa::kAvx512;
       // Blocks of rows of x, so that a block stays in cache while the threads sweep w (from L3 after the
       // first).
       constexpr int64_t kBlockRows = 128;
@@ -609,8 +642,9 @@ void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeig
       split.resize(std::min(m, kBlockRows) * w.k);  // [rows of the block, k]
       for (int64_t r = 0; r < m; r += kBlockRows) {
         const int64_t rows = std::min(kBlockRows, m - r);
-        SplitPairs(x + r * ldx, ldx, rows, w.k, split.data());
-        RunThreads(isa, Avx2Bf16Tiles(), split.data(), w.k, rows, w, OutputRows(out, r));
+        SplitPairs(x + r * ldx, ldx, rows, w.k, avx512 ? 16 : 8, split.data());
+        RunThreads(isa, avx512 ? Avx512PairTiles() : Avx2PairTiles(), split.data(), w.k, rows, w,
+                   OutputRows(out, r));
       }
       return;
     }
