@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -307,16 +308,24 @@ TEST(CpuLinear, OutputAddsBiasAndResidualRoundedAsLibTorch) {
 // Strided rows in and out: a view into a wider activation and a wider output (the fused q|k|v columns).
 TEST(CpuLinear, HonoursRowStrides) {
   if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
-  const at::Tensor wide = at::randn({3, 50});  // [3, 50]
-  const at::Tensor x = wide.narrow(1, 0, 40);  // [3, 40], stride 50
-  const at::Tensor w = at::randn({12, 40});    // [12, 40]
-  at::Tensor out = at::zeros({3, 20});         // [3, 20]
-  CpuLinear(IsasHere().front(), x.data_ptr<float>(), 50, 3,
-            {WeightFormat::kFloat32, w.data_ptr(), nullptr, 12, 40},
-            {ActivationFormat::kFloat32, out.data_ptr<float>() + 4, 20});
-  EXPECT_TRUE(at::allclose(out.narrow(1, 4, 12), at::matmul(x, w.t()), 1e-5, 1e-5));
-  EXPECT_EQ(out.narrow(1, 0, 4).abs().sum().item<float>(), 0.0f);
-  EXPECT_EQ(out.narrow(1, 16, 4).abs().sum().item<float>(), 0.0f);
+  // 130 rows: bfloat16 weights take x in blocks of 128 rows, each block's output rows ldy apart.
+  const at::Tensor wide = at::randn({130, 50});  // [130, 50]
+  const at::Tensor x = wide.narrow(1, 0, 40);    // [130, 40], stride 50
+  for (CpuIsa isa : IsasHere()) {
+    for (const auto format : {WeightFormat::kFloat32, WeightFormat::kBFloat16}) {
+      at::Tensor w = at::randn({12, 40});  // [12, 40]
+      if (format == WeightFormat::kBFloat16) w = w.to(at::kBFloat16);
+      at::Tensor out = at::zeros({130, 20});  // [130, 20]
+      CpuLinear(isa, x.data_ptr<float>(), 50, 130, {format, w.data_ptr(), nullptr, 12, 40},
+                {ActivationFormat::kFloat32, out.data_ptr<float>() + 4, 20});
+      const std::string where =
+          std::string(CpuIsaName(isa)) + (format == WeightFormat::kBFloat16 ? " bf16" : "");
+      EXPECT_TRUE(at::allclose(out.narrow(1, 4, 12), at::matmul(x, w.to(at::kFloat).t()), 1e-5, 1e-5))
+          << where;
+      EXPECT_EQ(out.narrow(1, 0, 4).abs().sum().item<float>(), 0.0f) << where;
+      EXPECT_EQ(out.narrow(1, 16, 4).abs().sum().item<float>(), 0.0f) << where;
+    }
+  }
 }
 
 }  // namespace
