@@ -301,6 +301,12 @@ template <int MT, int NT, typename W>
 PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const W* w, int64_t rs, const float* scales, int64_t k,
                        float* y, int64_t ldy) {
   const int64_t groups = k / kInt8Group;
+  if constexpr (MT > 2 && NT == 4) {
+    // 16 accumulators would fill AVX2's 16 registers: two tiles of 2 rows of w, x read twice from cache.
+    TileAvx2<MT, 2, W>(x, ldx, w, rs, scales, k, y, ldy);
+    TileAvx2<MT, 2, W>(x, ldx, w + 2 * rs * k, rs, RowScales(scales, 2 * rs, groups), k, y + 2 * rs, ldy);
+    return;
+  }
   __m256 acc[MT][NT];
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) acc[r][j] = _mm256_setzero_ps();
@@ -467,6 +473,15 @@ Tiles<float, W> Avx512Tiles() {
 }
 template <typename W>
 Tiles<float, W> Avx2Tiles() {
+  // int8 weights cost more to load (widen, convert, scale) than the multiply: tiles of up to 4 rows of x
+  // load each once for 4 rows.
+  if constexpr (std::is_same_v<W, int8_t>) {
+    return {{{TileAvx2<1, 1, W>, TileAvx2<1, 4, W>},
+             {TileAvx2<2, 1, W>, TileAvx2<2, 4, W>},
+             {TileAvx2<3, 1, W>, TileAvx2<3, 4, W>},
+             {TileAvx2<4, 1, W>, TileAvx2<4, 4, W>}},
+            4};
+  }
   return {{{TileAvx2<1, 1, W>, TileAvx2<1, 4, W>}, {TileAvx2<2, 1, W>, TileAvx2<2, 4, W>}}, 2};
 }
 
