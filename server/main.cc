@@ -91,11 +91,12 @@ ABSL_FLAG(bool, prefix_cache, true,
 ABSL_FLAG(int64_t, max_batch_tokens, 2048,
           "most tokens one engine step feeds the models: decode rows first, then prompts in chunks, so "
           "long prompts arriving cannot stall running streams; 0: prompts are prefilled whole");
-ABSL_FLAG(double, prefill_stall_ratio, 0.0,
-          "while streams decode, a step prefills only as many prompt tokens as recent steps' measured costs "
-          "say take about this many times the decode's own time (at least 16), so that a step with a "
-          "prefill costs about 1 + this many decode steps (bench/RESULTS.md: smoother token gaps while "
-          "prompts arrive, for less throughput and later first tokens); 0: --max_batch_tokens alone");
+ABSL_FLAG(double, prefill_stall_ratio, 1.0,
+          "while streams decode, a step prefills beside them only as many prompt tokens as recent steps' "
+          "measured costs say add about this many times the decode's own time (at least 16), so that a "
+          "step with a prefill costs about 1 + this many decode steps and running streams' token gaps stay "
+          "within about 2x their median while prompts arrive (bench/RESULTS.md); higher: prompts prefill "
+          "sooner, gaps grow; 0: --max_batch_tokens alone");
 ABSL_FLAG(bool, cuda_graphs, false,
           "decode steps in fixed shapes, recorded as CUDA graphs on a GPU (one per batch-size bucket, at "
           "start-up) and replayed; on the CPU the same steps run directly");

@@ -569,14 +569,13 @@ absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
   for (const Sequence* s : prefill) waiting_rows += 1 + static_cast<int64_t>(s->prm_slots.size());
   int64_t budget = options_.max_batch_tokens > 0 ? options_.max_batch_tokens - decode_rows
                                                  : std::numeric_limits<int64_t>::max();
-  if (options_.prefill_stall_ratio > 0 && !decode.empty() && decode_seconds_ > 0 &&
-      prefill_seconds_per_token_ > 0) {
+  if (options_.prefill_stall_ratio > 0 && !decode.empty() && step_costs_.ready()) {
     // The stall is shared out by rows: prompts outnumbering the decoding rows (a burst onto a lightly
     // loaded server) may take proportionally longer, so that they join the batch soon.
     const double share = std::max(1.0, static_cast<double>(waiting_rows) / static_cast<double>(decode_rows));
-    const double affordable =
-        options_.prefill_stall_ratio * share * decode_seconds_ / prefill_seconds_per_token_;
-    budget = std::min(budget, std::max(kMinPrefillChunk, static_cast<int64_t>(affordable)));
+    const double affordable = options_.prefill_stall_ratio * share * step_costs_.DecodeSeconds(decode_rows) /
+                              step_costs_.PromptTokenSeconds();
+    budget = std::min(budget, std::max(kMinPrefillChunk, static_cast<int64_t>(std::min(affordable, 1e15))));
   }
   std::vector<Sequence*> complete;
   std::vector<std::vector<ForwardRow>> chunks(caches_.size());  // per backbone
@@ -599,28 +598,24 @@ absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
     }
     break;
   }
+  // One forward per backbone for the whole step: decode rows, the prompts that complete (scored with them)
+  // and the chunk; what it cost feeds prefill_stall_ratio's fit.
   std::vector<TokenEvent> events;
-  // Decode and prefill run as separate forwards: on the CPU, where a prefill chunk is compute-bound, one
-  // would save about a fifth of a mixed step (docs/design.md); each pass's time feeds prefill_stall_ratio.
-  absl::Status status = absl::OkStatus();
-  using Clock = std::chrono::steady_clock;
-  auto average = [](double& mean, double sample) { mean = mean == 0.0 ? sample : 0.8 * mean + 0.2 * sample; };
-  if (!decode.empty()) {
-    const Clock::time_point start = Clock::now();
-    status = RunPass(decode, /*prefill=*/false, {}, &events);
-    average(decode_seconds_, std::chrono::duration<double>(Clock::now() - start).count());
-  }
+  std::vector<Sequence*> batch = decode;
+  batch.insert(batch.end(), complete.begin(), complete.end());
   const bool any_chunk = std::any_of(chunks.begin(), chunks.end(), [](const auto& c) { return !c.empty(); });
-  if (status.ok() && (!complete.empty() || any_chunk)) {
+  absl::Status status = absl::OkStatus();
+  if (!batch.empty() || any_chunk) {
+    using Clock = std::chrono::steady_clock;
     const Clock::time_point start = Clock::now();
     const int64_t tokens_before = prefill_tokens_;
-    status = RunPass(complete, /*prefill=*/true, chunks, &events);
+    status = RunPass(batch, chunks, &events);
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    const int64_t fed = prefill_tokens_ - tokens_before;
     // A pass that scores nothing returns before a GPU finishes it; only one that copies results back (or
     // any on the CPU) has taken its time.
-    if (!complete.empty() || !policy_->options().device.is_cuda()) {
-      average(prefill_seconds_per_token_, std::chrono::duration<double>(Clock::now() - start).count() /
-                                              std::max<int64_t>(1, prefill_tokens_ - tokens_before));
-    }
+    if (status.ok() && (!batch.empty() || !policy_->options().device.is_cuda()))
+      step_costs_.Add(decode.empty() ? 0 : decode_rows, fed, seconds);
   }
   if (!status.ok()) {
     for (auto& [id, sequence] : sequences_) Release(*sequence);
@@ -657,15 +652,19 @@ std::vector<PadDecoder::PrefillRow> PadDecoder::PrefillRows(const Sequence& s) c
   return rows;
 }
 
-absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
+absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch,
                                  const std::vector<std::vector<ForwardRow>>& chunks,
                                  std::vector<TokenEvent>* events) {
   const int64_t n = static_cast<int64_t>(batch.size());
-  // A prefill feeds what the cache lacks of the prompt (all of it unless chunks went before).
+  // A decoding row feeds its last token; a prompt what the cache lacks of it (all of it unless chunks or the
+  // prefix cache went before).
   auto input = [&](Sequence* s, const std::vector<int32_t>& prompt, KvCache* cache, int slot) {
-    return prefill ? absl::MakeConstSpan(prompt).subspan(cache->length(slot))
-                   : absl::MakeConstSpan(&s->last_token, 1);
+    return s->prefilled ? absl::MakeConstSpan(&s->last_token, 1)
+                        : absl::MakeConstSpan(prompt).subspan(cache->length(slot));
   };
+  const bool decode_only =
+      std::all_of(batch.begin(), batch.end(), [](const Sequence* s) { return s->prefilled; }) &&
+      std::all_of(chunks.begin(), chunks.end(), [](const auto& c) { return c.empty(); });
 
   // Rows per backbone: the policy's rows first (row i is batch[i]), then every PRM row that shares a
   // backbone with them, so one forward reads those weights once for both models.
@@ -678,11 +677,17 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
   };
   std::vector<std::vector<ForwardRow>> rows(caches_.size());
   std::vector<PrmRowRef> prm_refs;
+  int64_t prompt_tokens = 0;  // fed by rows of prompts
+  auto add_row = [&](size_t b, const Sequence* s, ForwardRow row) {
+    if (!s->prefilled) prompt_tokens += static_cast<int64_t>(row.tokens.size());
+    rows[b].push_back(row);
+  };
   for (int64_t i = 0; i < n; ++i) {
-    rows[0].push_back(ForwardRow{
-        batch[i]->policy_slot,
-        input(batch[i], batch[i]->prepared.policy_ids, caches_[0].second.get(), batch[i]->policy_slot),
-        nullptr});
+    add_row(0, batch[i],
+            ForwardRow{batch[i]->policy_slot,
+                       input(batch[i], batch[i]->prepared.policy_ids, caches_[0].second.get(),
+                             batch[i]->policy_slot),
+                       nullptr});
   }
   for (int64_t i = 0; i < n; ++i) {
     const PreparedRequest& p = batch[i]->prepared;
@@ -690,22 +695,22 @@ absl::Status PadDecoder::RunPass(std::vector<Sequence*>& batch, bool prefill,
       size_t b = 0;
       while (caches_[b].first != &p.reward_model->backbone()) ++b;
       prm_refs.push_back({p.reward_model, i, p.prm_rows[j].weight, b, static_cast<int64_t>(rows[b].size())});
-      rows[b].push_back(
-          ForwardRow{batch[i]->prm_slots[j],
-                     input(batch[i], p.prm_rows[j].ids, caches_[b].second.get(), batch[i]->prm_slots[j]),
-                     p.reward_model->adapter()});
+      add_row(b, batch[i],
+              ForwardRow{batch[i]->prm_slots[j],
+                         input(batch[i], p.prm_rows[j].ids, caches_[b].second.get(), batch[i]->prm_slots[j]),
+                         p.reward_model->adapter()});
     }
   }
   // Chunks of prompts that finish later ride along: their rows come last and their hidden states go unused.
-  for (size_t b = 0; b < chunks.size(); ++b)
+  for (size_t b = 0; b < chunks.size(); ++b) {
+    for (const ForwardRow& row : chunks[b]) prompt_tokens += static_cast<int64_t>(row.tokens.size());
     rows[b].insert(rows[b].end(), chunks[b].begin(), chunks[b].end());
+  }
+  prefill_tokens_ += prompt_tokens;
   std::vector<at::Tensor> hidden(caches_.size());  // per backbone: [rows, hidden]
   for (size_t b = 0; b < caches_.size(); ++b) {
     if (rows[b].empty()) continue;
-    if (prefill) {
-      for (const ForwardRow& row : rows[b]) prefill_tokens_ += static_cast<int64_t>(row.tokens.size());
-    }
-    if (!prefill && !graphs_.empty()) {
+    if (decode_only && !graphs_.empty()) {
       PAD_ASSIGN_OR_RETURN(hidden[b], graphs_[b]->Forward(rows[b]));
     } else {
       PAD_ASSIGN_OR_RETURN(hidden[b], caches_[b].first->Forward(rows[b], caches_[b].second.get()));

@@ -128,46 +128,85 @@ bool WidenForGemm(CpuIsa isa, const at::Tensor& w) {
          isa < CpuIsa::kAvx512Bf16;
 }
 
-// x [..., in], weight [out, in], bias [out] or undefined -> [..., out] in x's dtype, plus `residual`
-// [..., out] when defined (on the kernels in the same pass, rounded as the separate add would be).
-at::Tensor Linear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
-                  const at::Tensor& residual = at::Tensor()) {
+// Which rows of a product run on the CPU kernels (`isa`; kNone: none): all of them up to MaxKernelRows, and
+// past that the first `decode_rows` (a step's decode tokens, which a forward packs first) while the rest go
+// to the GEMM, so that a decode row's result does not depend on the prompt tokens prefilled beside it.
+struct KernelRows {
+  CpuIsa isa = CpuIsa::kNone;
+  int64_t decode_rows = 0;
+};
+
+// x [rows, in] -> y [rows, out] (contiguous, written) on the kernels, plus `residual` [rows, out] when
+// defined.
+void KernelLinear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
+                  const at::Tensor& residual, at::Tensor& y) {
   const at::Tensor& w = weight.weight;
-  const int64_t in = x.size(-1), out = w.size(0), rows = x.numel() / in;
-  std::vector<int64_t> shape = x.sizes().vec();
-  shape.back() = out;
-  if (isa == CpuIsa::kNone || rows > MaxKernelRows(isa, w.scalar_type()) || rows == 0 || !w.is_contiguous()) {
-    at::Tensor y;                // [..., out]
-    if (WidenForGemm(isa, w)) {  // float32 sums rounded once to x's dtype, as LibTorch's bfloat16 GEMM rounds
-      y = at::linear(x.to(at::kFloat), w.to(at::kFloat),
-                     bias.defined() ? std::optional<at::Tensor>(bias.to(at::kFloat)) : std::nullopt)
-              .to(x.scalar_type());
-    } else {
-      y = at::linear(x, weight.scales.defined() ? Dequantize(w, weight.scales, x.scalar_type()) : w,
-                     bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
-    }
-    return residual.defined() ? residual + y : y;
-  }
-  at::Tensor y = at::empty(shape, x.options());  // [..., out]
+  const int64_t in = x.size(-1), out = w.size(0), rows = x.size(0);
   const at::Tensor r = residual.defined() ? residual.contiguous() : residual;
   const CpuOutput output = {
       x.scalar_type() == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16, y.data_ptr(),
       out, bias.defined() ? bias.data_ptr() : nullptr, r.defined() ? r.data_ptr() : nullptr};
   if (w.scalar_type() == at::kBFloat16 && x.scalar_type() == at::kBFloat16 && isa == CpuIsa::kAvx512Bf16) {
-    const at::Tensor x16 = x.reshape({rows, in}).contiguous();  // [rows, in]
+    const at::Tensor x16 = x.contiguous();  // [rows, in]
     CpuLinearBf16(isa, static_cast<const uint16_t*>(x16.data_ptr()), in, rows,
                   {WeightFormat::kBFloat16, w.data_ptr(), nullptr, out, in}, output);
   } else {
     const WeightFormat format = weight.scales.defined()         ? WeightFormat::kInt8
                                 : w.scalar_type() == at::kFloat ? WeightFormat::kFloat32
                                                                 : WeightFormat::kBFloat16;
-    const at::Tensor x32 = x.reshape({rows, in}).to(at::kFloat).contiguous();  // [rows, in]
+    const at::Tensor x32 = x.to(at::kFloat).contiguous();  // [rows, in]
     CpuLinear(
         isa, x32.data_ptr<float>(), in, rows,
         {format, w.data_ptr(), weight.scales.defined() ? weight.scales.data_ptr<float>() : nullptr, out, in},
         output);
   }
-  return y;
+}
+
+// x [..., in] -> [..., out] on LibTorch's GEMM, plus `residual` when defined.
+at::Tensor GemmLinear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
+                      const at::Tensor& residual) {
+  const at::Tensor& w = weight.weight;
+  at::Tensor y;                // [..., out]
+  if (WidenForGemm(isa, w)) {  // float32 sums rounded once to x's dtype, as LibTorch's bfloat16 GEMM rounds
+    y = at::linear(x.to(at::kFloat), w.to(at::kFloat),
+                   bias.defined() ? std::optional<at::Tensor>(bias.to(at::kFloat)) : std::nullopt)
+            .to(x.scalar_type());
+  } else {
+    y = at::linear(x, weight.scales.defined() ? Dequantize(w, weight.scales, x.scalar_type()) : w,
+                   bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+  }
+  return residual.defined() ? residual + y : y;
+}
+
+// x [..., in], weight [out, in], bias [out] or undefined -> [..., out] in x's dtype, plus `residual`
+// [..., out] when defined (on the kernels in the same pass, rounded as the separate add would be).
+at::Tensor Linear(const KernelRows& kernel, const at::Tensor& x, const LinearWeight& weight,
+                  const at::Tensor& bias, const at::Tensor& residual = at::Tensor()) {
+  const at::Tensor& w = weight.weight;
+  const int64_t in = x.size(-1), out = w.size(0), rows = x.numel() / in;
+  const int64_t max_rows = MaxKernelRows(kernel.isa, w.scalar_type());
+  const int64_t on_kernels = rows <= max_rows                 ? rows
+                             : kernel.decode_rows <= max_rows ? kernel.decode_rows
+                                                              : 0;
+  if (kernel.isa == CpuIsa::kNone || on_kernels == 0 || !w.is_contiguous())
+    return GemmLinear(kernel.isa, x, weight, bias, residual);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = out;
+  at::Tensor y = at::empty({rows, out}, x.options());                                   // [rows, out]
+  const at::Tensor x2 = x.reshape({rows, in});                                          // [rows, in]
+  const at::Tensor r2 = residual.defined() ? residual.reshape({rows, out}) : residual;  // [rows, out]
+  auto part = [](const at::Tensor& t, int64_t start, int64_t length) {
+    return t.defined() ? t.narrow(0, start, length) : t;
+  };
+  at::Tensor head = y.narrow(0, 0, on_kernels);  // [on_kernels, out], contiguous
+  KernelLinear(kernel.isa, x2.narrow(0, 0, on_kernels), weight, bias, part(r2, 0, on_kernels), head);
+  if (on_kernels < rows) {
+    const int64_t rest = rows - on_kernels;
+    y.narrow(0, on_kernels, rest)
+        .copy_(
+            GemmLinear(kernel.isa, x2.narrow(0, on_kernels, rest), weight, bias, part(r2, on_kernels, rest)));
+  }
+  return y.view(shape);
 }
 
 // The rows of a batch that run with one adapter; `rows` is undefined when that is every row.
@@ -178,13 +217,13 @@ struct AdapterRows {
 
 // x [N, in] -> [N, out]: the base projection, plus each adapter's low-rank update on its rows (tokens), plus
 // `residual` [N, out] when defined (added by the product itself unless an update comes between).
-at::Tensor Project(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
-                   const std::vector<AdapterRows>& groups, int64_t layer, LoraUpdate LoraLayer::*update,
-                   const at::Tensor& residual = at::Tensor()) {
+at::Tensor Project(const KernelRows& kernel, const at::Tensor& x, const LinearWeight& weight,
+                   const at::Tensor& bias, const std::vector<AdapterRows>& groups, int64_t layer,
+                   LoraUpdate LoraLayer::*update, const at::Tensor& residual = at::Tensor()) {
   const bool adapted = std::any_of(groups.begin(), groups.end(), [&](const AdapterRows& group) {
     return (group.adapter->layer(layer).*update).defined();
   });
-  at::Tensor y = Linear(isa, x, weight, bias, adapted ? at::Tensor() : residual);
+  at::Tensor y = Linear(kernel, x, weight, bias, adapted ? at::Tensor() : residual);
   for (const AdapterRows& group : groups) {
     const LoraUpdate& lora = group.adapter->layer(layer).*update;
     if (!lora.defined()) continue;
@@ -204,7 +243,7 @@ at::Tensor ProjectMasked(CpuIsa isa, const at::Tensor& x, const LinearWeight& we
                          absl::Span<const LoraAdapter* const> adapters, const std::vector<at::Tensor>& masks,
                          int64_t layer, LoraUpdate LoraLayer::*update,
                          const at::Tensor& residual = at::Tensor()) {
-  at::Tensor y = Linear(isa, x, weight, bias);
+  at::Tensor y = Linear({isa}, x, weight, bias);
   for (size_t a = 0; a < adapters.size(); ++a) {
     const LoraUpdate& lora = adapters[a]->layer(layer).*update;
     if (lora.defined()) y = y + at::linear(at::linear(x, lora.a), lora.b) * masks[a];
@@ -474,10 +513,19 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& cache_k,
 
 at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCache* cache,
                                         bool all_positions) const {
+  // Rows of one token (decode rows) are packed first, so that their products stay on the CPU kernels beside
+  // a prefill's rows (KernelRows); packed row i is rows[order[i]].
+  std::vector<int64_t> order;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t r = 0; r < rows.size(); ++r) {
+      if ((rows[r].tokens.size() == 1) == (pass == 0)) order.push_back(static_cast<int64_t>(r));
+    }
+  }
   PackedRows p;
   p.rows = static_cast<int64_t>(rows.size());
   p.query_starts.push_back(0);
-  for (const ForwardRow& row : rows) {
+  for (const int64_t r : order) {
+    const ForwardRow& row = rows[r];
     const int64_t n = static_cast<int64_t>(row.tokens.size());
     p.query_starts.push_back(p.query_starts.back() + n);
     p.key_lengths.push_back(cache->length(row.slot) + n);
@@ -488,24 +536,27 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   p.tokens = p.query_starts.back();
   p.block_tables.assign(p.rows * p.max_blocks, 0);
   for (int64_t r = 0; r < p.rows; ++r) {
-    const std::vector<int32_t>& table = cache->block_table(rows[r].slot);
+    const std::vector<int32_t>& table = cache->block_table(rows[order[r]].slot);
     std::copy(table.begin(), table.end(), p.block_tables.begin() + r * p.max_blocks);
   }
 
-  // Per token: id, position, cache row; per row: its last token; per adapter: its tokens. To the device in
-  // one copy (from pinned memory, asynchronously, on a GPU).
+  // Per token: id, position, cache row; per row (in `rows`' order): its last token; per adapter: its tokens;
+  // with all_positions, every token in `rows`' order. To the device in one copy (from pinned memory,
+  // asynchronously, on a GPU).
   std::vector<int64_t> host(3 * p.tokens);
-  std::vector<int64_t> last;
+  std::vector<int64_t> last(p.rows);
   std::vector<std::pair<const LoraAdapter*, std::vector<int64_t>>> adapter_tokens;
+  int64_t decode_tokens = 0;
   for (int64_t r = 0; r < p.rows; ++r) {
-    const ForwardRow& row = rows[r];
+    const ForwardRow& row = rows[order[r]];
     const int64_t start = cache->length(row.slot), first = p.query_starts[r];
+    if (row.tokens.size() == 1) ++decode_tokens;
     for (size_t t = 0; t < row.tokens.size(); ++t) {
       host[first + t] = row.tokens[t];
       host[p.tokens + first + t] = start + static_cast<int64_t>(t);
       host[2 * p.tokens + first + t] = cache->CacheRow(row.slot, start + static_cast<int64_t>(t));
     }
-    last.push_back(p.query_starts[r + 1] - 1);
+    last[order[r]] = p.query_starts[r + 1] - 1;
     if (row.adapter == nullptr) continue;
     auto group = std::find_if(adapter_tokens.begin(), adapter_tokens.end(),
                               [&](const auto& g) { return g.first == row.adapter; });
@@ -515,6 +566,13 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   const std::vector<int64_t> cache_rows_host(host.begin() + 2 * p.tokens, host.end());  // for the kernels
   const int64_t last_at = static_cast<int64_t>(host.size());
   host.insert(host.end(), last.begin(), last.end());
+  const int64_t positions_at = static_cast<int64_t>(host.size());
+  if (all_positions) {
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const int64_t first = last[r] + 1 - static_cast<int64_t>(rows[r].tokens.size());
+      for (int64_t t = first; t <= last[r]; ++t) host.push_back(t);
+    }
+  }
   std::vector<int64_t> adapter_at;
   for (const auto& [adapter, tokens] : adapter_tokens) {
     adapter_at.push_back(static_cast<int64_t>(host.size()));
@@ -526,10 +584,11 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   } else {
     uploaded = uploaded.clone();  // `host` dies with this call; the CPU tensors must not alias it
   }
-  const at::Tensor ids_t = uploaded.narrow(0, 0, p.tokens);               // [N]
-  const at::Tensor positions_t = uploaded.narrow(0, p.tokens, p.tokens);  // [N]
-  p.cache_rows = uploaded.narrow(0, 2 * p.tokens, p.tokens);              // [N]
-  const at::Tensor last_t = uploaded.narrow(0, last_at, p.rows);          // [rows]
+  const at::Tensor ids_t = uploaded.narrow(0, 0, p.tokens);                                 // [N]
+  const at::Tensor positions_t = uploaded.narrow(0, p.tokens, p.tokens);                    // [N]
+  p.cache_rows = uploaded.narrow(0, 2 * p.tokens, p.tokens);                                // [N]
+  const at::Tensor last_t = uploaded.narrow(0, last_at, p.rows);                            // [rows]
+  const at::Tensor all_t = uploaded.narrow(0, positions_at, all_positions ? p.tokens : 0);  // [N] or [0]
   std::vector<AdapterRows> adapter_groups;
   for (size_t g = 0; g < adapter_tokens.size(); ++g) {
     const int64_t n = static_cast<int64_t>(adapter_tokens[g].second.size());
@@ -553,6 +612,7 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   // On the CPU kernels the norms, the rotary embedding with the cache writes, and the SiLU run as one pass
   // each (lib/model/cpu_kernels.h) instead of a few LibTorch operations each.
   const bool fused = kernel_isa_ != CpuIsa::kNone;
+  const KernelRows kernel{kernel_isa_, decode_tokens};
   const ActivationFormat format =
       options_.dtype == at::kFloat ? ActivationFormat::kFloat32 : ActivationFormat::kBFloat16;
   auto norm = [&](const at::Tensor& input, const at::Tensor& weight) {
@@ -561,7 +621,7 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LlamaLayer& layer = layers_[l];
     at::Tensor h = norm(x, layer.input_norm);
-    at::Tensor qkv = Project(kernel_isa_, h, layer.qkv, layer.qkv_bias, adapter_groups, l, &LoraLayer::qkv)
+    at::Tensor qkv = Project(kernel, h, layer.qkv, layer.qkv_bias, adapter_groups, l, &LoraLayer::qkv)
                          .contiguous();      // [N, (heads + 2 kv_heads) * head_dim]
     at::Tensor& cache_k = cache->keys(l);    // [blocks, B, kv_heads, head_dim]
     at::Tensor& cache_v = cache->values(l);  // [blocks, B, kv_heads, head_dim]
@@ -588,11 +648,11 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
       cache_v.view({-1, head_dim}).index_copy_(0, rows, v.reshape({-1, head_dim}));
     }
     const at::Tensor attn = Attention(q, cache_k, cache_v, p, *cache);  // [N, heads * head_dim]
-    x = Project(kernel_isa_, attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o, x);
+    x = Project(kernel, attn, layer.o, layer.o_bias, adapter_groups, l, &LoraLayer::o, x);
 
     h = norm(x, layer.post_norm);
     const at::Tensor gate_up =
-        Project(kernel_isa_, h, layer.gate_up, layer.gate_up_bias, adapter_groups, l, &LoraLayer::gate_up);
+        Project(kernel, h, layer.gate_up, layer.gate_up_bias, adapter_groups, l, &LoraLayer::gate_up);
     // gate_up: [N, 2 * inter]
     at::Tensor act;  // [N, inter]
     if (fused) {
@@ -601,12 +661,12 @@ at::Tensor LlamaModel::ForwardUnchecked(absl::Span<const ForwardRow> rows, KvCac
     } else {
       act = at::silu(gate_up.narrow(-1, 0, inter)) * gate_up.narrow(-1, inter, inter);
     }
-    x = Project(kernel_isa_, act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down, x);
+    x = Project(kernel, act, layer.down, layer.down_bias, adapter_groups, l, &LoraLayer::down, x);
   }
   x = norm(x, final_norm_).view({p.tokens, hidden});
 
   for (const ForwardRow& row : rows) cache->Append(row.slot, row.tokens);
-  return all_positions ? x : x.index_select(0, last_t);
+  return x.index_select(0, all_positions ? all_t : last_t);
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, KvCache* cache) const {
@@ -713,7 +773,7 @@ absl::StatusOr<at::Tensor> LlamaModel::DecodeFixed(const FixedDecodeStep& step, 
 
 absl::StatusOr<at::Tensor> LlamaModel::Logits(const at::Tensor& hidden) const {
   try {
-    return Linear(kernel_isa_, hidden.to(options_.dtype), {lm_head_, lm_head_scales_}, at::Tensor())
+    return Linear({kernel_isa_}, hidden.to(options_.dtype), {lm_head_, lm_head_scales_}, at::Tensor())
         .to(at::kFloat);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("logits: ", e.what_without_backtrace()));

@@ -39,13 +39,14 @@ struct DecoderOptions {
   // prefilled with what is left, in chunks across steps, so that a burst of long prompts cannot stall the
   // running streams for one long step. 0: every admitted prompt is prefilled whole in its first step.
   int64_t max_batch_tokens = 0;
-  // > 0: while sequences decode, a step prefills no more prompt tokens than the measured costs of recent
-  // steps say take about this many times the decode's own time, times max(1, waiting rows / decoding rows),
-  // and at least kMinPrefillChunk, so that a step with a prefill costs about 1 + ratio decode steps: the
-  // running streams' token gaps stay within that of their median while prompts arrive, on any device, at
-  // the price of slower prefills. With nothing decoding, only max_batch_tokens limits a step. 0:
-  // max_batch_tokens alone, and chunks that depend on nothing but the requests.
-  double prefill_stall_ratio = 0.0;
+  // > 0: while sequences decode, a step prefills beside them no more prompt tokens than the measured costs
+  // of recent steps (StepCosts) say add about this many times the decode's own time, times max(1, waiting
+  // rows / decoding rows), and at least kMinPrefillChunk, so that a step with a prefill costs about 1 + ratio
+  // decode steps: the running streams' token gaps stay within that of their median while prompts arrive, on
+  // any device (on a GPU, where a prompt token beside decode rows costs little, whole prompts still fit).
+  // With nothing decoding, only max_batch_tokens limits a step. 0: max_batch_tokens alone, and chunks that
+  // depend on nothing but the requests.
+  double prefill_stall_ratio = 1.0;
   // Decode steps in fixed shapes (DecodeGraphs), recorded as CUDA graphs on a GPU; on the CPU the same
   // arithmetic runs directly (the tests' twin of the GPU path). Each cache gets one padding block more.
   bool cuda_graphs = false;

@@ -17,6 +17,7 @@
 #include "pad/kv_cache.h"
 #include "pad/llama.h"
 #include "pad/reward_model.h"
+#include "pad/step_costs.h"
 #include "pad/tokenizer.h"
 
 namespace pad {
@@ -77,10 +78,10 @@ class PadDecoder final : public BatchDecoder {
     int64_t remaining() const { return static_cast<int64_t>(ids.size()) - cached; }
   };
   std::vector<PrefillRow> PrefillRows(const Sequence& sequence) const;
-  // One forward per backbone for `batch` (whole prompts with prefill, else one token each), then the
-  // scoring of each one's next token; `chunks` (prompt chunks per backbone) ride along unscored.
-  absl::Status RunPass(std::vector<Sequence*>& batch, bool prefill,
-                       const std::vector<std::vector<ForwardRow>>& chunks, std::vector<TokenEvent>* events);
+  // One forward per backbone for `batch` (a decoding sequence's last token, or what a prompt's cache lacks of
+  // it), then the scoring of each one's next token; `chunks` (prompt chunks per backbone) ride along unscored.
+  absl::Status RunPass(std::vector<Sequence*>& batch, const std::vector<std::vector<ForwardRow>>& chunks,
+                       std::vector<TokenEvent>* events);
   void Finish(Sequence& sequence, TokenEvent* event, FinishReason reason);
   void Release(Sequence& sequence);
 
@@ -98,10 +99,8 @@ class PadDecoder final : public BatchDecoder {
   std::string kv_plan_;
   int64_t preemptions_ = 0;
   int64_t prefill_tokens_ = 0;
-  // Moving averages of recent steps' costs, for options.prefill_stall_ratio: a decode pass, and a prefill
-  // pass per token it fed (its fixed cost included, so the budget converges on passes that take the ratio).
-  double decode_seconds_ = 0.0;
-  double prefill_seconds_per_token_ = 0.0;
+  // What recent steps cost for the tokens they fed, for options.prefill_stall_ratio.
+  StepCosts step_costs_;
 };
 
 }  // namespace pad
