@@ -79,7 +79,8 @@ class PadDecoder final : public BatchDecoder {
   };
   std::vector<PrefillRow> PrefillRows(const Sequence& sequence) const;
   // One forward per backbone for `batch` (a decoding sequence's last token, or what a prompt's cache lacks of
-  // it), then the scoring of each one's next token; `chunks` (prompt chunks per backbone) ride along unscored.
+  // it), then the scoring of each one's next token; `chunks` (prompt chunks per backbone) ride along
+  // unscored.
   absl::Status RunPass(std::vector<Sequence*>& batch, const std::vector<std::vector<ForwardRow>>& chunks,
                        std::vector<TokenEvent>* events);
   void Finish(Sequence& sequence, TokenEvent* event, FinishReason reason);
