@@ -599,7 +599,7 @@ absl::StatusOr<std::vector<TokenEvent>> PadDecoder::Step() {
     break;
   }
   // One forward per backbone for the whole step: decode rows, the prompts that complete (scored with them)
-  // and the chunk; what it cost feeds prefill_stall_ratio's fit.
+  // and the chunk; what it cost feeds step_costs_, for prefill_stall_ratio.
   std::vector<TokenEvent> events;
   std::vector<Sequence*> batch = decode;
   batch.insert(batch.end(), complete.begin(), complete.end());
