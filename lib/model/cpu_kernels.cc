@@ -101,37 +101,14 @@ inline const float* RowScales(const float* scales, int64_t j, int64_t groups) {
   return scales == nullptr ? nullptr : scales + j * groups;
 }
 
-// Asks for the cache line at p, as the widening loops read w: at the same column of the next 4 rows. 4
-// neighbouring rows are 4 short streams (a row of SmolLM2's w is 18 cache lines in bfloat16), too short for
-// the hardware prefetchers to follow. Prefetches do not fault, so a look past the end of w is harmless.
-template <typename W>
-inline void Prefetch(const W* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
-}
-
 // ---- AVX-512: 16 floats a vector; 32 registers hold 4 x 4 accumulators and the loads.
 
 #define PAD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 
 // 16 weights from k index i of a row, as float32 (the masked forms read only the lanes in `mask`).
-PAD_AVX512 inline __m512 Load16(const float* row, const float*, int64_t i) {
-  return _mm512_loadu_ps(row + i);
-}
 PAD_AVX512 inline __m512 Widen16(__m256i bf16) {
   // bfloat16 is the top half of a float32: widen and shift, exactly.
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf16), 16));
-}
-PAD_AVX512 inline __m512 Load16(const int8_t* row, const float* scales, int64_t i) {
-  const __m512 values =
-      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i))));
-  return _mm512_mul_ps(values, _mm512_set1_ps(scales[i / kInt8Group]));
-}
-PAD_AVX512 inline __m512 MaskedLoad16(const float* row, const float*, int64_t i, __mmask16 mask) {
-  return _mm512_maskz_loadu_ps(mask, row + i);
-}
-PAD_AVX512 inline __m512 MaskedLoad16(const int8_t* row, const float* scales, int64_t i, __mmask16 mask) {
-  const __m512 values = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, row + i)));
-  return _mm512_mul_ps(values, _mm512_set1_ps(scales[i / kInt8Group]));
 }
 
 // e^x for 16 floats: Cephes' expf (x = n ln 2 + r, a degree-5 polynomial in r, times 2^n), within 2 ulp
@@ -170,10 +147,9 @@ PAD_AVX512 inline void StoreAct16(uint16_t* p, __m512 v) {
 PAD_AVX512 inline __m512 RoundAct16(const float*, __m512 v) { return v; }
 PAD_AVX512 inline __m512 RoundAct16(const uint16_t*, __m512 v) { return Widen16(ToBf16(v)); }
 
-template <int MT, int NT, typename W>
-PAD_AVX512 void TileAvx512(const float* x, int64_t ldx, const W* w, int64_t rs, const float* scales,
-                           int64_t k, float* y, int64_t ldy) {
-  const int64_t groups = k / kInt8Group;
+template <int MT, int NT>
+PAD_AVX512 void TileAvx512(const float* x, int64_t ldx, const float* w, int64_t rs, const float*, int64_t k,
+                           float* y, int64_t ldy) {
   __m512 acc[MT][NT];
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_setzero_ps();
@@ -181,7 +157,7 @@ PAD_AVX512 void TileAvx512(const float* x, int64_t ldx, const W* w, int64_t rs, 
   int64_t i = 0;
   for (; i + 16 <= k; i += 16) {
     __m512 wv[NT];
-    for (int j = 0; j < NT; ++j) wv[j] = Load16(w + j * rs * k, RowScales(scales, j * rs, groups), i);
+    for (int j = 0; j < NT; ++j) wv[j] = _mm512_loadu_ps(w + j * rs * k + i);
     for (int r = 0; r < MT; ++r) {
       const __m512 xv = _mm512_loadu_ps(x + r * ldx + i);
       for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_fmadd_ps(xv, wv[j], acc[r][j]);
@@ -190,8 +166,7 @@ PAD_AVX512 void TileAvx512(const float* x, int64_t ldx, const W* w, int64_t rs, 
   if (i < k) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (k - i)) - 1);
     __m512 wv[NT];
-    for (int j = 0; j < NT; ++j)
-      wv[j] = MaskedLoad16(w + j * rs * k, RowScales(scales, j * rs, groups), i, mask);
+    for (int j = 0; j < NT; ++j) wv[j] = _mm512_maskz_loadu_ps(mask, w + j * rs * k + i);
     for (int r = 0; r < MT; ++r) {
       const __m512 xv = _mm512_maskz_loadu_ps(mask, x + r * ldx + i);
       for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_fmadd_ps(xv, wv[j], acc[r][j]);
@@ -249,15 +224,9 @@ PAD_AVX512_BF16 void TileAvx512Bf16(const uint16_t* x, int64_t ldx, const uint16
 
 #define PAD_AVX2 __attribute__((target("avx2,fma")))
 
-PAD_AVX2 inline __m256 Load8(const float* row, const float*, int64_t i) { return _mm256_loadu_ps(row + i); }
 // bfloat16 is the top half of a float32: widen and shift, exactly.
 PAD_AVX2 inline __m256 Widen8(__m128i bf16) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bf16), 16));
-}
-PAD_AVX2 inline __m256 Load8(const int8_t* row, const float* scales, int64_t i) {
-  const __m256 values =
-      _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + i))));
-  return _mm256_mul_ps(values, _mm256_set1_ps(scales[i / kInt8Group]));
 }
 PAD_AVX2 inline float Sum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -286,27 +255,9 @@ PAD_AVX2 inline void StoreAct8(uint16_t* p, __m256 v) {
 }
 PAD_AVX2 inline __m256 RoundAct8(const float*, __m256 v) { return v; }
 PAD_AVX2 inline __m256 RoundAct8(const uint16_t*, __m256 v) { return Widen8(ToBf16x8(v)); }
-inline float ToFloat(const float* row, const float*, int64_t i) { return row[i]; }
-inline float ToFloat(const uint16_t* row, const float*, int64_t i) {
-  const uint32_t bits = static_cast<uint32_t>(row[i]) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-inline float ToFloat(const int8_t* row, const float* scales, int64_t i) {
-  return static_cast<float>(row[i]) * scales[i / kInt8Group];
-}
-
-template <int MT, int NT, typename W>
-PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const W* w, int64_t rs, const float* scales, int64_t k,
+template <int MT, int NT>
+PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const float* w, int64_t rs, const float*, int64_t k,
                        float* y, int64_t ldy) {
-  const int64_t groups = k / kInt8Group;
-  if constexpr (MT > 2 && NT == 4) {
-    // 16 accumulators would fill AVX2's 16 registers: two tiles of 2 rows of w, x read twice from cache.
-    TileAvx2<MT, 2, W>(x, ldx, w, rs, scales, k, y, ldy);
-    TileAvx2<MT, 2, W>(x, ldx, w + 2 * rs * k, rs, RowScales(scales, 2 * rs, groups), k, y + 2 * rs, ldy);
-    return;
-  }
   __m256 acc[MT][NT];
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) acc[r][j] = _mm256_setzero_ps();
@@ -314,7 +265,7 @@ PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const W* w, int64_t rs, cons
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
     __m256 wv[NT];
-    for (int j = 0; j < NT; ++j) wv[j] = Load8(w + j * rs * k, RowScales(scales, j * rs, groups), i);
+    for (int j = 0; j < NT; ++j) wv[j] = _mm256_loadu_ps(w + j * rs * k + i);
     for (int r = 0; r < MT; ++r) {
       const __m256 xv = _mm256_loadu_ps(x + r * ldx + i);
       for (int j = 0; j < NT; ++j) acc[r][j] = _mm256_fmadd_ps(xv, wv[j], acc[r][j]);
@@ -323,8 +274,7 @@ PAD_AVX2 void TileAvx2(const float* x, int64_t ldx, const W* w, int64_t rs, cons
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) {
       float sum = Sum8(acc[r][j]);
-      for (int64_t t = i; t < k; ++t)
-        sum += x[r * ldx + t] * ToFloat(w + j * rs * k, RowScales(scales, j * rs, groups), t);
+      for (int64_t t = i; t < k; ++t) sum += x[r * ldx + t] * w[j * rs * k + t];
       y[r * ldy + j * rs] = sum;
     }
   }
@@ -364,7 +314,7 @@ PAD_AVX2 void TileAvx2Pairs(const float* x, int64_t ldx, const uint16_t* w, int6
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) {
       float sum = Sum8(acc[r][j]);
-      for (int64_t t = i; t < k; ++t) sum += x[r * ldx + t] * ToFloat(w + j * rs * k, nullptr, t);
+      for (int64_t t = i; t < k; ++t) sum += x[r * ldx + t] * FromBf16(w[j * rs * k + t]);
       y[r * ldy + j * rs] = sum;
     }
   }
@@ -399,7 +349,7 @@ PAD_AVX512 void TileAvx512Pairs(const float* x, int64_t ldx, const uint16_t* w, 
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) {
       float sum = _mm512_reduce_add_ps(acc[r][j]);
-      for (int64_t t = i; t < k; ++t) sum += x[r * ldx + t] * ToFloat(w + j * rs * k, nullptr, t);
+      for (int64_t t = i; t < k; ++t) sum += x[r * ldx + t] * FromBf16(w[j * rs * k + t]);
       y[r * ldy + j * rs] = sum;
     }
   }
@@ -422,67 +372,23 @@ void SplitPairs(const float* x, int64_t ldx, int64_t m, int64_t k, int64_t half,
   }
 }
 
-// `rows` rows of w (k apart, scales k / kInt8Group apart) as float32 into `out` [rows, k].
-template <typename W>
-PAD_AVX512 void WidenAvx512(const W* w, const float* scales, int64_t k, int64_t rows, float* out) {
-  const int64_t groups = k / kInt8Group;
-  for (int64_t j = 0; j < rows; ++j) {
-    int64_t i = 0;
-    for (; i + 16 <= k; i += 16) {
-      Prefetch(w + (rows + j) * k + i);
-      _mm512_storeu_ps(out + j * k + i, Load16(w + j * k, RowScales(scales, j, groups), i));
-    }
-    if (i < k) {
-      const __mmask16 mask = static_cast<__mmask16>((1u << (k - i)) - 1);
-      _mm512_mask_storeu_ps(out + j * k + i, mask,
-                            MaskedLoad16(w + j * k, RowScales(scales, j, groups), i, mask));
-    }
-  }
-}
-template <typename W>
-PAD_AVX2 void WidenAvx2(const W* w, const float* scales, int64_t k, int64_t rows, float* out) {
-  const int64_t groups = k / kInt8Group;
-  for (int64_t j = 0; j < rows; ++j) {
-    int64_t i = 0;
-    for (; i + 8 <= k; i += 8) {
-      Prefetch(w + (rows + j) * k + i);
-      _mm256_storeu_ps(out + j * k + i, Load8(w + j * k, RowScales(scales, j, groups), i));
-    }
-    for (; i < k; ++i) out[j * k + i] = ToFloat(w + j * k, RowScales(scales, j, groups), i);
-  }
-}
-
 // The tile kernels for one kind of x and w: [rows of x in the tile - 1][rows of w: 0 for 1, 1 for 4].
-// For float32 x and int8 w, also the float32 tiles and a widening of w, for x of more than one tile.
 template <typename X, typename W>
 struct Tiles {
   using Fn = void (*)(const X*, int64_t, const W*, int64_t, const float*, int64_t, float*, int64_t);
   Fn fn[4][2];
   int max_mt;
-  const Tiles<float, float>* widened = nullptr;
-  void (*widen)(const W*, const float*, int64_t, int64_t, float*) = nullptr;
 };
 
-template <typename W>
-Tiles<float, W> Avx512Tiles() {
-  return {{{TileAvx512<1, 1, W>, TileAvx512<1, 4, W>},
-           {TileAvx512<2, 1, W>, TileAvx512<2, 4, W>},
-           {TileAvx512<3, 1, W>, TileAvx512<3, 4, W>},
-           {TileAvx512<4, 1, W>, TileAvx512<4, 4, W>}},
-          4};
-}
-template <typename W>
-Tiles<float, W> Avx2Tiles() {
-  // int8 weights cost more to load (widen, convert, scale) than the multiply: tiles of up to 4 rows of x
-  // load each once for 4 rows.
-  if constexpr (std::is_same_v<W, int8_t>) {
-    return {{{TileAvx2<1, 1, W>, TileAvx2<1, 4, W>},
-             {TileAvx2<2, 1, W>, TileAvx2<2, 4, W>},
-             {TileAvx2<3, 1, W>, TileAvx2<3, 4, W>},
-             {TileAvx2<4, 1, W>, TileAvx2<4, 4, W>}},
+Tiles<float, float> FloatTiles(CpuIsa isa) {
+  if (isa >= CpuIsa::kAvx512) {
+    return {{{TileAvx512<1, 1>, TileAvx512<1, 4>},
+             {TileAvx512<2, 1>, TileAvx512<2, 4>},
+             {TileAvx512<3, 1>, TileAvx512<3, 4>},
+             {TileAvx512<4, 1>, TileAvx512<4, 4>}},
             4};
   }
-  return {{{TileAvx2<1, 1, W>, TileAvx2<1, 4, W>}, {TileAvx2<2, 1, W>, TileAvx2<2, 4, W>}}, 2};
+  return {{{TileAvx2<1, 1>, TileAvx2<1, 4>}, {TileAvx2<2, 1>, TileAvx2<2, 4>}}, 2};
 }
 
 Tiles<float, uint16_t> Avx2PairTiles() {
@@ -496,15 +402,161 @@ Tiles<float, uint16_t> Avx512PairTiles() {
           4};
 }
 
-template <typename W>
-Tiles<float, W> FloatTiles(CpuIsa isa) {
-  static const Tiles<float, float> avx512 = Avx512Tiles<float>(), avx2 = Avx2Tiles<float>();
-  Tiles<float, W> tiles = isa >= CpuIsa::kAvx512 ? Avx512Tiles<W>() : Avx2Tiles<W>();
-  if constexpr (!std::is_same_v<W, float>) {
-    tiles.widened = isa >= CpuIsa::kAvx512 ? &avx512 : &avx2;
-    tiles.widen = isa >= CpuIsa::kAvx512 ? WidenAvx512<W> : WidenAvx2<W>;
+// ---- int8 w against int8 x (W8A8, as llama.cpp's Q8_0 products): x is quantized as the weights are, each
+// group of kInt8Group values to int8 with its own float32 scale, so that a group's 32 products are integer
+// multiply-adds, 32 a vector: 4 times float32 FMA's lanes. The weights' float32 widening (convert, scale,
+// then 8 products a vector) held int8 to float32's speed: 0.73-0.83x Q8_0's tokens/s at 16 streams on AVX2.
+// A group's sum is exact, so the only rounding beyond float32's is x's quantization.
+
+// x quantized for the int8 products, row r at x + r * ldx bytes: its k int8 values, then its k / kInt8Group
+// float32 scales, value i standing for values[i] * scales[i / kInt8Group].
+inline int64_t QuantizedRowBytes(int64_t k) { return k + k / kInt8Group * 4; }
+
+// x [m, k] (row stride ldx) -> out [m, QuantizedRowBytes(k)]: a group's scale is its largest magnitude / 127
+// and its values x * (1 / scale) rounded to nearest even (llama.cpp's quantize_row_q8_0). A group with a NaN
+// gets a NaN scale, and one with an infinity an infinite scale and zero values, so that the products are NaN
+// as float32's would be. REQUIRES: k % 32 == 0.
+PAD_AVX2 void QuantizeRows(const float* x, int64_t ldx, int64_t m, int64_t k, int8_t* out) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  for (int64_t r = 0; r < m; ++r) {
+    int8_t* values = out + r * QuantizedRowBytes(k);
+    float* scales = reinterpret_cast<float*>(values + k);
+    for (int64_t g = 0; g < k / kInt8Group; ++g) {
+      const float* p = x + r * ldx + g * kInt8Group;
+      __m256 v[4], largest = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
+      for (int t = 0; t < 4; ++t) {
+        v[t] = _mm256_loadu_ps(p + 8 * t);
+        largest = _mm256_max_ps(largest, _mm256_andnot_ps(sign_bit, v[t]));  // drops NaNs
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v[t], v[t], _CMP_UNORD_Q));
+      }
+      __m128 l = _mm_max_ps(_mm256_castps256_ps128(largest), _mm256_extractf128_ps(largest, 1));
+      l = _mm_max_ps(l, _mm_movehl_ps(l, l));
+      l = _mm_max_ss(l, _mm_movehdup_ps(l));
+      const float scale = _mm256_movemask_ps(nan) != 0 ? std::nanf("") : _mm_cvtss_f32(l) / 127.0f;
+      const __m256 inverse = _mm256_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
+      __m256i q[4];
+      for (int t = 0; t < 4; ++t) q[t] = _mm256_cvtps_epi32(_mm256_mul_ps(v[t], inverse));
+      // Pack 32 int32 to int8: the packs interleave 128-bit lanes, the permute puts them back in order.
+      const __m256i packed =
+          _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+      scales[g] = scale;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(values + g * kInt8Group),
+                          _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    }
   }
-  return tiles;
+}
+
+// One group of x's values against w's: |x| times w with x's signs (maddubs multiplies unsigned by signed
+// bytes; ±127 keeps its pair sums below 2^15), pairs summed: [8] int32, each a sum of 4 products.
+PAD_AVX2 inline __m256i GroupSums(__m256i x, __m256i magnitudes, const int8_t* w) {
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(magnitudes, _mm256_sign_epi8(wv, x)), _mm256_set1_epi16(1));
+}
+
+// MT rows of x against NT rows of w, a group at a time: its sums converted, scaled by w's and x's scales of
+// the group and added to 8 float32 accumulators. Every output adds its groups in the same order in every
+// tile shape. (Two groups' sums added pairwise before one conversion and scaling measured the same.)
+template <int MT, int NT>
+PAD_AVX2 void TileAvx2Int8(const int8_t* x, int64_t ldx, const int8_t* w, int64_t rs, const float* scales,
+                           int64_t k, float* y, int64_t ldy) {
+  const int64_t groups = k / kInt8Group;
+  if constexpr (MT > 2 && NT == 4) {
+    // 16 accumulators would fill AVX2's 16 registers: two tiles of 2 rows of w.
+    TileAvx2Int8<MT, 2>(x, ldx, w, rs, scales, k, y, ldy);
+    TileAvx2Int8<MT, 2>(x, ldx, w + 2 * rs * k, rs, scales + 2 * rs * groups, k, y + 2 * rs, ldy);
+    return;
+  }
+  __m256 acc[MT][NT];
+  for (int r = 0; r < MT; ++r) {
+    for (int j = 0; j < NT; ++j) acc[r][j] = _mm256_setzero_ps();
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int r = 0; r < MT; ++r) {
+      const int8_t* row = x + r * ldx;
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + g * kInt8Group));
+      const __m256i magnitudes = _mm256_sign_epi8(xv, xv);
+      const __m256 x_scale = _mm256_set1_ps(reinterpret_cast<const float*>(row + k)[g]);
+      for (int j = 0; j < NT; ++j) {
+        const __m256 sums = _mm256_cvtepi32_ps(GroupSums(xv, magnitudes, w + j * rs * k + g * kInt8Group));
+        const __m256 w_scale = _mm256_set1_ps(scales[j * rs * groups + g]);
+        acc[r][j] = _mm256_fmadd_ps(_mm256_mul_ps(sums, w_scale), x_scale, acc[r][j]);
+      }
+    }
+  }
+  for (int r = 0; r < MT; ++r) {
+    for (int j = 0; j < NT; ++j) y[r * ldy + j * rs] = Sum8(acc[r][j]);
+  }
+}
+
+// Two groups' scales a and b to the 16 lanes of their sums: a in lanes 0-7, b in 8-15.
+PAD_AVX512 inline __m512 TwoScales(float a, float b) {
+  return _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(a), _mm512_set1_ps(b));
+}
+
+// Two groups of x's values (x has its signs as a mask: AVX-512 has no byte sign) against w's: [16] int32,
+// lanes 0-7 the first group's, each a sum of 4 products.
+PAD_AVX512 inline __m512i TwoGroupSums(__m512i magnitudes, __mmask64 negative, __m512i w) {
+  const __m512i signed_w = _mm512_mask_sub_epi8(w, negative, _mm512_setzero_si512(), w);
+  return _mm512_madd_epi16(_mm512_maddubs_epi16(magnitudes, signed_w), _mm512_set1_epi16(1));
+}
+
+// The same as TileAvx2Int8 with AVX-512, two groups a vector, each half scaled by its groups' scales; an odd
+// last group fills the low half.
+template <int MT, int NT>
+PAD_AVX512 void TileAvx512Int8(const int8_t* x, int64_t ldx, const int8_t* w, int64_t rs, const float* scales,
+                               int64_t k, float* y, int64_t ldy) {
+  const int64_t groups = k / kInt8Group;
+  __m512 acc[MT][NT];
+  for (int r = 0; r < MT; ++r) {
+    for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_setzero_ps();
+  }
+  // Groups g and g + 1, or g alone (`two` false: the high half's values and scales zero).
+  const auto add = [&](int64_t g, bool two) PAD_AVX512 {
+    const auto load = [two](const int8_t* p) PAD_AVX512 {
+      return two ? _mm512_loadu_si512(p)
+                 : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    };
+    __m512 w_scale[NT];
+    for (int j = 0; j < NT; ++j) {
+      const float* s = scales + j * rs * groups + g;
+      w_scale[j] = TwoScales(s[0], two ? s[1] : 0.0f);
+    }
+    for (int r = 0; r < MT; ++r) {
+      const int8_t* row = x + r * ldx;
+      const __m512i xv = load(row + g * kInt8Group);
+      const __mmask64 negative = _mm512_movepi8_mask(xv);
+      const __m512i magnitudes = _mm512_abs_epi8(xv);
+      const float* s = reinterpret_cast<const float*>(row + k) + g;
+      const __m512 x_scale = TwoScales(s[0], two ? s[1] : 0.0f);
+      for (int j = 0; j < NT; ++j) {
+        const __m512 sums =
+            _mm512_cvtepi32_ps(TwoGroupSums(magnitudes, negative, load(w + j * rs * k + g * kInt8Group)));
+        acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(sums, w_scale[j]), x_scale, acc[r][j]);
+      }
+    }
+  };
+  int64_t g = 0;
+  for (; g + 2 <= groups; g += 2) add(g, true);
+  if (g < groups) add(g, false);
+  for (int r = 0; r < MT; ++r) {
+    for (int j = 0; j < NT; ++j) y[r * ldy + j * rs] = _mm512_reduce_add_ps(acc[r][j]);
+  }
+}
+
+Tiles<int8_t, int8_t> Avx512Int8Tiles() {
+  return {{{TileAvx512Int8<1, 1>, TileAvx512Int8<1, 4>},
+           {TileAvx512Int8<2, 1>, TileAvx512Int8<2, 4>},
+           {TileAvx512Int8<3, 1>, TileAvx512Int8<3, 4>},
+           {TileAvx512Int8<4, 1>, TileAvx512Int8<4, 4>}},
+          4};
+}
+
+Tiles<int8_t, int8_t> Avx2Int8Tiles() {
+  return {{{TileAvx2Int8<1, 1>, TileAvx2Int8<1, 4>},
+           {TileAvx2Int8<2, 1>, TileAvx2Int8<2, 4>},
+           {TileAvx2Int8<3, 1>, TileAvx2Int8<3, 4>},
+           {TileAvx2Int8<4, 1>, TileAvx2Int8<4, 4>}},
+          4};
 }
 
 // Rows [0, n) of w against every row of x: tiles of 4 rows of w (then single rows), each against the rows of
@@ -512,25 +564,11 @@ Tiles<float, W> FloatTiles(CpuIsa isa) {
 // the other row tiles. Tile t takes rows t, t + q, t + 2q and t + 3q (q = n / 4), so that w is read as 4
 // runs of consecutive rows: long sequential streams, which the hardware prefetchers follow. A tile of 4
 // neighbouring rows would read 4 streams of one row each, restarting at every tile; one decode row ran at
-// 0.55-0.85x the tokens/s (bench_generate). Int8 w against more than one tile of x is widened to float32
-// once per w tile rather than once per x tile.
+// 0.55-0.85x the tokens/s (bench_generate).
 template <typename X, typename W>
 void RunRows(const Tiles<X, W>& tiles, const X* x, int64_t ldx, int64_t m, const W* w, const float* scales,
              int64_t k, int64_t n, float* y, int64_t ldy) {
   const int64_t groups = k / kInt8Group, q = n / 4;
-  if constexpr (std::is_same_v<X, float> && !std::is_same_v<W, float>) {
-    if (m > tiles.max_mt && tiles.widen != nullptr) {
-      thread_local std::vector<float> buffer;
-      buffer.resize(4 * k);  // [4, k]
-      for (int64_t j = 0; j < n;) {
-        const int64_t nt = n - j >= 4 ? 4 : 1;
-        tiles.widen(w + j * k, RowScales(scales, j, groups), k, nt, buffer.data());
-        RunRows(*tiles.widened, x, ldx, m, buffer.data(), nullptr, k, nt, y + j, ldy);
-        j += nt;
-      }
-      return;
-    }
-  }
   // The tile whose first row of w is j, its rows rs apart: 4 rows (wide) or 1.
   const auto run_tile = [&](int64_t j, int64_t rs, bool wide) {
     for (int64_t r = 0; r < m;) {
@@ -647,7 +685,7 @@ CpuOutput OutputRows(const CpuOutput& out, int64_t r) {
 void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeight& w, const CpuOutput& out) {
   switch (w.format) {
     case WeightFormat::kFloat32:
-      return RunThreads(isa, FloatTiles<float>(isa), x, ldx, m, w, out);
+      return RunThreads(isa, FloatTiles(isa), x, ldx, m, w, out);
     case WeightFormat::kBFloat16: {
       const bool avx512 = isa >= CpuIsa::kAvx512;
       // Blocks of rows of x, so that a block stays in cache while the threads sweep w (from L3 after the
@@ -663,8 +701,24 @@ void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeig
       }
       return;
     }
-    case WeightFormat::kInt8:
-      return RunThreads(isa, FloatTiles<int8_t>(isa), x, ldx, m, w, out);
+    case WeightFormat::kInt8: {
+      static const Tiles<int8_t, int8_t> avx512 = Avx512Int8Tiles(), avx2 = Avx2Int8Tiles();
+      thread_local std::vector<int8_t> quantized;
+      quantized.resize(m * QuantizedRowBytes(w.k));  // [m, QuantizedRowBytes(k)]
+      QuantizeRows(x, ldx, m, w.k, quantized.data());
+      return RunThreads(isa, isa >= CpuIsa::kAvx512 ? avx512 : avx2, quantized.data(), QuantizedRowBytes(w.k),
+                        m, w, out);
+    }
+  }
+}
+
+void QuantizeInt8Groups(CpuIsa, const float* x, int64_t ldx, int64_t m, int64_t k, float* out) {
+  std::vector<int8_t> quantized(QuantizedRowBytes(k));  // [QuantizedRowBytes(k)]: one row
+  const auto* scales = reinterpret_cast<const float*>(quantized.data() + k);
+  for (int64_t r = 0; r < m; ++r) {
+    QuantizeRows(x + r * ldx, ldx, 1, k, quantized.data());
+    for (int64_t i = 0; i < k; ++i)
+      out[r * k + i] = static_cast<float>(quantized[i]) * scales[i / kInt8Group];
   }
 }
 

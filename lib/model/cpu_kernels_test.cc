@@ -93,17 +93,27 @@ TEST(CpuLinear, RowsEqualTheRowAlone) {
   }
 }
 
-// int8 weights: the product equals the dequantized weights' (every group with its own scale), so the only
-// error beyond float32 rounding is the quantization, measured by the model's accuracy tests.
-TEST(CpuLinear, Int8WeightsEqualTheirDequantizedProduct) {
+// x [m, k] as the int8 products quantize it, written here with LibTorch's operations: per group of 32, scale
+// = largest magnitude / 127, values round(x * (1 / scale)) (ties to even), 0 for a group of zeros.
+at::Tensor QuantizedX(const at::Tensor& x) {
+  const at::Tensor groups = x.view({x.size(0), -1, kInt8Group});                        // [m, k / 32, 32]
+  const at::Tensor scales = groups.abs().amax(-1, true) / at::full({1}, 127.0f);        // [m, k / 32, 1]
+  const at::Tensor inverse = at::where(scales == 0, at::zeros_like(scales), 1 / scales);  // [m, k / 32, 1]
+  return ((groups * inverse).round() * scales).view_as(x);
+}
+
+// int8 weights against x quantized the same way (W8A8, llama.cpp's Q8_0 products): the product equals
+// LibTorch's on the dequantized weights and the quantized x, for every tile, an odd last group (k = 96, 32)
+// and both ISAs' kernels; its distance from x's own product is the quantization's.
+TEST(CpuLinear, Int8ProductsEqualQuantizedXTimesDequantizedW) {
   if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
   at::manual_seed(1);
   for (CpuIsa isa : IsasHere()) {
     for (int64_t m : {1, 3, 4, 9}) {
-      for (int64_t k : {576, 64, 32}) {
-        for (int64_t n : {200, 64, 7, 1}) {
-          const at::Tensor x = at::randn({m, k});                     // [m, k]
-          const at::Tensor w = at::randn({n, k}) * at::rand({n, 1});  // [n, k], rows of different scales
+      for (int64_t k : {576, 96, 64, 32}) {
+        for (int64_t n : {1030, 200, 64, 7, 1}) {
+          const at::Tensor x = at::randn({m, k}) * at::rand({m, 1});  // [m, k], rows of different scales
+          const at::Tensor w = at::randn({n, k}) * at::rand({n, 1});  // [n, k]
           const auto [values, scales] = Quantize(w);
           const at::Tensor dequantized =
               (values.to(at::kFloat).view({n, -1, kInt8Group}) * scales.unsqueeze(-1)).view({n, k});
@@ -111,11 +121,41 @@ TEST(CpuLinear, Int8WeightsEqualTheirDequantizedProduct) {
           CpuLinear(isa, x.data_ptr<float>(), k, m,
                     {WeightFormat::kInt8, values.data_ptr(), scales.data_ptr<float>(), n, k},
                     {ActivationFormat::kFloat32, y.data_ptr(), n});
-          EXPECT_LT(RelativeError(y, x, dequantized), 2e-5)
-              << CpuIsaName(isa) << " m=" << m << " k=" << k << " n=" << n;
-          EXPECT_LT(RelativeError(y, x, w), 2e-2) << "the quantization itself, m=" << m;
+          const std::string where =
+              std::string(CpuIsaName(isa)) + " m=" + std::to_string(m) + " k=" + std::to_string(k) +
+              " n=" + std::to_string(n);
+          EXPECT_LT(RelativeError(y, QuantizedX(x), dequantized), 2e-5) << where;
+          EXPECT_LT(RelativeError(y, x, w), 3e-2) << "the quantization itself, " << where;
         }
       }
+    }
+  }
+}
+
+// QuantizeInt8Groups is that quantization exactly, a group of zeros stays zero, and a NaN or an infinity
+// in a group makes the group's products NaN (as float32's would be) rather than a finite number.
+TEST(CpuLinear, Int8QuantizationOfXIsExactAndKeepsNonFinite) {
+  if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
+  at::manual_seed(2);
+  const int64_t m = 5, k = 128;
+  at::Tensor x = at::randn({m, k}) * at::rand({m, k / kInt8Group}).repeat_interleave(kInt8Group, 1);  // [m, k]
+  x[1].narrow(0, 32, 32).zero_();
+  at::Tensor quantized = at::empty({m, k});  // [m, k]
+  QuantizeInt8Groups(IsasHere().back(), x.data_ptr<float>(), k, m, k, quantized.data_ptr<float>());
+  EXPECT_TRUE(at::equal(quantized, QuantizedX(x)));
+  EXPECT_EQ(quantized[1].narrow(0, 32, 32).abs().sum().item<float>(), 0.0f);
+
+  const at::Tensor w = at::randn({4, k});  // [4, k]
+  const auto [values, scales] = Quantize(w);
+  for (const float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    at::Tensor row = at::randn({1, k});  // [1, k]
+    row[0][70] = bad;
+    for (CpuIsa isa : IsasHere()) {
+      at::Tensor y = at::zeros({1, 4});  // [1, 4]
+      CpuLinear(isa, row.data_ptr<float>(), k, 1,
+                {WeightFormat::kInt8, values.data_ptr(), scales.data_ptr<float>(), 4, k},
+                {ActivationFormat::kFloat32, y.data_ptr(), 4});
+      EXPECT_TRUE(y.isnan().all().item<bool>()) << CpuIsaName(isa) << " " << bad << ": " << y;
     }
   }
 }

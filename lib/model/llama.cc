@@ -162,6 +162,16 @@ void KernelLinear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, c
   }
 }
 
+// x [..., in] -> [..., in] float32 as int8 products see it (QuantizeInt8Groups), for products on dequantized
+// int8 weights to equal the kernels'. REQUIRES: isa != kNone.
+at::Tensor QuantizedActivations(CpuIsa isa, const at::Tensor& x) {
+  const at::Tensor x32 = x.to(at::kFloat).contiguous();  // [..., in]
+  at::Tensor quantized = at::empty_like(x32);            // [..., in]
+  const int64_t in = x.size(-1);
+  QuantizeInt8Groups(isa, x32.data_ptr<float>(), in, x32.numel() / in, in, quantized.data_ptr<float>());
+  return quantized;
+}
+
 // x [..., in] -> [..., out] on LibTorch's GEMM, plus `residual` when defined.
 at::Tensor GemmLinear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, const at::Tensor& bias,
                       const at::Tensor& residual) {
@@ -171,9 +181,12 @@ at::Tensor GemmLinear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weigh
     y = at::linear(x.to(at::kFloat), w.to(at::kFloat),
                    bias.defined() ? std::optional<at::Tensor>(bias.to(at::kFloat)) : std::nullopt)
             .to(x.scalar_type());
-  } else {
-    y = at::linear(x, weight.scales.defined() ? Dequantize(w, weight.scales, x.scalar_type()) : w,
+  } else if (weight.scales.defined()) {
+    y = at::linear(QuantizedActivations(isa, x).to(x.scalar_type()),
+                   Dequantize(w, weight.scales, x.scalar_type()),
                    bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+  } else {
+    y = at::linear(x, w, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
   }
   return residual.defined() ? residual + y : y;
 }
@@ -785,10 +798,13 @@ absl::StatusOr<at::Tensor> LlamaModel::LogitsAt(const at::Tensor& hidden, const 
     const int64_t n = token_ids.size(0), k = token_ids.size(1);
     const at::Tensor ids = token_ids.reshape({-1});   // [n * k]
     at::Tensor rows = lm_head_.index_select(0, ids);  // [n * k, hidden]
-    if (lm_head_scales_.defined())
+    at::Tensor x = hidden.to(options_.dtype);         // [n, hidden]
+    if (lm_head_scales_.defined()) {                  // as Logits' int8 product
       rows = Dequantize(rows, lm_head_scales_.index_select(0, ids), options_.dtype);
-    rows = rows.view({n, k, config_.hidden_size});  // [n, k, hidden]
-    return at::bmm(rows, hidden.to(options_.dtype).unsqueeze(-1)).squeeze(-1).to(at::kFloat);  // [n, k]
+      x = QuantizedActivations(kernel_isa_, x).to(options_.dtype);
+    }
+    rows = rows.view({n, k, config_.hidden_size});                     // [n, k, hidden]
+    return at::bmm(rows, x.unsqueeze(-1)).squeeze(-1).to(at::kFloat);  // [n, k]
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("logits: ", e.what_without_backtrace()));
   }
