@@ -402,25 +402,30 @@ Tiles<float, uint16_t> Avx512PairTiles() {
           4};
 }
 
-// ---- int8 w against int8 x (W8A8, as llama.cpp's Q8_0 products): x is quantized as the weights are, each
-// group of kInt8Group values to int8 with its own float32 scale, so that a group's 32 products are integer
-// multiply-adds, 32 a vector: 4 times float32 FMA's lanes. The weights' float32 widening (convert, scale,
-// then 8 products a vector) held int8 to float32's speed: 0.73-0.83x Q8_0's tokens/s at 16 streams on AVX2.
-// A group's sum is exact, so the only rounding beyond float32's is x's quantization.
+// ---- int8 w against int16 x: x is quantized in the weights' groups of kInt8Group values, each to int16 with
+// its own float32 scale, so that a group's 32 products are exact integer multiply-adds (vpmaddwd: 16 pairs a
+// vector, each pair's sum in one int32 lane) and only the group's sum is converted and scaled. Widening the
+// weights to float32 instead (convert, scale, then 8 products a vector) held int8 to float32's speed, at
+// 0.73-0.83x llama.cpp's Q8_0 tokens/s at 16 streams on AVX2. llama.cpp quantizes x to int8 (vpmaddubsw, 32
+// products a vector), as fast here but with 127 steps a group: SmolLM2's greedy answers left float32's after
+// 8% of their tokens, against 67% for int16's 32767 steps (bench_int8_accuracy, EXPERIMENTS.md).
 
-// x quantized for the int8 products, row r at x + r * ldx bytes: its k int8 values, then its k / kInt8Group
-// float32 scales, value i standing for values[i] * scales[i / kInt8Group].
-inline int64_t QuantizedRowBytes(int64_t k) { return k + k / kInt8Group * 4; }
+// x quantized for the int8 products, row r at x + r * ldx: its k int16 values, then its k / kInt8Group
+// float32 scales (2 int16 each), value i standing for values[i] * scales[i / kInt8Group].
+inline int64_t QuantizedRowLength(int64_t k) { return k + k / kInt8Group * 2; }
+inline const float* QuantizedScales(const int16_t* row, int64_t k) {
+  return reinterpret_cast<const float*>(row + k);
+}
 
-// x [m, k] (row stride ldx) -> out [m, QuantizedRowBytes(k)]: a group's scale is its largest magnitude / 127
-// and its values x * (1 / scale) rounded to nearest even (llama.cpp's quantize_row_q8_0). A group with a NaN
-// gets a NaN scale, and one with an infinity an infinite scale and zero values, so that the products are NaN
-// as float32's would be. REQUIRES: k % 32 == 0.
-PAD_AVX2 void QuantizeRows(const float* x, int64_t ldx, int64_t m, int64_t k, int8_t* out) {
+// x [m, k] (row stride ldx) -> out [m, QuantizedRowLength(k)]: a group's scale is its largest magnitude /
+// 32767 and its values x * (1 / scale) rounded to nearest even. A group with a NaN gets a NaN scale, and one
+// with an infinity an infinite scale and zero values, so that the products are NaN as float32's would be.
+// REQUIRES: k % kInt8Group == 0.
+PAD_AVX2 void QuantizeRows(const float* x, int64_t ldx, int64_t m, int64_t k, int16_t* out) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
   for (int64_t r = 0; r < m; ++r) {
-    int8_t* values = out + r * QuantizedRowBytes(k);
-    float* scales = reinterpret_cast<float*>(values + k);
+    int16_t* values = out + r * QuantizedRowLength(k);
+    auto* scales = reinterpret_cast<float*>(values + k);
     for (int64_t g = 0; g < k / kInt8Group; ++g) {
       const float* p = x + r * ldx + g * kInt8Group;
       __m256 v[4], largest = _mm256_setzero_ps(), nan = _mm256_setzero_ps();
@@ -432,36 +437,30 @@ PAD_AVX2 void QuantizeRows(const float* x, int64_t ldx, int64_t m, int64_t k, in
       __m128 l = _mm_max_ps(_mm256_castps256_ps128(largest), _mm256_extractf128_ps(largest, 1));
       l = _mm_max_ps(l, _mm_movehl_ps(l, l));
       l = _mm_max_ss(l, _mm_movehdup_ps(l));
-      const float scale = _mm256_movemask_ps(nan) != 0 ? std::nanf("") : _mm_cvtss_f32(l) / 127.0f;
+      const float scale = _mm256_movemask_ps(nan) != 0 ? std::nanf("") : _mm_cvtss_f32(l) / 32767.0f;
       const __m256 inverse = _mm256_set1_ps(scale != 0.0f ? 1.0f / scale : 0.0f);
-      __m256i q[4];
-      for (int t = 0; t < 4; ++t) q[t] = _mm256_cvtps_epi32(_mm256_mul_ps(v[t], inverse));
-      // Pack 32 int32 to int8: the packs interleave 128-bit lanes, the permute puts them back in order.
-      const __m256i packed =
-          _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
       scales[g] = scale;
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(values + g * kInt8Group),
-                          _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+      for (int t = 0; t < 4; t += 2) {
+        // The pack interleaves 128-bit lanes; the permute puts them back in order.
+        const __m256i packed = _mm256_packs_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[t], inverse)),
+                                                  _mm256_cvtps_epi32(_mm256_mul_ps(v[t + 1], inverse)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(values + g * kInt8Group + 8 * t),
+                            _mm256_permute4x64_epi64(packed, 0xd8));
+      }
     }
   }
 }
 
-// One group of x's values against w's: |x| times w with x's signs (maddubs multiplies unsigned by signed
-// bytes; ±127 keeps its pair sums below 2^15), pairs summed: [8] int32, each a sum of 4 products.
-PAD_AVX2 inline __m256i GroupSums(__m256i x, __m256i magnitudes, const int8_t* w) {
-  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(magnitudes, _mm256_sign_epi8(wv, x)), _mm256_set1_epi16(1));
-}
-
-// MT rows of x against NT rows of w, a group at a time: its sums converted, scaled by w's and x's scales of
-// the group and added to 8 float32 accumulators. Every output adds its groups in the same order in every
-// tile shape. (Two groups' sums added pairwise before one conversion and scaling measured the same.)
+// MT rows of x against NT rows of w, a group at a time: w's group widened to int16 once for the MT rows,
+// each row's products summed to 8 int32 (vpmaddwd, then the two halves added), converted, scaled by w's and
+// x's scales of the group and added to 8 float32 accumulators. Every output adds its groups in the same
+// order in every tile shape.
 template <int MT, int NT>
-PAD_AVX2 void TileAvx2Int8(const int8_t* x, int64_t ldx, const int8_t* w, int64_t rs, const float* scales,
+PAD_AVX2 void TileAvx2Int8(const int16_t* x, int64_t ldx, const int8_t* w, int64_t rs, const float* scales,
                            int64_t k, float* y, int64_t ldy) {
   const int64_t groups = k / kInt8Group;
-  if constexpr (MT > 2 && NT == 4) {
-    // 16 accumulators would fill AVX2's 16 registers: two tiles of 2 rows of w.
+  if constexpr (MT > 1 && NT == 4) {
+    // 8 accumulators and 8 widened halves of w would fill AVX2's 16 registers: two tiles of 2 rows of w.
     TileAvx2Int8<MT, 2>(x, ldx, w, rs, scales, k, y, ldy);
     TileAvx2Int8<MT, 2>(x, ldx, w + 2 * rs * k, rs, scales + 2 * rs * groups, k, y + 2 * rs, ldy);
     return;
@@ -471,15 +470,23 @@ PAD_AVX2 void TileAvx2Int8(const int8_t* x, int64_t ldx, const int8_t* w, int64_
     for (int j = 0; j < NT; ++j) acc[r][j] = _mm256_setzero_ps();
   }
   for (int64_t g = 0; g < groups; ++g) {
+    __m256i low[NT], high[NT];  // w's group as int16, values 0-15 and 16-31
+    for (int j = 0; j < NT; ++j) {
+      const __m256i wv =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * rs * k + g * kInt8Group));
+      low[j] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(wv));
+      high[j] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(wv, 1));
+    }
     for (int r = 0; r < MT; ++r) {
-      const int8_t* row = x + r * ldx;
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + g * kInt8Group));
-      const __m256i magnitudes = _mm256_sign_epi8(xv, xv);
-      const __m256 x_scale = _mm256_set1_ps(reinterpret_cast<const float*>(row + k)[g]);
+      const int16_t* row = x + r * ldx;
+      const __m256i x_low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + g * kInt8Group));
+      const __m256i x_high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + g * kInt8Group + 16));
+      const __m256 x_scale = _mm256_set1_ps(QuantizedScales(row, k)[g]);
       for (int j = 0; j < NT; ++j) {
-        const __m256 sums = _mm256_cvtepi32_ps(GroupSums(xv, magnitudes, w + j * rs * k + g * kInt8Group));
+        const __m256i sums =
+            _mm256_add_epi32(_mm256_madd_epi16(x_low, low[j]), _mm256_madd_epi16(x_high, high[j]));
         const __m256 w_scale = _mm256_set1_ps(scales[j * rs * groups + g]);
-        acc[r][j] = _mm256_fmadd_ps(_mm256_mul_ps(sums, w_scale), x_scale, acc[r][j]);
+        acc[r][j] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(sums), w_scale), x_scale, acc[r][j]);
       }
     }
   }
@@ -488,70 +495,45 @@ PAD_AVX2 void TileAvx2Int8(const int8_t* x, int64_t ldx, const int8_t* w, int64_
   }
 }
 
-// Two groups' scales a and b to the 16 lanes of their sums: a in lanes 0-7, b in 8-15.
-PAD_AVX512 inline __m512 TwoScales(float a, float b) {
-  return _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(a), _mm512_set1_ps(b));
-}
-
-// Two groups of x's values (x has its signs as a mask: AVX-512 has no byte sign) against w's: [16] int32,
-// lanes 0-7 the first group's, each a sum of 4 products.
-PAD_AVX512 inline __m512i TwoGroupSums(__m512i magnitudes, __mmask64 negative, __m512i w) {
-  const __m512i signed_w = _mm512_mask_sub_epi8(w, negative, _mm512_setzero_si512(), w);
-  return _mm512_madd_epi16(_mm512_maddubs_epi16(magnitudes, signed_w), _mm512_set1_epi16(1));
-}
-
-// The same as TileAvx2Int8 with AVX-512, two groups a vector, each half scaled by its groups' scales; an odd
-// last group fills the low half.
+// The same with AVX-512: a group of x in one vector, its products summed to 16 int32.
 template <int MT, int NT>
-PAD_AVX512 void TileAvx512Int8(const int8_t* x, int64_t ldx, const int8_t* w, int64_t rs, const float* scales,
-                               int64_t k, float* y, int64_t ldy) {
+PAD_AVX512 void TileAvx512Int8(const int16_t* x, int64_t ldx, const int8_t* w, int64_t rs,
+                               const float* scales, int64_t k, float* y, int64_t ldy) {
   const int64_t groups = k / kInt8Group;
   __m512 acc[MT][NT];
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_setzero_ps();
   }
-  // Groups g and g + 1, or g alone (`two` false: the high half's values and scales zero).
-  const auto add = [&](int64_t g, bool two) PAD_AVX512 {
-    const auto load = [two](const int8_t* p) PAD_AVX512 {
-      return two ? _mm512_loadu_si512(p)
-                 : _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-    };
-    __m512 w_scale[NT];
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i wide[NT];  // w's group as int16
     for (int j = 0; j < NT; ++j) {
-      const float* s = scales + j * rs * groups + g;
-      w_scale[j] = TwoScales(s[0], two ? s[1] : 0.0f);
+      wide[j] = _mm512_cvtepi8_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * rs * k + g * kInt8Group)));
     }
     for (int r = 0; r < MT; ++r) {
-      const int8_t* row = x + r * ldx;
-      const __m512i xv = load(row + g * kInt8Group);
-      const __mmask64 negative = _mm512_movepi8_mask(xv);
-      const __m512i magnitudes = _mm512_abs_epi8(xv);
-      const float* s = reinterpret_cast<const float*>(row + k) + g;
-      const __m512 x_scale = TwoScales(s[0], two ? s[1] : 0.0f);
+      const int16_t* row = x + r * ldx;
+      const __m512i xv = _mm512_loadu_si512(row + g * kInt8Group);
+      const __m512 x_scale = _mm512_set1_ps(QuantizedScales(row, k)[g]);
       for (int j = 0; j < NT; ++j) {
-        const __m512 sums =
-            _mm512_cvtepi32_ps(TwoGroupSums(magnitudes, negative, load(w + j * rs * k + g * kInt8Group)));
-        acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(sums, w_scale[j]), x_scale, acc[r][j]);
+        const __m512 sums = _mm512_cvtepi32_ps(_mm512_madd_epi16(xv, wide[j]));
+        const __m512 w_scale = _mm512_set1_ps(scales[j * rs * groups + g]);
+        acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(sums, w_scale), x_scale, acc[r][j]);
       }
     }
-  };
-  int64_t g = 0;
-  for (; g + 2 <= groups; g += 2) add(g, true);
-  if (g < groups) add(g, false);
+  }
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) y[r * ldy + j * rs] = _mm512_reduce_add_ps(acc[r][j]);
   }
 }
 
-Tiles<int8_t, int8_t> Avx512Int8Tiles() {
-  return {{{TileAvx512Int8<1, 1>, TileAvx512Int8<1, 4>},
-           {TileAvx512Int8<2, 1>, TileAvx512Int8<2, 4>},
-           {TileAvx512Int8<3, 1>, TileAvx512Int8<3, 4>},
-           {TileAvx512Int8<4, 1>, TileAvx512Int8<4, 4>}},
-          4};
-}
-
-Tiles<int8_t, int8_t> Avx2Int8Tiles() {
+Tiles<int16_t, int8_t> Int8Tiles(CpuIsa isa) {
+  if (isa >= CpuIsa::kAvx512) {
+    return {{{TileAvx512Int8<1, 1>, TileAvx512Int8<1, 4>},
+             {TileAvx512Int8<2, 1>, TileAvx512Int8<2, 4>},
+             {TileAvx512Int8<3, 1>, TileAvx512Int8<3, 4>},
+             {TileAvx512Int8<4, 1>, TileAvx512Int8<4, 4>}},
+            4};
+  }
   return {{{TileAvx2Int8<1, 1>, TileAvx2Int8<1, 4>},
            {TileAvx2Int8<2, 1>, TileAvx2Int8<2, 4>},
            {TileAvx2Int8<3, 1>, TileAvx2Int8<3, 4>},
@@ -702,19 +684,17 @@ void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeig
       return;
     }
     case WeightFormat::kInt8: {
-      static const Tiles<int8_t, int8_t> avx512 = Avx512Int8Tiles(), avx2 = Avx2Int8Tiles();
-      thread_local std::vector<int8_t> quantized;
-      quantized.resize(m * QuantizedRowBytes(w.k));  // [m, QuantizedRowBytes(k)]
+      thread_local std::vector<int16_t> quantized;
+      quantized.resize(m * QuantizedRowLength(w.k));  // [m, QuantizedRowLength(k)]
       QuantizeRows(x, ldx, m, w.k, quantized.data());
-      return RunThreads(isa, isa >= CpuIsa::kAvx512 ? avx512 : avx2, quantized.data(), QuantizedRowBytes(w.k),
-                        m, w, out);
+      return RunThreads(isa, Int8Tiles(isa), quantized.data(), QuantizedRowLength(w.k), m, w, out);
     }
   }
 }
 
-void QuantizeInt8Groups(CpuIsa, const float* x, int64_t ldx, int64_t m, int64_t k, float* out) {
-  std::vector<int8_t> quantized(QuantizedRowBytes(k));  // [QuantizedRowBytes(k)]: one row
-  const auto* scales = reinterpret_cast<const float*>(quantized.data() + k);
+void QuantizeForInt8(CpuIsa, const float* x, int64_t ldx, int64_t m, int64_t k, float* out) {
+  std::vector<int16_t> quantized(QuantizedRowLength(k));  // [QuantizedRowLength(k)]: one row
+  const float* scales = QuantizedScales(quantized.data(), k);
   for (int64_t r = 0; r < m; ++r) {
     QuantizeRows(x + r * ldx, ldx, 1, k, quantized.data());
     for (int64_t i = 0; i < k; ++i)

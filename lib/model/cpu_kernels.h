@@ -23,9 +23,9 @@ const char* CpuIsaName(CpuIsa isa);
 
 enum class WeightFormat { kFloat32, kBFloat16, kInt8 };
 
-// int8 (llama.cpp's Q8_0): each row of w in groups of this many values along k, a value being the int8 times
-// its group's float32 scale. Against int8 w, x is quantized the same way (QuantizeInt8Groups) and each
-// group's products are summed exactly in integers, as llama.cpp multiplies Q8_0 weights.
+// int8 w (llama.cpp's Q8_0 layout): each row in groups of this many values along k, a value being the int8
+// times its group's float32 scale. Against int8 w, x is quantized in the same groups to int16
+// (QuantizeForInt8), so that each group's products are summed exactly in integers.
 inline constexpr int64_t kInt8Group = 32;
 
 // A Linear's weight w [n, k], row-major as Hugging Face stores it.
@@ -52,15 +52,15 @@ struct CpuOutput {
 };
 
 // x [m, k] (row stride ldx) · wᵀ into `out`, float32 accumulation; with int8 w, x's groups quantized first
-// (so the result is QuantizeInt8Groups(x) · wᵀ). Split by rows of w over LibTorch's intra-op threads.
+// (so the result is QuantizeForInt8(x) · wᵀ). Split by rows of w over LibTorch's intra-op threads.
 // REQUIRES: isa != kNone and supported here.
 void CpuLinear(CpuIsa isa, const float* x, int64_t ldx, int64_t m, const CpuWeight& w, const CpuOutput& out);
 
-// x [m, k] (row stride ldx) -> out [m, k] in place of x as the int8 products see it: each group of kInt8Group
-// values scaled so its largest magnitude is 127, rounded to the nearest integer (ties to even), scaled back:
-// scale = largest / 127, value = round(x * (1 / scale)) * scale (0 for a group of zeros), in float32.
+// x [m, k] (row stride ldx) -> out [m, k]: x as the int8 products see it. Each group of kInt8Group values
+// scaled so its largest magnitude is 32767 and rounded to the nearest integer (ties to even), scaled back:
+// scale = largest / 32767, value = round(x * (1 / scale)) * scale (0 for a group of zeros), in float32.
 // REQUIRES: isa != kNone, k % kInt8Group == 0.
-void QuantizeInt8Groups(CpuIsa isa, const float* x, int64_t ldx, int64_t m, int64_t k, float* out);
+void QuantizeForInt8(CpuIsa isa, const float* x, int64_t ldx, int64_t m, int64_t k, float* out);
 
 // The same for bfloat16 activations (as uint16_t) against bfloat16 weights, the products of a bfloat16
 // model: AVX512_BF16's dot product takes two pairs per float32 lane in one instruction, with nothing to

@@ -162,13 +162,13 @@ void KernelLinear(CpuIsa isa, const at::Tensor& x, const LinearWeight& weight, c
   }
 }
 
-// x [..., in] -> [..., in] float32 as int8 products see it (QuantizeInt8Groups), for products on dequantized
+// x [..., in] -> [..., in] float32 as int8 products see it (QuantizeForInt8), for products on dequantized
 // int8 weights to equal the kernels'. REQUIRES: isa != kNone.
 at::Tensor QuantizedActivations(CpuIsa isa, const at::Tensor& x) {
   const at::Tensor x32 = x.to(at::kFloat).contiguous();  // [..., in]
   at::Tensor quantized = at::empty_like(x32);            // [..., in]
   const int64_t in = x.size(-1);
-  QuantizeInt8Groups(isa, x32.data_ptr<float>(), in, x32.numel() / in, in, quantized.data_ptr<float>());
+  QuantizeForInt8(isa, x32.data_ptr<float>(), in, x32.numel() / in, in, quantized.data_ptr<float>());
   return quantized;
 }
 

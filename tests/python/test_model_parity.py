@@ -251,11 +251,11 @@ def q8_0(weight):
     return (torch.round(groups / scales.clamp_min(1e-30)) * scales).reshape(weight.shape)
 
 
-def q8_0_activations(x):
-    """x as our int8 products quantize it before multiplying (llama.cpp's quantize_row_q8_0): per group of 32,
-    scale = largest magnitude / 127, values round(x * (1 / scale)); returned dequantized, float32."""
+def int16_groups(x):
+    """x as our int8 products quantize it before multiplying: per group of 32, scale = largest magnitude /
+    32767, values round(x * (1 / scale)); returned dequantized, float32."""
     groups = x.float().reshape(*x.shape[:-1], -1, 32)
-    scales = groups.abs().amax(-1, keepdim=True) / torch.tensor(127.0)
+    scales = groups.abs().amax(-1, keepdim=True) / torch.tensor(32767.0)
     inverse = torch.where(scales == 0, torch.zeros_like(scales), 1 / scales)
     return (torch.round(groups * inverse) * scales).reshape(x.shape)
 
@@ -264,7 +264,7 @@ def q8_0_activations(x):
 def smol_int8_reference(model_dir, tmp_path_factory):
     """transformers over SmolLM2 with every projection and lm_head replaced by its dequantized int8 (q8_0
     above, written in torch independently of our loader; the embedding stays float32, so lm_head is untied),
-    every product's input quantized as ours quantizes it: llama.cpp's Q8_0 products."""
+    every product's input quantized as ours quantizes it (int16_groups)."""
     import safetensors.torch
     weights = safetensors.torch.load_file(str(model_dir / "model.safetensors"))
     projections = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -278,25 +278,22 @@ def smol_int8_reference(model_dir, tmp_path_factory):
     reference = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     for module in reference.modules():
         if isinstance(module, torch.nn.Linear):
-            module.register_forward_pre_hook(lambda _, inputs: (q8_0_activations(inputs[0]),))
+            module.register_forward_pre_hook(lambda _, inputs: (int16_groups(inputs[0]),))
     return reference
 
 
-def test_smollm2_int8_logits_are_float32_s_within_the_quantization(model_dir, smol_sequences, smol_fp32,
-                                                                  smol_int8_reference, tmp_path):
-    """int8 quantization is llama.cpp's Q8_0 products (each product checked exactly in cpu_kernels_test). The
-    whole model's logits cannot equal a reference's: rounding an input to 127 steps turns float32's last-bit
-    differences into whole steps, which grow through the layers (the reference itself, in float32 and in
-    float64, differs by 2e-2). So ours are checked as the reference is: about as far from float32's logits,
-    with the same argmax at 95% of the positions (the reference: 97%; weight-only int8: 99.5%); a 3-token
-    prefill and decode steps on the int8 kernels, and a prefill past their 256 rows on LibTorch's GEMM."""
+def test_smollm2_int8_logits_equal_the_quantized_products(model_dir, smol_sequences, smol_fp32,
+                                                          smol_int8_reference, tmp_path):
+    """int8 quantization: our logits equal transformers' over the dequantized weights with each product's
+    input quantized as ours (a 3-token prefill and decode steps on the int8 kernels; a prefill past their 256
+    rows on LibTorch's GEMM), and differ from float32's by the quantization. The bound is 5e-4, not float32's
+    1e-4: an input's rounding to a step turns float32's last-bit differences into whole steps through the
+    layers (1-2e-4 here; each product alone is exact to 3e-7 in cpu_kernels_test)."""
     long = [token for _ in range(12) for token in smol_sequences[2]][:300]
     ours = our_logits(model_dir, smol_sequences, "float32", tmp_path, prefill=3, quantization="int8")
     ours += our_logits(model_dir, [long], "float32", tmp_path, quantization="int8")
-    agree = []
     for sequence, logits in zip(smol_sequences + [long], ours):
+        assert relative_error(logits, reference_logits(smol_int8_reference, sequence)) <= 5e-4
         float32 = reference_logits(smol_fp32, sequence)
-        quantization = relative_error(reference_logits(smol_int8_reference, sequence), float32)
-        assert 1e-3 < relative_error(logits, float32) < 2 * quantization
-        agree += list(logits.argmax(-1) == float32.argmax(-1))
-    assert np.mean(agree) >= 0.95
+        assert 1e-3 < relative_error(logits, float32) < 5e-2
+        assert (logits.argmax(-1) == float32.argmax(-1)).mean() >= 0.9
