@@ -1,4 +1,4 @@
-"""What int8 (`--quantization=int8`, llama.cpp's Q8_0 products) costs in accuracy, against float32, beside what
+"""What int8 weights (`--quantization=int8`, Q8_0's layout) cost in accuracy, against float32, beside what
 bfloat16 costs: logit error and top-1 agreement at every position of the parity prompts, greedy tokens of
 the parity chat prompts, and PAD's chosen tokens with the demo PRM. Prints a table.
 
@@ -91,7 +91,7 @@ def main():
         top1 = float((got[0].argmax(-1) == reference[0].argmax(-1)).mean())
         greedy, greedy_prefix = agreement(got[1], reference[1])
         pad, pad_prefix = agreement(got[2], reference[2])
-        rows.append(f"| {config[0]}{' + int8 (Q8_0)' if config[1] == 'int8' else ''} | "
+        rows.append(f"| {config[0]}{' + int8 weights' if config[1] == 'int8' else ''} | "
                     f"{error.max() / np.abs(reference[0]).max():.4f} | {error.mean():.4f} | {top1:.3f} | "
                     f"{greedy} | {greedy_prefix:.2f} | {pad} | {pad_prefix:.2f} |")
     print(f"Against float32; {len(sequences)} parity prompts ({sum(map(len, sequences))} positions); "

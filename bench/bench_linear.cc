@@ -1,6 +1,6 @@
 // Decode-shaped matrix products alone: LibTorch's at::linear against the project's CPU kernels
 // (lib/model/cpu_kernels.h), for a model's projection shapes, a few rows of activations, float32, bfloat16
-// and int8 weights (int8 on the kernels only, x quantized as llama.cpp's Q8_0: LibTorch has no such product).
+// and int8 weights (int8 on the kernels only: LibTorch has no such product).
 // Weights are cycled through copies totalling more than the last-level cache, as a decode step reads them.
 // Prints a table: ms per product, the weights' bytes per second, GFLOP/s; for bfloat16 also the product on
 // float32 copies of the weights made in the same call (at::linear in float32: what a CPU without native
@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
       "| weights | shape [n, k] | rows | at::linear ms | GB/s | GFLOP/s | kernel ms | GB/s | GFLOP/s | "
       "speedup | widened ms |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
-  // at::kChar: int8 weights with a float32 scale per 32 (x quantized alike); LibTorch has no such product.
+  // at::kChar: int8 weights with a float32 scale per 32 (float32 x); LibTorch has no such product.
   for (const auto dtype : {at::kFloat, at::kBFloat16, at::kChar}) {
     const bool int8 = dtype == at::kChar;
     for (const Shape& shape : shapes) {

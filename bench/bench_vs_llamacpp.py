@@ -117,7 +117,7 @@ class Config:
     def command(self, port):
         slots = len(PROMPTS)  # every request of a level admitted at once, as llama-server -np 16
         if self.kind == "ours":
-            # ours:int8 is Q8_0 products as llama.cpp's, float32 elsewhere (--quantization=int8).
+            # ours:int8 is int8 weights as Q8_0's, float32 activations (--quantization=int8).
             weights = (["--dtype=float32", "--quantization=int8"] if self.dtype == "int8"
                        else [f"--dtype={self.dtype}"])
             return [str(self.args.pad_server), f"--policy={self.args.model_dir}", *weights,

@@ -71,8 +71,8 @@ ABSL_FLAG(bool, cpu_kernels, true,
           "on the CPU, float32 and bfloat16 products of a few rows (decode steps) on the project's AVX2 / "
           "AVX-512 kernels where the CPU has them; false: LibTorch's GEMM for every product");
 ABSL_FLAG(std::string, quantization, "none",
-          "none or int8: llama.cpp's Q8_0 for the projections and lm_head, int8 groups of 32 with a scale "
-          "each, each product's input quantized alike; CPU kernels only, KV cache stays in --dtype");
+          "none or int8: int8 weights for the projections and lm_head, groups of 32 with a scale each "
+          "(llama.cpp's Q8_0 layout); CPU kernels only, activations and KV cache stay in --dtype");
 ABSL_FLAG(int64_t, kv_slots, 16,
           "most sequences resident per backbone's KV cache (a PAD request takes 1 + its PRM rows); a limit, "
           "not the unit of memory");

@@ -495,7 +495,19 @@ PAD_AVX2 void TileAvx2Int8(const int16_t* x, int64_t ldx, const int8_t* w, int64
   }
 }
 
-// The same with AVX-512: a group of x in one vector, its products summed to 16 int32.
+// Two groups' scales a and b to the lanes of their sums in TileAvx512Int8: a in lanes 0-7, b in 8-15.
+PAD_AVX512 inline __m512 TwoScales(float a, float b) {
+  return _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(a), _mm512_set1_ps(b));
+}
+// The 256-bit halves a and b as one vector.
+PAD_AVX512 inline __m512i Join(__m256i a, __m256i b) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
+
+// The same with AVX-512, two groups at a time so that one conversion and scaling serves both: each vector
+// holds 16 values of each group ([first's 0-15 | second's 0-15], then the 16-31s), so that vpmaddwd sums
+// the first group's products into lanes 0-7 and the second's into 8-15. An odd last group goes alone, in the
+// low lanes. Every output adds its groups in the same order in every tile shape.
 template <int MT, int NT>
 PAD_AVX512 void TileAvx512Int8(const int16_t* x, int64_t ldx, const int8_t* w, int64_t rs,
                                const float* scales, int64_t k, float* y, int64_t ldy) {
@@ -504,23 +516,39 @@ PAD_AVX512 void TileAvx512Int8(const int16_t* x, int64_t ldx, const int8_t* w, i
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) acc[r][j] = _mm512_setzero_ps();
   }
-  for (int64_t g = 0; g < groups; ++g) {
-    __m512i wide[NT];  // w's group as int16
+  // Groups g and g + 1, or g alone (`two` false: the high lanes zero).
+  const auto add = [&](int64_t g, bool two) PAD_AVX512 {
+    __m512i low[NT], high[NT];  // w's values 0-15 and 16-31 of both groups, as int16
+    __m512 w_scale[NT];
     for (int j = 0; j < NT; ++j) {
-      wide[j] = _mm512_cvtepi8_epi16(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j * rs * k + g * kInt8Group)));
+      const int8_t* p = w + j * rs * k + g * kInt8Group;
+      const __m256i first = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+      const __m256i second =
+          two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kInt8Group)) : _mm256_setzero_si256();
+      low[j] = _mm512_cvtepi8_epi16(_mm256_permute2x128_si256(first, second, 0x20));
+      high[j] = _mm512_cvtepi8_epi16(_mm256_permute2x128_si256(first, second, 0x31));
+      const float* s = scales + j * rs * groups + g;
+      w_scale[j] = TwoScales(s[0], two ? s[1] : 0.0f);
     }
     for (int r = 0; r < MT; ++r) {
-      const int16_t* row = x + r * ldx;
-      const __m512i xv = _mm512_loadu_si512(row + g * kInt8Group);
-      const __m512 x_scale = _mm512_set1_ps(QuantizedScales(row, k)[g]);
+      const int16_t* row = x + r * ldx + g * kInt8Group;
+      const auto load = [](const int16_t* p)
+                            PAD_AVX512 { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); };
+      const __m256i zero = _mm256_setzero_si256();
+      const __m512i x_low = Join(load(row), two ? load(row + kInt8Group) : zero);
+      const __m512i x_high = Join(load(row + 16), two ? load(row + kInt8Group + 16) : zero);
+      const float* s = QuantizedScales(x + r * ldx, k) + g;
+      const __m512 x_scale = TwoScales(s[0], two ? s[1] : 0.0f);
       for (int j = 0; j < NT; ++j) {
-        const __m512 sums = _mm512_cvtepi32_ps(_mm512_madd_epi16(xv, wide[j]));
-        const __m512 w_scale = _mm512_set1_ps(scales[j * rs * groups + g]);
-        acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(sums, w_scale), x_scale, acc[r][j]);
+        const __m512i sums =
+            _mm512_add_epi32(_mm512_madd_epi16(x_low, low[j]), _mm512_madd_epi16(x_high, high[j]));
+        acc[r][j] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), w_scale[j]), x_scale, acc[r][j]);
       }
     }
-  }
+  };
+  int64_t g = 0;
+  for (; g + 2 <= groups; g += 2) add(g, true);
+  if (g < groups) add(g, false);
   for (int r = 0; r < MT; ++r) {
     for (int j = 0; j < NT; ++j) y[r * ldy + j * rs] = _mm512_reduce_add_ps(acc[r][j]);
   }

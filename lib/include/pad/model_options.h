@@ -13,8 +13,8 @@
 namespace pad {
 
 // How the weights of the matrix products are stored. kInt8: int8 in groups of 32 values with a float32 scale
-// each, for the projections and lm_head, on the CPU kernels only, each product's input quantized the same
-// way (llama.cpp's Q8_0 products); the embedding, norms, activations and KV cache stay in `dtype`.
+// each (llama.cpp's Q8_0 layout), for the projections and lm_head, on the CPU kernels only; the embedding,
+// norms, activations and KV cache stay in `dtype` (a product quantizes its input to int16 on the way).
 enum class Quantization { kNone, kInt8 };
 
 struct ModelOptions {
