@@ -26,7 +26,7 @@ ABSL_FLAG(int, new_tokens, 64, "generated tokens per sequence");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(bool, cpu_kernels, true,
           "on the CPU, decode-shaped products on the project's kernels (false: LibTorch's)");
-ABSL_FLAG(std::string, quantization, "none", "none or int8 (weight-only, on the CPU kernels)");
+ABSL_FLAG(std::string, quantization, "none", "none or int8 (int8 weights, on the CPU kernels)");
 ABSL_FLAG(int64_t, kv_block_size, 0, "tokens per KV cache block; 0: the server's default");
 ABSL_FLAG(bool, prefix_cache, false,
           "reuse cached prompt blocks (the warm-up run's): off, so that TTFT measures the prefill computed");

@@ -39,7 +39,7 @@ ABSL_FLAG(double, frequency_penalty, 0.0, "every request's frequency penalty (0:
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
 ABSL_FLAG(bool, cpu_kernels, true,
           "on the CPU, decode-shaped products on the project's kernels (false: LibTorch's)");
-ABSL_FLAG(std::string, quantization, "none", "none or int8 (weight-only, on the CPU kernels)");
+ABSL_FLAG(std::string, quantization, "none", "none or int8 (int8 weights, on the CPU kernels)");
 ABSL_FLAG(bool, cuda_graphs, false,
           "decode steps as CUDA graphs (DecodeGraphs); on the CPU, in fixed shapes");
 ABSL_FLAG(bool, json, false, "print one JSON object per row instead of a table");
