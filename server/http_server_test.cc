@@ -333,6 +333,33 @@ TEST(HttpServer, AFullQueueIsAnsweredAtOnce) {
   EXPECT_EQ(held.body, "held");
 }
 
+// Idle workers take a burst of connections whatever the queue's bound: only connections beyond the workers
+// wait, so with no queue at all (max_queued_connections 0) four clients at once on four idle workers are all
+// served. (The bound used to count the connections that idle workers had not yet picked up: with no queue,
+// every connection was answered 503.)
+TEST(HttpServer, IdleWorkersTakeABurstBeyondTheQueue) {
+  HttpServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.num_threads = 4;
+  options.max_queued_connections = 0;
+  absl::StatusOr<std::unique_ptr<HttpServer>> server =
+      HttpServer::Start(options, [](httplib::Server& routes) {
+        routes.Get("/quick", [](const httplib::Request&, httplib::Response& response) {
+          response.set_content("quick", "text/plain");
+        });
+      });
+  ASSERT_TRUE(server.ok()) << server.status();
+  for (int round = 0; round < 3; ++round) {
+    HttpResponse answers[4];
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 4; ++i) {
+      clients.emplace_back([&, i] { answers[i] = Fetch((*server)->port(), "GET", "/quick"); });
+    }
+    for (std::thread& client : clients) client.join();
+    for (const HttpResponse& answer : answers) EXPECT_EQ(answer.status, 200) << round << ": " << answer.body;
+  }
+}
+
 // A client that trickles its head a byte at a time, each within the read timeout, is dropped at the request
 // deadline (cpp-httplib's own reads time out one at a time: it held a worker for as long as it trickled),
 // and so is one that sends headers without end, once it passes the head's byte budget.
