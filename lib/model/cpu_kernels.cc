@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 namespace pad {
@@ -403,8 +402,9 @@ Tiles<float, uint16_t> Avx512PairTiles() {
 }
 
 // ---- int8 w against int16 x: x is quantized in the weights' groups of kInt8Group values, each to int16 with
-// its own float32 scale, so that a group's 32 products are exact integer multiply-adds (vpmaddwd: 16 pairs a
-// vector, each pair's sum in one int32 lane) and only the group's sum is converted and scaled. Widening the
+// its own float32 scale, so that a group's 32 products are exact integer multiply-adds (vpmaddwd: 16 products
+// a vector with AVX2, each neighbouring pair's sum in one int32 lane) and only the group's sum is converted
+// and scaled. Widening the
 // weights to float32 instead (convert, scale, then 8 products a vector) held int8 to float32's speed, at
 // 0.73-0.83x llama.cpp's Q8_0 tokens/s at 16 streams on AVX2. llama.cpp quantizes x to int8 (vpmaddubsw, 32
 // products a vector), as fast here but with 127 steps a group: SmolLM2's greedy answers left float32's after
@@ -530,11 +530,11 @@ PAD_AVX512 void TileAvx512Int8(const int16_t* x, int64_t ldx, const int8_t* w, i
       const float* s = scales + j * rs * groups + g;
       w_scale[j] = TwoScales(s[0], two ? s[1] : 0.0f);
     }
+    const auto load = [](const int16_t* p)
+                          PAD_AVX512 { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); };
+    const __m256i zero = _mm256_setzero_si256();
     for (int r = 0; r < MT; ++r) {
       const int16_t* row = x + r * ldx + g * kInt8Group;
-      const auto load = [](const int16_t* p)
-                            PAD_AVX512 { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); };
-      const __m256i zero = _mm256_setzero_si256();
       const __m512i x_low = Join(load(row), two ? load(row + kInt8Group) : zero);
       const __m512i x_high = Join(load(row + 16), two ? load(row + kInt8Group + 16) : zero);
       const float* s = QuantizedScales(x + r * ldx, k) + g;

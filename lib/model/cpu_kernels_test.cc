@@ -96,8 +96,8 @@ TEST(CpuLinear, RowsEqualTheRowAlone) {
 // x [m, k] as the int8 products quantize it, written here with LibTorch's operations: per group of 32, scale
 // = largest magnitude / 32767, values round(x * (1 / scale)) (ties to even), 0 for a group of zeros.
 at::Tensor QuantizedX(const at::Tensor& x) {
-  const at::Tensor groups = x.view({x.size(0), -1, kInt8Group});                        // [m, k / 32, 32]
-  const at::Tensor scales = groups.abs().amax(-1, true) / at::full({1}, 32767.0f);      // [m, k / 32, 1]
+  const at::Tensor groups = x.view({x.size(0), -1, kInt8Group});                          // [m, k / 32, 32]
+  const at::Tensor scales = groups.abs().amax(-1, true) / at::full({1}, 32767.0f);        // [m, k / 32, 1]
   const at::Tensor inverse = at::where(scales == 0, at::zeros_like(scales), 1 / scales);  // [m, k / 32, 1]
   return ((groups * inverse).round() * scales).view_as(x);
 }
@@ -121,9 +121,8 @@ TEST(CpuLinear, Int8ProductsEqualQuantizedXTimesDequantizedW) {
           CpuLinear(isa, x.data_ptr<float>(), k, m,
                     {WeightFormat::kInt8, values.data_ptr(), scales.data_ptr<float>(), n, k},
                     {ActivationFormat::kFloat32, y.data_ptr(), n});
-          const std::string where =
-              std::string(CpuIsaName(isa)) + " m=" + std::to_string(m) + " k=" + std::to_string(k) +
-              " n=" + std::to_string(n);
+          const std::string where = std::string(CpuIsaName(isa)) + " m=" + std::to_string(m) +
+                                    " k=" + std::to_string(k) + " n=" + std::to_string(n);
           // Float32's rounding alone (1e-7 at most here); without x's quantization 8e-7 at least.
           EXPECT_LT(RelativeError(y, QuantizedX(x), dequantized), 3e-7) << where;
           EXPECT_LT(RelativeError(y, x, w), 3e-2) << "the quantization itself, " << where;
@@ -139,7 +138,8 @@ TEST(CpuLinear, Int8QuantizationOfXIsExactAndKeepsNonFinite) {
   if (IsasHere().empty()) GTEST_SKIP() << "no AVX2 here";
   at::manual_seed(2);
   const int64_t m = 5, k = 128;
-  at::Tensor x = at::randn({m, k}) * at::rand({m, k / kInt8Group}).repeat_interleave(kInt8Group, 1);  // [m, k]
+  at::Tensor x =
+      at::randn({m, k}) * at::rand({m, k / kInt8Group}).repeat_interleave(kInt8Group, 1);  // [m, k]
   x[1].narrow(0, 32, 32).zero_();
   at::Tensor quantized = at::empty({m, k});  // [m, k]
   QuantizeForInt8(IsasHere().back(), x.data_ptr<float>(), k, m, k, quantized.data_ptr<float>());
