@@ -17,7 +17,7 @@ struct Fixture {
   std::unique_ptr<KvCache> cache;
 };
 
-Fixture Make(int64_t slots) {
+Fixture Make(int64_t slots, const ModelOptions& model_options = ModelOptions()) {
   at::manual_seed(11);
   LlamaConfig config;
   config.vocab_size = 97;
@@ -28,7 +28,7 @@ Fixture Make(int64_t slots) {
   config.num_key_value_heads = 2;
   config.head_dim = 16;
   Fixture f;
-  f.model = *LlamaModel::FromTensors(config, *RandomTensors::ForLlama(config), ModelOptions());
+  f.model = *LlamaModel::FromTensors(config, *RandomTensors::ForLlama(config), model_options);
   KvCacheOptions options;
   options.max_slots = slots;
   options.max_seq_len = 256;
@@ -99,6 +99,22 @@ TEST(LlamaForward, AllPositionsInTheRowsOrder) {
   EXPECT_TRUE(at::equal(prompt_first.narrow(0, 0, 1), prompt_last.narrow(0, 1, 1)));
   EXPECT_TRUE(at::equal(prompt_first.narrow(0, 1, 5), prompt_last.narrow(0, 2, 5)));
   EXPECT_TRUE(at::equal(prompt_first.narrow(0, 6, 1), prompt_last.narrow(0, 0, 1)));
+}
+
+// With int8 weights, the logits of chosen vocabulary rows (PAD's candidates) are the full logits' at those
+// rows: both multiply the hidden state as the int8 kernels quantize it (to int16 steps), so the only
+// difference is float32's summation order (without the quantization in LogitsAt, 1e-5 of the largest).
+TEST(LlamaLogits, Int8LogitsAtEqualTheFullLogits) {
+  ModelOptions options;
+  options.quantization = Quantization::kInt8;
+  if (std::string(Make(1).model->cpu_kernels()) == "none") GTEST_SKIP() << "no CPU kernels here";
+  Fixture f = Make(1, options);
+  const at::Tensor hidden = at::randn({3, 64});               // [3, hidden]
+  const at::Tensor ids = at::randint(97, {3, 5}, at::kLong);  // [3, 5]
+  const at::Tensor full = *f.model->Logits(hidden);           // [3, vocab]
+  const at::Tensor chosen = *f.model->LogitsAt(hidden, ids);  // [3, 5]
+  const double error = (chosen - full.gather(1, ids)).abs().max().item<double>();
+  EXPECT_LT(error, 1e-6 * full.abs().max().item<double>());
 }
 
 }  // namespace
